@@ -1,0 +1,97 @@
+"""Atomic file output and validated table input.
+
+Every output of the pipeline goes through :func:`atomic_path`: the writer fills a temporary file in the target's own
+folder, and only a complete file is renamed onto the target (``os.replace`` is atomic within one filesystem). A writer
+killed half-way leaves no file at the target, so Snakemake sees the job as not done and reruns it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class DataError(ValueError):
+    """Input data that breaks the documented contract. The message names the file and the field at fault."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block completes.
+
+    The temporary file keeps the target's suffix, so libraries that infer formats from names still work.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(target: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON to ``target`` atomically."""
+    write_text(target, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_parquet(target: str | os.PathLike[str], table: pa.Table | Any) -> None:
+    """Write an Arrow table (or a polars DataFrame) to ``target`` atomically."""
+    if not isinstance(table, pa.Table):
+        table = table.to_arrow()
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp)
+
+
+_TYPE_CHECKS = {
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "integer": pa.types.is_integer,
+    "float": lambda t: pa.types.is_floating(t) or pa.types.is_integer(t),
+}
+
+
+def read_parquet_checked(path: str | os.PathLike[str], columns: dict[str, str]) -> pa.Table:
+    """Read one Parquet file, checking that each named column exists with the expected type family.
+
+    Args:
+        path: the file.
+        columns: column -> "string" | "integer" | "float" ("float" also accepts integers).
+
+    Raises:
+        DataError: the file is unreadable, or a column is missing or of the wrong type; the message names both.
+    """
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+    for name, family in columns.items():
+        idx = schema.get_field_index(name)
+        if idx < 0:
+            raise DataError(f"{path}: missing column '{name}' (expected {family})")
+        if not _TYPE_CHECKS[family](schema.field(idx).type):
+            raise DataError(f"{path}: column '{name}' has type {schema.field(idx).type}, expected {family}")
+    return pq.read_table(path)
