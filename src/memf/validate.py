@@ -1,0 +1,321 @@
+"""Ingest, validate and split a raw dataset (docs/data-format.md) into ``results/data``.
+
+Two kinds of bad input are told apart:
+
+- **Contract errors** stop the run with a one-line :class:`~memf.io.DataError` naming the file and the column: a missing
+  table, an unreadable file, a missing column or one of the wrong type, a duplicate id.
+- **Bad values** are recorded drops, one row each in ``excluded.parquet``/``excluded.csv`` (level, stream_id,
+  object_id, reason, file, field): unknown references, missing text or media, non-finite or negative numbers, zero
+  sales that the target transform cannot take, media paths that escape the dataset root, media that do not decode.
+  Following the paper (section 4.1), a stream that lacks any modality after this is dropped too, with the reason.
+
+If more than ``max_drop_fraction`` of the streams is excluded the run fails loudly, with the reasons counted in the
+message. The kept streams are split into train / val / test with a seeded permutation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from memf.contract import TABLES, columns_from_config, required_columns
+from memf.dataset import SPLITS
+from memf.io import DataError, read_parquet_checked, write_json, write_parquet, write_text
+from memf.isolate import isolated_map
+from memf.media import probe
+
+log = logging.getLogger(__name__)
+
+ID_COLUMN = {"streams": "stream_id", "anchors": "anchor_id", "items": "item_id", "clips": "clip_id"}
+EXCLUDED_SCHEMA = {
+    "level": pl.String, "stream_id": pl.String, "object_id": pl.String,
+    "reason": pl.String, "file": pl.String, "field": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    n_input: int
+    n_kept: int
+    n_excluded_streams: int
+    split_sizes: dict[str, int]
+
+
+class _Drops:
+    """Collects excluded objects; each object is recorded once, with its first reason."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str | None]] = []
+        self._seen: set[tuple[str, str]] = set()
+
+    def add(self, level: str, object_id: str, reason: str, *, stream_id: str | None = None,
+            file: str | None = None, field: str | None = None) -> None:
+        if (level, object_id) in self._seen:
+            return
+        self._seen.add((level, object_id))
+        self.rows.append({"level": level, "stream_id": stream_id, "object_id": object_id,
+                          "reason": reason, "file": file, "field": field})
+
+    def ids(self, level: str) -> set[str]:
+        return {obj for lvl, obj in self._seen if lvl == level}
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema=EXCLUDED_SCHEMA)
+
+
+def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]]) -> dict[str, pl.DataFrame]:
+    """Read and schema-check the four raw tables; raise :class:`DataError` on contract errors."""
+    required = required_columns(columns)
+    tables: dict[str, pl.DataFrame] = {}
+    for name in TABLES:
+        path = root / f"{name}.parquet"
+        if not path.is_file():
+            raise DataError(f"{path}: missing table '{name}' (see docs/data-format.md)")
+        df = pl.from_arrow(read_parquet_checked(path, required[name]))
+        id_col = ID_COLUMN[name]
+        dup = df[id_col].drop_nulls().is_duplicated()
+        if dup.any():
+            first = df[id_col].drop_nulls().filter(dup)[0]
+            raise DataError(f"{path}: column '{id_col}' has duplicate id '{first}'")
+        if df[id_col].null_count():
+            raise DataError(f"{path}: column '{id_col}' has {df[id_col].null_count()} null ids")
+        tables[name] = df
+    return tables
+
+
+def _inside(root: Path, rel: str) -> bool:
+    """True if ``rel`` is a relative path that stays inside ``root`` (symbolic links resolved)."""
+    if Path(rel).is_absolute():
+        return False
+    real_root = root.resolve()
+    return (real_root / rel).resolve().is_relative_to(real_root)
+
+
+def _bad_number(value: Any) -> str | None:
+    if value is None:
+        return "missing"
+    if not math.isfinite(value):
+        return "not finite"
+    if value < 0:
+        return "negative"
+    return None
+
+
+def _probe_task(task: tuple[str, str]) -> dict[str, float]:
+    return probe(*task)
+
+
+def validate_dataset(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    columns: dict[str, dict[str, list[str]]],
+    target_offset: float,
+    max_drop_fraction: float,
+    split_seed: int,
+    test_fraction: float,
+    val_fraction: float,
+    probe_workers: int = 2,
+    probe_timeout_s: float = 30.0,
+) -> ValidationResult:
+    """Validate the raw dataset at ``root`` and write the clean, split dataset to ``out_dir``.
+
+    Outputs (all atomic): streams/anchors/items/clips.parquet, excluded.parquet, excluded.csv, summary.csv,
+    summary.md, dataset.json. See docs/data-format.md for the checks.
+    """
+    root, out_dir = Path(root), Path(out_dir)
+    if test_fraction + val_fraction >= 1:
+        raise ValueError(f"split: test_fraction + val_fraction = {test_fraction + val_fraction}, expected < 1")
+    tables = load_raw_tables(root, columns)
+    streams, anchors, items, clips = (tables[t] for t in TABLES)
+    drops = _Drops()
+    cols = columns_from_config(columns)
+
+    # Values of each entity's own columns: missing text or media, bad numbers, escaping paths.
+    media_refs: list[tuple[str, str, str, str, str]] = []  # (kind, path, level, object_id, field)
+    level_of = {"anchors": "anchor", "items": "item", "streams": "stream"}
+    for table in ("anchors", "items", "streams"):
+        df, level, id_col = tables[table], level_of[table], ID_COLUMN[table]
+        file = str(root / f"{table}.parquet")
+        for col in (c for c in cols if c.table == table):
+            for obj, value in zip(df[id_col].to_list(), df[col.name].to_list(), strict=True):
+                stream = obj if level == "stream" else None
+                if col.modality == "numeric":
+                    why = _bad_number(value)
+                    if why:
+                        drops.add(level, obj, f"{col.entity} {col.modality} '{col.name}' is {why}",
+                                  stream_id=stream, file=file, field=col.name)
+                elif value is None:
+                    drops.add(level, obj, f"{col.entity} {col.modality} '{col.name}' is missing",
+                              stream_id=stream, file=file, field=col.name)
+                elif col.modality == "image":
+                    if _inside(root, value):
+                        media_refs.append(("image", value, level, obj, col.name))
+                    else:
+                        drops.add(level, obj, f"path escapes the dataset root: {value}",
+                                  stream_id=stream, file=file, field=col.name)
+    sales_file = str(root / "streams.parquet")
+    for sid, sales in zip(streams["stream_id"].to_list(), streams["sales"].to_list(), strict=True):
+        why = _bad_number(sales)
+        if why:
+            drops.add("stream", sid, f"sales is {why}", stream_id=sid, file=sales_file, field="sales")
+        elif sales + target_offset <= 0:
+            drops.add("stream", sid, "zero sales with target.offset 0 (log undefined)",
+                      stream_id=sid, file=sales_file, field="sales")
+
+    # References between tables.
+    stream_ids = set(streams["stream_id"].to_list())
+    anchor_ids = set(anchors["anchor_id"].to_list())
+    for sid, aid in zip(streams["stream_id"].to_list(), streams["anchor_id"].to_list(), strict=True):
+        if aid not in anchor_ids:
+            drops.add("stream", sid, f"unknown anchor_id '{aid}'", stream_id=sid, file=sales_file, field="anchor_id")
+    clips_file = str(root / "clips.parquet")
+    for row in clips.iter_rows(named=True):
+        cid, sid = row["clip_id"], row["stream_id"]
+        if sid not in stream_ids:
+            drops.add("clip", cid, f"unknown stream_id '{sid}'", stream_id=sid, file=clips_file, field="stream_id")
+        elif row["kind"] not in ("video", "audio"):
+            drops.add("clip", cid, f"unknown clip kind '{row['kind']}' (expected video or audio)",
+                      stream_id=sid, file=clips_file, field="kind")
+        elif row["path"] is None:
+            drops.add("clip", cid, "clip path is missing", stream_id=sid, file=clips_file, field="path")
+        elif not _inside(root, row["path"]):
+            drops.add("clip", cid, f"path escapes the dataset root: {row['path']}",
+                      stream_id=sid, file=clips_file, field="path")
+        else:
+            media_refs.append((row["kind"], row["path"], "clip", cid, "path"))
+    items_file = str(root / "items.parquet")
+    for iid, sid in zip(items["item_id"].to_list(), items["stream_id"].to_list(), strict=True):
+        if sid not in stream_ids:
+            drops.add("item", iid, f"unknown stream_id '{sid}'", stream_id=sid, file=items_file, field="stream_id")
+
+    # Decode every referenced media file once, in isolated workers (a crashing decoder is one drop, not a failed run).
+    # Anchors no stream references are not probed.
+    used_anchors = set(streams["anchor_id"].to_list())
+    media_refs = [r for r in media_refs if r[2] != "anchor" or r[3] in used_anchors]
+    tasks = sorted({(kind, path) for kind, path, *_ in media_refs})
+    failed: dict[tuple[str, str], str] = {}
+    for outcome in isolated_map(_probe_task, [(k, str(root / p)) for k, p in tasks], workers=probe_workers,
+                                timeout_s=probe_timeout_s, desc="probe media"):
+        if not outcome.ok:
+            failed[tasks[outcome.index]] = outcome.failure.reason
+    item_stream = dict(zip(items["item_id"].to_list(), items["stream_id"].to_list(), strict=True))
+    clip_stream = dict(zip(clips["clip_id"].to_list(), clips["stream_id"].to_list(), strict=True))
+    for kind, path, level, obj, field in media_refs:
+        if (kind, path) in failed:
+            stream = {"item": item_stream, "clip": clip_stream, "stream": {obj: obj}}.get(level, {}).get(obj)
+            drops.add(level, obj, f"{kind} does not decode: {failed[(kind, path)]}",
+                      stream_id=stream, file=str(root / path), field=field)
+
+    # Cascade to streams: a bad anchor, and (paper section 4.1) a stream lacking a modality, drop the stream.
+    bad_anchors = drops.ids("anchor")
+    anchor_reason = {r["object_id"]: r["reason"] for r in drops.rows if r["level"] == "anchor"}
+    for sid, aid in zip(streams["stream_id"].to_list(), streams["anchor_id"].to_list(), strict=True):
+        if aid in bad_anchors:
+            drops.add("stream", sid, f"anchor '{aid}': {anchor_reason[aid]}", stream_id=sid, file=sales_file,
+                      field="anchor_id")
+    good_items = items.filter(~pl.col("item_id").is_in(list(drops.ids("item"))))
+    good_clips = clips.filter(~pl.col("clip_id").is_in(list(drops.ids("clip"))))
+    has_items = set(good_items["stream_id"].to_list())
+    has_kind = {kind: set(good_clips.filter(pl.col("kind") == kind)["stream_id"].to_list()) for kind in ("video", "audio")}
+    for sid in streams["stream_id"].to_list():
+        if sid not in has_items:
+            drops.add("stream", sid, "no valid commodity (missing modality)", stream_id=sid)
+        for kind in ("video", "audio"):
+            if sid not in has_kind[kind]:
+                drops.add("stream", sid, f"no valid {kind} clip (missing modality)", stream_id=sid)
+
+    dropped_streams = drops.ids("stream")
+    n_input = streams.height
+    kept = streams.filter(~pl.col("stream_id").is_in(list(dropped_streams))).sort("stream_id")
+    # Items and clips of dropped streams leave with them; record them so nothing disappears without a line.
+    for df, level, id_col in ((good_items, "item", "item_id"), (good_clips, "clip", "clip_id")):
+        for obj, sid in zip(df[id_col].to_list(), df["stream_id"].to_list(), strict=True):
+            if sid in dropped_streams:
+                drops.add(level, obj, "its stream was excluded", stream_id=sid)
+    excluded = drops.frame()
+    fraction = len(dropped_streams) / max(n_input, 1)
+    if fraction > max_drop_fraction:
+        counts = Counter(r["reason"].split(":")[0] for r in drops.rows if r["level"] == "stream")
+        top = "; ".join(f"{n} x {reason}" for reason, n in counts.most_common(5))
+        log.error("excluded rows:\n%s", excluded)
+        raise DataError(
+            f"{root}: {len(dropped_streams)} of {n_input} streams excluded ({fraction:.0%}), more than "
+            f"validation.max_drop_fraction={max_drop_fraction:.0%}; most common: {top}"
+        )
+    if kept.height < 3:
+        raise DataError(f"{root}: only {kept.height} valid streams, need at least 3 to split")
+
+    # Split: seeded permutation of the kept streams (sorted by id first, so the input row order does not matter).
+    n = kept.height
+    n_test = max(1, round(n * test_fraction))
+    n_val = max(1, round(n * val_fraction))
+    order = np.random.default_rng(split_seed).permutation(n)
+    split = np.empty(n, dtype=object)
+    split[order[:n_test]] = "test"
+    split[order[n_test:n_test + n_val]] = "val"
+    split[order[n_test + n_val:]] = "train"
+    kept = kept.with_columns(
+        pl.Series("split", split.tolist(), dtype=pl.String),
+        (pl.col("sales").cast(pl.Float64) + target_offset).log().alias("target"),
+    )
+    kept_ids = kept["stream_id"].to_list()
+    out_items = good_items.filter(pl.col("stream_id").is_in(kept_ids)).sort(["stream_id", "position", "item_id"])
+    out_clips = good_clips.filter(pl.col("stream_id").is_in(kept_ids)).sort(["stream_id", "kind", "position", "clip_id"])
+    out_anchors = anchors.filter(pl.col("anchor_id").is_in(kept["anchor_id"].unique().to_list())).sort("anchor_id")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, df in (("streams", kept), ("anchors", out_anchors), ("items", out_items), ("clips", out_clips),
+                     ("excluded", excluded)):
+        write_parquet(out_dir / f"{name}.parquet", df)
+    write_text(out_dir / "excluded.csv", excluded.write_csv())
+    summary = split_summary(kept)
+    write_text(out_dir / "summary.csv", summary.write_csv())
+    write_text(out_dir / "summary.md", _markdown(summary))
+    sizes = {s: int((split == s).sum()) for s in SPLITS}
+    write_json(out_dir / "dataset.json", {
+        "root": str(root),
+        "columns": columns,
+        "target": f"log(sales + {target_offset:g})",
+        "streams_in": n_input,
+        "streams_kept": n,
+        "excluded": dict(Counter(r["level"] for r in drops.rows)),
+        "splits": sizes,
+        "split_seed": split_seed,
+    })
+    for level, count in sorted(Counter(r["level"] for r in drops.rows).items()):
+        log.info("excluded %d %s rows", count, level)
+    log.info("kept %d of %d streams; splits %s", n, n_input, sizes)
+    return ValidationResult(n_input=n_input, n_kept=n, n_excluded_streams=len(dropped_streams), split_sizes=sizes)
+
+
+def split_summary(streams: pl.DataFrame) -> pl.DataFrame:
+    """The paper's Table 5: size and target statistics per split (and overall)."""
+    def stats(df: pl.DataFrame, name: str) -> dict[str, Any]:
+        y = df["target"]
+        return {"split": name, "size": df.height, "max": y.max(), "min": y.min(), "mean": y.mean(),
+                "median": y.median(), "sd": y.std()}
+    rows = [stats(streams.filter(pl.col("split") == s), s) for s in SPLITS]
+    rows.append(stats(streams, "all"))
+    return pl.DataFrame(rows)
+
+
+def _markdown(summary: pl.DataFrame) -> str:
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    head = "| split | size | max | min | mean | median | sd |\n|---|---|---|---|---|---|---|\n"
+    body = "".join(
+        f"| {r['split']} | {r['size']} | "
+        + " | ".join(num(r[k]) for k in ("max", "min", "mean", "median", "sd")) + " |\n"
+        for r in summary.iter_rows(named=True)
+    )
+    return "# Dataset statistics (log(sales), paper Table 5)\n\n" + head + body
+

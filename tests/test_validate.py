@@ -1,0 +1,156 @@
+"""Ingest, validate and split: contract errors, recorded drops, and the split."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from fakedata import write_dataset
+from memf.contract import DEFAULT_COLUMNS
+from memf.io import DataError
+from memf.validate import validate_dataset
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("raw") / "raw", n_streams=N)
+
+
+@pytest.fixture
+def raw(pristine: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(pristine, tmp_path / "raw"))
+
+
+def run(raw: Path, out: Path, **overrides):
+    kwargs = dict(columns=DEFAULT_COLUMNS, target_offset=1.0, max_drop_fraction=1.0, split_seed=0,
+                  test_fraction=0.2, val_fraction=0.1, probe_workers=2, probe_timeout_s=20)
+    kwargs.update(overrides)
+    return validate_dataset(raw, out, **kwargs)
+
+
+def edit(raw: Path, table: str, fn) -> None:
+    path = raw / f"{table}.parquet"
+    fn(pl.read_parquet(path)).write_parquet(path)
+
+
+def excluded(out: Path) -> pl.DataFrame:
+    return pl.read_parquet(out / "excluded.parquet")
+
+
+def test_clean_dataset_is_kept_whole_and_split(raw, tmp_path):
+    result = run(raw, tmp_path / "out")
+    streams = pl.read_parquet(tmp_path / "out" / "streams.parquet")
+    assert result.n_kept == N and excluded(tmp_path / "out").height == 0
+    assert streams["split"].value_counts().sort("split").to_dicts() == [
+        {"split": "test", "count": 2}, {"split": "train", "count": 7}, {"split": "val", "count": 1}]
+    raw_sales = pl.read_parquet(raw / "streams.parquet").sort("stream_id")["sales"].to_numpy()
+    np.testing.assert_allclose(streams.sort("stream_id")["target"].to_numpy(), np.log(raw_sales + 1.0))
+    assert pl.read_parquet(tmp_path / "out" / "items.parquet").height == 2 * N
+    assert pl.read_parquet(tmp_path / "out" / "clips.parquet").height == 4 * N
+    summary = pl.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary["split"].to_list() == ["train", "val", "test", "all"]
+    assert summary.filter(pl.col("split") == "all")["size"][0] == N
+
+
+def test_split_is_seeded(raw, tmp_path):
+    def split_of(seed: int, name: str) -> dict[str, str]:
+        run(raw, tmp_path / name, split_seed=seed)
+        return dict(pl.read_parquet(tmp_path / name / "streams.parquet").select("stream_id", "split").iter_rows())
+    assert split_of(0, "a") == split_of(0, "b")
+    assert split_of(0, "a") != split_of(1, "c")
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "message"),
+    [
+        ("items", lambda df: df.drop("price"), "items.parquet: missing column 'price'"),
+        ("streams", lambda df: df.with_columns(pl.col("sales").cast(pl.String)), "column 'sales' has type"),
+        ("anchors", lambda df: df.with_columns(pl.lit(3).alias("nick")), "column 'nick' has type"),
+        ("clips", lambda df: df.with_columns(pl.lit("c0").alias("clip_id")), "duplicate id 'c0'"),
+    ],
+)
+def test_contract_errors_name_file_and_column(raw, tmp_path, table, change, message):
+    edit(raw, table, change)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run(raw, tmp_path / "out")
+
+
+def test_missing_table_is_an_error(raw, tmp_path):
+    (raw / "clips.parquet").unlink()
+    with pytest.raises(DataError, match="missing table 'clips'"):
+        run(raw, tmp_path / "out")
+
+
+def test_bad_values_are_recorded_drops(raw, tmp_path):
+    items = pl.read_parquet(raw / "items.parquet")
+    clips = pl.read_parquet(raw / "clips.parquet")
+    # s000: one corrupt item image (item dropped, stream kept); s001: corrupt room cover (stream dropped);
+    # s002: both video clips truncated (clips dropped, then the stream for lacking video); s003: negative price on
+    # an item; s004: non-finite duration; s005: a clip path escaping the root; s006: zero sales (kept, target 0).
+    (raw / items.filter(pl.col("item_id") == "s000-i0")["image"][0]).write_bytes(b"not a jpeg at all")
+    (raw / "media/room1.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    for c in ("s002-video0", "s002-video1"):
+        path = raw / clips.filter(pl.col("clip_id") == c)["path"][0]
+        path.write_bytes(path.read_bytes()[:200])
+    edit(raw, "items", lambda df: df.with_columns(
+        pl.when(pl.col("item_id") == "s003-i1").then(-5.0).otherwise(pl.col("price")).alias("price")))
+    edit(raw, "streams", lambda df: df.with_columns(
+        pl.when(pl.col("stream_id") == "s004").then(math.inf).otherwise(pl.col("duration")).alias("duration"),
+        pl.when(pl.col("stream_id") == "s006").then(0.0).otherwise(pl.col("sales")).alias("sales")))
+    edit(raw, "clips", lambda df: df.with_columns(
+        pl.when(pl.col("clip_id") == "s005-audio1").then(pl.lit("../../etc/passwd")).otherwise(pl.col("path"))
+        .alias("path")))
+    out = tmp_path / "out"
+    run(raw, out)
+    ex = excluded(out)
+    reasons = {(r["level"], r["object_id"]): r["reason"] for r in ex.iter_rows(named=True)}
+    assert "image does not decode" in reasons[("item", "s000-i0")]
+    assert "image does not decode" in reasons[("stream", "s001")]
+    assert "video does not decode" in reasons[("clip", "s002-video0")]
+    assert reasons[("stream", "s002")] == "no valid video clip (missing modality)"
+    assert reasons[("item", "s003-i1")] == "commodity numeric 'price' is negative"
+    assert reasons[("stream", "s004")] == "room numeric 'duration' is not finite"
+    assert "escapes the dataset root" in reasons[("clip", "s005-audio1")]
+    assert ex.filter(pl.col("object_id") == "s000-i0")["field"][0] == "image"
+    streams = pl.read_parquet(out / "streams.parquet")
+    assert set(streams["stream_id"]) == {f"s{i:03d}" for i in range(N)} - {"s001", "s002", "s004"}
+    assert streams.filter(pl.col("stream_id") == "s006")["target"][0] == 0.0
+    # Nothing disappears: every input object is either kept or has a line in the excluded table.
+    for table, level, id_col in (("items", "item", "item_id"), ("clips", "clip", "clip_id")):
+        kept = set(pl.read_parquet(out / f"{table}.parquet")[id_col])
+        dropped = set(ex.filter(pl.col("level") == level)["object_id"])
+        assert kept | dropped == set(pl.read_parquet(raw / f"{table}.parquet")[id_col])
+        assert not kept & dropped
+
+
+def test_zero_sales_without_offset_is_dropped(raw, tmp_path):
+    edit(raw, "streams", lambda df: df.with_columns(
+        pl.when(pl.col("stream_id") == "s000").then(0.0).otherwise(pl.col("sales") + 1).alias("sales")))
+    run(raw, tmp_path / "out", target_offset=0.0)
+    ex = excluded(tmp_path / "out")
+    assert ex.filter(pl.col("object_id") == "s000")["reason"][0] == "zero sales with target.offset 0 (log undefined)"
+
+
+def test_bad_anchor_drops_its_streams(raw, tmp_path):
+    edit(raw, "anchors", lambda df: df.with_columns(
+        pl.when(pl.col("anchor_id") == "a1").then(None).otherwise(pl.col("nick")).alias("nick")))
+    run(raw, tmp_path / "out")
+    ex = excluded(tmp_path / "out")
+    streams_of_a1 = set(pl.read_parquet(raw / "streams.parquet").filter(pl.col("anchor_id") == "a1")["stream_id"])
+    dropped = ex.filter(pl.col("level") == "stream")
+    assert set(dropped["object_id"]) == streams_of_a1
+    assert all(r.startswith("anchor 'a1': anchor text 'nick' is missing") for r in dropped["reason"])
+
+
+def test_too_many_drops_fail_loudly(raw, tmp_path):
+    for p in (raw / "media").glob("room*.jpg"):
+        p.write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"10 of 10 streams excluded \(100%\).*image does not decode"):
+        run(raw, tmp_path / "out", max_drop_fraction=0.5)

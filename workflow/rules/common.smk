@@ -1,0 +1,27 @@
+# Shared helpers: config validation, path grammar, and the final targets of each stage.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RAW = Path(config["dataset"]["root"])
+DATA = Path("results/data")
+RAW_TABLES = [str(RAW / f"{table}.parquet") for table in ("streams", "anchors", "items", "clips")]
+CLEAN_TABLES = [str(DATA / f"{table}.parquet") for table in ("streams", "anchors", "items", "clips")]
+
+
+def identity(section):
+    """A config section as canonical JSON: put it in `params:` so a change reruns the rule and its downstream."""
+    return json.dumps(section, sort_keys=True)
+
+
+def get_final_outputs(wildcards):
+    """Everything `snakemake` builds by default: each stage contributes its targets."""
+    targets = data_targets()
+    for stage in ("features_targets", "report_targets"):
+        if stage in globals():
+            targets += globals()[stage]()
+    return targets

@@ -1,0 +1,50 @@
+# Raw data: the live-commerce simulator (demo dataset) and ingest/validate/split.
+
+
+def data_targets():
+    return [str(DATA / "summary.md"), str(DATA / "excluded.csv")]
+
+
+if config["dataset"]["simulate"]:
+
+    rule simulate:
+        output:
+            RAW_TABLES,
+            str(RAW / "ground_truth.parquet"),
+            str(RAW / "ground_truth.json"),
+        log:
+            "logs/data/simulate.log",
+        params:
+            root=str(RAW),
+            simulator=config["simulator"],
+            columns=config["columns"],
+        resources:
+            mem_mb=2000,
+        script:
+            "../scripts/simulate.py"
+
+
+rule validate:
+    input:
+        RAW_TABLES,
+    output:
+        CLEAN_TABLES,
+        excluded=str(DATA / "excluded.parquet"),
+        excluded_csv=str(DATA / "excluded.csv"),
+        summary=str(DATA / "summary.csv"),
+        summary_md=str(DATA / "summary.md"),
+        meta=str(DATA / "dataset.json"),
+    log:
+        "logs/data/validate.log",
+    params:
+        root=str(RAW),
+        out_dir=str(DATA),
+        columns=config["columns"],
+        target=config["target"],
+        validation=config["validation"],
+        split=config["split"],
+    threads: config["validation"]["probe_workers"]
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/validate.py"

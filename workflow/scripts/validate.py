@@ -1,0 +1,19 @@
+"""Snakemake adapter: rule validate -> memf.validate.validate_dataset."""
+
+from memf.logs import job_log
+from memf.validate import validate_dataset
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(sm.log[0]):
+    validate_dataset(
+        sm.params.root,
+        sm.params.out_dir,
+        columns=sm.params.columns,
+        target_offset=sm.params.target["offset"],
+        max_drop_fraction=sm.params.validation["max_drop_fraction"],
+        split_seed=sm.params.split["seed"],
+        test_fraction=sm.params.split["test_fraction"],
+        val_fraction=sm.params.split["val_fraction"],
+        probe_workers=sm.threads,
+        probe_timeout_s=sm.params.validation["probe_timeout_s"],
+    )
