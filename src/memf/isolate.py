@@ -11,6 +11,7 @@ worker would execute again. The function runs in the child only, so the parent's
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
 import time
 from collections import deque
@@ -46,6 +47,7 @@ class Outcome(Generic[R]):
 
 
 def _serve(fn: Callable[[Any], Any], conn: Connection) -> None:
+    faulthandler.disable()  # a decoder crash is reported by the parent as one failure; no interpreter dump in the log
     while True:
         msg = conn.recv()
         if msg is None:

@@ -1,10 +1,6 @@
 # Raw data: the live-commerce simulator (demo dataset) and ingest/validate/split.
 
 
-def data_targets():
-    return [str(DATA / "summary.md"), str(DATA / "excluded.csv")]
-
-
 if config["dataset"]["simulate"]:
 
     rule simulate:
@@ -15,11 +11,13 @@ if config["dataset"]["simulate"]:
         log:
             "logs/data/simulate.log",
         params:
-            root=str(RAW),
+            root=lambda wildcards, output: str(Path(output[0]).parent),
             simulator=config["simulator"],
             columns=config["columns"],
         resources:
             mem_mb=2000,
+        conda:
+            "../../envs/memf.yaml"
         script:
             "../scripts/simulate.py"
 
@@ -37,8 +35,8 @@ rule validate:
     log:
         "logs/data/validate.log",
     params:
-        root=str(RAW),
-        out_dir=str(DATA),
+        root=lambda wildcards, input: str(Path(input[0]).parent),
+        out_dir=lambda wildcards, output: str(Path(output.meta).parent),
         columns=config["columns"],
         target=config["target"],
         validation=config["validation"],
@@ -46,5 +44,7 @@ rule validate:
     threads: config["validation"]["probe_workers"]
     resources:
         mem_mb=2000,
+    conda:
+        "../../envs/memf.yaml"
     script:
         "../scripts/validate.py"
