@@ -2,7 +2,7 @@
 (eqs 5-9), masked pooling, the clip-sequence encoder and the DNN predictor (section 3.4).
 
 Masking (eq 9): the paper multiplies the attention scores by the mask; here padded positions are excluded from the
-softmax instead (``key_padding_mask`` of ``nn.MultiheadAttention``, i.e. an additive -inf), so they get weight exactly 0.
+softmax instead (``key_padding_mask`` of ``nn.MultiheadAttention``, i.e. an additive -inf): they get weight exactly 0.
 """
 
 from __future__ import annotations

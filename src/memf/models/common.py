@@ -85,7 +85,7 @@ class ModelConfig:
     ffn_mult: int = 4  # feed-forward hidden width = ffn_mult * width (paper silent; the Transformer's usual 4)
     numeric_hidden: int = 64  # hidden width of the shared numeric-field MLP (paper silent)
     predictor_hidden: tuple[int, ...] | None = None  # DNN predictor hidden widths; None = (width, width // 2)
-    entity_fusion: str = "transformer"  # MEMF entity-level fusion, a key of ENTITY_FUSIONS (paper Table 7)
+    entity_fusion: str = "transformer"  # MEMF entity-level fusion, a key of fusions.ENTITY_FUSIONS (paper Table 7)
     drop_entities: tuple[str, ...] = ()  # MEMF entities left out, a subset of contract.ENTITIES (paper Table 8)
     mfb_factor: int = 5  # MFB/MFH factor k: sum-pooling group size (original: 5)
     mfb_out: int = 256  # MFB/MFH output size o per block (original: 1000; smaller here to fit the data size)
@@ -110,13 +110,12 @@ class ModelConfig:
         """
         known = {f.name for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
+        listed = ", ".join(sorted(accepted))
         for key, value in options.items():
             if key not in known:
-                raise ValueError(f"model '{model}': unknown option '{key}' (accepted: {', '.join(sorted(accepted))})")
+                raise ValueError(f"model '{model}': unknown option '{key}' (accepted: {listed})")
             if key not in accepted:
-                raise ValueError(
-                    f"model '{model}': option '{key}' does not apply to this model (accepted: {', '.join(sorted(accepted))})"
-                )
+                raise ValueError(f"model '{model}': option '{key}' does not apply to this model (accepted: {listed})")
             values[key] = _coerce(model, key, value)
         cfg = cls(**values)
         cfg._check(model)
@@ -132,13 +131,8 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model '{model}': option 'dropout' is {self.dropout}, expected 0 <= dropout < 1")
         if any(h < 1 for h in self.predictor_sizes):
-            raise ValueError(f"model '{model}': option 'predictor_hidden' is {self.predictor_hidden}, expected sizes >= 1")
-        from memf.models.fusions import ENTITY_FUSIONS  # the fusion registry needs blocks that import this module
-
-        if self.entity_fusion not in ENTITY_FUSIONS:
             raise ValueError(
-                f"model '{model}': option 'entity_fusion' is '{self.entity_fusion}', expected one of "
-                f"{', '.join(sorted(ENTITY_FUSIONS))}"
+                f"model '{model}': option 'predictor_hidden' is {self.predictor_hidden}, expected sizes >= 1"
             )
         unknown = [e for e in self.drop_entities if e not in ENTITIES]
         if unknown or len(set(self.drop_entities)) != len(self.drop_entities):
@@ -155,22 +149,22 @@ _TUPLE_OPTIONS = {"predictor_hidden": int, "drop_entities": str}
 
 def _coerce(model: str, key: str, value: Any) -> Any:
     """Check one option's JSON type; lists become tuples."""
-    field_type = {f.name: f.default for f in dataclasses.fields(ModelConfig)}[key]
+    default = {f.name: f.default for f in dataclasses.fields(ModelConfig)}[key]
     if key in _TUPLE_OPTIONS:
         if key == "predictor_hidden" and value is None:
             return None
         item = _TUPLE_OPTIONS[key]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, item) for v in value):
             raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected a list of {item.__name__}")
         return tuple(value)
-    if isinstance(field_type, bool) or isinstance(value, bool):
-        raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected {type(field_type).__name__}")
-    if isinstance(field_type, float):
+    if isinstance(value, bool):
+        raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected {type(default).__name__}")
+    if isinstance(default, float):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected a number")
         return float(value)
-    if not isinstance(value, type(field_type)):
-        raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected {type(field_type).__name__}")
+    if not isinstance(value, type(default)):
+        raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected {type(default).__name__}")
     return value
 
 
@@ -192,7 +186,7 @@ _CLIP_SUFFIXES = frozenset({"x", "mask"})
 
 def batch_dims(batch: Mapping[str, Any]) -> Dims:
     """Per-stream shape of every tensor in ``batch`` (the batch axis dropped). Non-tensor values are not inputs."""
-    return {key: tuple(int(s) for s in value.shape[1:]) for key, value in batch.items() if isinstance(value, torch.Tensor)}
+    return {k: tuple(int(s) for s in v.shape[1:]) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
 def check_dims(dims: Mapping[str, tuple[int, ...]]) -> None:
@@ -201,7 +195,10 @@ def check_dims(dims: Mapping[str, tuple[int, ...]]) -> None:
         entity, _, suffix = key.partition("/")
         if entity not in ENTITIES:
             continue
-        allowed = _CLIP_SUFFIXES if entity in CLIP_KINDS else _FIELD_SUFFIXES | ({"mask"} if entity == "commodity" else set())
+        if entity in CLIP_KINDS:
+            allowed = _CLIP_SUFFIXES
+        else:
+            allowed = _FIELD_SUFFIXES | {"mask"} if entity == "commodity" else _FIELD_SUFFIXES
         if suffix not in allowed:
             raise ValueError(f"dims: unknown input key '{key}' (expected {entity}/{{{','.join(sorted(allowed))}}})")
 
@@ -232,7 +229,7 @@ def field_layout(dims: Mapping[str, tuple[int, ...]], entity: str) -> dict[str, 
         if len(shape) != rank:
             raise ValueError(f"dims['{key}']: shape {shape}, expected ({expected})")
         if items and shape[0] != dims["commodity/mask"][0]:
-            raise ValueError(f"dims['{key}']: {shape[0]} items, expected M = {dims['commodity/mask'][0]} as commodity/mask")
+            raise ValueError(f"dims['{key}']: {shape[0]} items, expected {dims['commodity/mask'][0]} as commodity/mask")
         n_fields, size = shape[items], (1 if modality == "numeric" else shape[items + 1])
         if n_fields and size < 1:
             raise ValueError(f"dims['{key}']: feature size {size}, expected >= 1")
@@ -251,7 +248,7 @@ def field_keys(entity: str, layout: Mapping[str, tuple[int, int]]) -> list[str]:
 
 
 def clip_layout(dims: Mapping[str, tuple[int, ...]], kind: str) -> int:
-    """Feature size of one clip of ``kind`` ("video" or "audio"), checking ``{kind}/x`` [C, D] and ``{kind}/mask`` [C]."""
+    """Feature size of a ``kind`` ("video" | "audio") clip, checking ``{kind}/x`` [C, D] and ``{kind}/mask`` [C]."""
     x, mask = dims.get(f"{kind}/x"), dims.get(f"{kind}/mask")
     if x is None or len(x) != 2 or x[1] < 1:
         raise ValueError(f"dims['{kind}/x']: shape {x}, expected (C, D)")
@@ -268,7 +265,8 @@ def check_batch(batch: Mapping[str, torch.Tensor], dims: Mapping[str, tuple[int,
             raise ValueError(f"batch: missing input '{key}'")
         tensor = batch[key]
         if tuple(tensor.shape[1:]) != tuple(dims[key]):
-            raise ValueError(f"batch['{key}']: shape {tuple(tensor.shape)}, expected (B, {', '.join(map(str, dims[key]))})")
+            expected = ", ".join(map(str, ("B", *dims[key])))
+            raise ValueError(f"batch['{key}']: shape {tuple(tensor.shape)}, expected ({expected})")
         if size is not None and tensor.shape[0] != size:
             raise ValueError(f"batch['{key}']: batch size {tensor.shape[0]}, expected {size} as the other inputs")
         size = tensor.shape[0]

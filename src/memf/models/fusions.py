@@ -81,11 +81,11 @@ class LSTMFusion(nn.Module):
 
 @ENTITY_FUSIONS.register("cnn")
 class CNNFusion(nn.Module):
-    """Table 7 "CNN": 1-D convolutions of kernel sizes 2 and 3 along the entity axis ("same" padding, so any E works),
+    """Table 7 "CNN": 1-D convolutions of kernel sizes 3 and 5 along the entity axis ("same" padding, so any E works),
     ReLU, max over entities, concatenated and projected back to D with Linear -> ReLU -> Dropout."""
 
     returns_attention = False
-    kernel_sizes: tuple[int, ...] = (2, 3)
+    kernel_sizes: tuple[int, ...] = (3, 5)
 
     def __init__(self, n_entities: int, cfg: ModelConfig) -> None:
         super().__init__()

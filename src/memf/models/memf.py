@@ -10,7 +10,8 @@ Transformer (or a Table 7 alternative) and a DNN predicts log sales. ``drop_enti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -129,9 +130,9 @@ class MEMF(nn.Module):
 register_model("memf", frozenset({"entity_fusion", "drop_entities"}), MEMF)
 
 
-def _fixed_fusion(fusion: str):
+def _fixed_fusion(fusion: str) -> Callable[[Mapping[str, tuple[int, ...]], ModelConfig], MEMF]:
     def make(dims: Mapping[str, tuple[int, ...]], cfg: ModelConfig) -> MEMF:
-        return MEMF(dims, ModelConfig(**{**cfg.__dict__, "entity_fusion": fusion}))
+        return MEMF(dims, dataclasses.replace(cfg, entity_fusion=fusion))
 
     return make
 
