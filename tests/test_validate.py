@@ -118,6 +118,9 @@ def test_bad_values_are_recorded_drops(raw, tmp_path):
     assert reasons[("item", "s003-i1")] == "commodity numeric 'price' is negative"
     assert reasons[("stream", "s004")] == "room numeric 'duration' is not finite"
     assert "escapes the dataset root" in reasons[("clip", "s005-audio1")]
+    assert ex.filter(pl.col("object_id") == "s003-i1").row(0, named=True) | {"reason": None} == {
+        "level": "item", "stream_id": "s003", "object_id": "s003-i1", "reason": None,
+        "file": str(raw / "items.parquet"), "field": "price"}
     assert ex.filter(pl.col("object_id") == "s000-i0")["field"][0] == "image"
     streams = pl.read_parquet(out / "streams.parquet")
     assert set(streams["stream_id"]) == {f"s{i:03d}" for i in range(N)} - {"s001", "s002", "s004"}

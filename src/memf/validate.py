@@ -144,9 +144,9 @@ def validate_dataset(
     for table in ("anchors", "items", "streams"):
         df, level, id_col = tables[table], level_of[table], ID_COLUMN[table]
         file = str(root / f"{table}.parquet")
+        owner_stream = df["stream_id"].to_list() if "stream_id" in df.columns else [None] * df.height
         for col in (c for c in cols if c.table == table):
-            for obj, value in zip(df[id_col].to_list(), df[col.name].to_list(), strict=True):
-                stream = obj if level == "stream" else None
+            for obj, stream, value in zip(df[id_col].to_list(), owner_stream, df[col.name].to_list(), strict=True):
                 if col.modality == "numeric":
                     why = _bad_number(value)
                     if why:

@@ -8,6 +8,8 @@ if config["dataset"]["simulate"]:
             RAW_TABLES,
             str(RAW / "ground_truth.parquet"),
             str(RAW / "ground_truth.json"),
+            str(RAW / "defects.parquet"),
+            str(RAW / "dataset.json"),
         log:
             "logs/data/simulate.log",
         params:

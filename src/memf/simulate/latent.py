@@ -20,13 +20,15 @@ from memf.simulate.vocab import CATEGORIES
 #: Correlation of the anchor's latents with what the anchor sells and shows: item appeal and room attractiveness
 #: follow the anchor's reach, video and audio energy follow the anchor's skill (strong anchors get strong goods and
 #: produce lively streams). It makes the entity contributions positively correlated, which lifts the sd of log(sales)
-#: from sqrt(sum of effect variances) (0.94 with the default effects) to the paper's ~1.07.
-COUPLING: float = 0.55
+#: with the default effects from 0.98 (no coupling) to the paper's ~1.07 (Table 5), measured on 2,000 streams.
+COUPLING: float = 0.2
 #: Spread of one clip's energy or tempo around its stream's level.
 CLIP_SD: float = 0.5
 #: Weights of the commodity-set summary (before standardisation): best appeal, mean discount depth, mean price level,
 #: price spread (population sd of the items' price levels) and log of the number of items.
-COMMODITY_WEIGHTS: dict[str, float] = {"best_appeal": 1.0, "discount": 0.5, "price": -0.4, "spread": 0.3, "n_items": 0.3}
+COMMODITY_WEIGHTS: dict[str, float] = {
+    "best_appeal": 1.0, "discount": 0.5, "price": -0.4, "spread": 0.3, "n_items": 0.3,
+}
 #: Mix of clip energy and tempo in the audio contribution.
 AUDIO_WEIGHTS: dict[str, float] = {"energy": 0.8, "tempo": 0.6}
 #: Mix of room attractiveness and the duration latent in the room contribution.

@@ -70,9 +70,11 @@ def _to_uint8(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
 
 
 def anchor_avatar(rng: np.random.Generator, size: int, reach: float, skill: float) -> np.ndarray:
-    """[H, W, 3] uint8 avatar: brightness follows reach, stripe frequency follows skill; a face-like oval on top."""
+    """[H, W, 3] uint8 avatar: brightness follows reach, saturation and stripe frequency follow skill; a face-like
+    oval on top."""
     val = 0.25 + 0.7 * sigmoid(1.2 * reach)
-    img, yy, xx = _picture(rng, size, rng.random(), 0.55, val, 2.0 + 10.0 * sigmoid(1.2 * skill))
+    sat = 0.1 + 0.85 * sigmoid(1.5 * skill)
+    img, yy, xx = _picture(rng, size, rng.random(), sat, val, 2.0 + 10.0 * sigmoid(1.2 * skill))
     skin = _hsv(0.07 + 0.03 * rng.random(), 0.35 + 0.2 * rng.random(), val)
     _blob(img, yy, xx, 0.5 + 0.05 * rng.standard_normal(), 0.5 + 0.05 * rng.standard_normal(), 0.3, 0.22, skin)
     return _to_uint8(rng, img)
@@ -94,9 +96,10 @@ def item_photo(
     return _to_uint8(rng, img)
 
 
-def room_cover(rng: np.random.Generator, size: int, attractiveness: float) -> np.ndarray:
-    """[H, W, 3] uint8 room cover: brightness and saturation follow the room's attractiveness."""
-    img, yy, xx = _picture(rng, size, rng.random(), 0.2 + 0.7 * sigmoid(attractiveness),
+def room_cover(rng: np.random.Generator, size: int, attractiveness: float, hue: float) -> np.ndarray:
+    """[H, W, 3] uint8 room cover: brightness and saturation follow the room's attractiveness; ``hue`` is the room's
+    colour (its video clips share it)."""
+    img, _, _ = _picture(rng, size, hue, 0.2 + 0.7 * sigmoid(attractiveness),
                            0.25 + 0.7 * sigmoid(1.2 * attractiveness), rng.uniform(2.0, 6.0))
     return _to_uint8(rng, img)
 
@@ -113,11 +116,10 @@ def encode_image(rgb: np.ndarray, encoding: str) -> bytes:
     _, mode, fmt = IMAGE_ENCODINGS[encoding]
     img = Image.fromarray(rgb, mode="RGB")
     if mode == "RGBA":
-        alpha = Image.linear_gradient("L").resize(img.size).point(lambda a: 128 + a // 2)
-        img = img.convert("RGBA")
-        img.putalpha(alpha)
+        alpha = np.repeat(np.linspace(128, 255, rgb.shape[0]).astype(np.uint8)[:, None], rgb.shape[1], axis=1)
+        img = Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA")
     elif mode == "P":
-        img = img.quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+        img = img.quantize(colors=64, method=Image.Quantize.FASTOCTREE)
     elif mode != "RGB":
         img = img.convert(mode)
     buf = io.BytesIO()
@@ -127,29 +129,32 @@ def encode_image(rgb: np.ndarray, encoding: str) -> bytes:
 
 def video_frames(rng: np.random.Generator, energy: float, size: int, frames: int, hue: float) -> np.ndarray:
     """[T, H, W, 3] uint8 frames: background brightness and the discs' speed both rise with ``energy``."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)  # [H, W]
     val = 0.15 + 0.75 * sigmoid(1.2 * energy)
-    background = _hsv(hue, 0.35, val)[None, None, :] * (0.85 + 0.3 * yy / size)[..., None]  # [H, W, 3]
+    ramp = 0.85 + 0.3 * np.arange(size) / size  # [H] vertical light gradient
+    background = _hsv(hue, 0.35, val)[None, :] * ramp[:, None]  # [H, 3]
     speed = 1.2 * math.exp(0.7 * energy) * size / 64.0  # pixels per frame
     n_discs = 3
-    radius = rng.uniform(0.08, 0.14, n_discs) * size
+    radius = rng.uniform(0.08, 0.14, n_discs) * size  # [N]
     pos = rng.uniform(radius[:, None], size - radius[:, None], (n_discs, 2))  # [N, (y, x)]
     angle = rng.uniform(0, 2 * math.pi, n_discs)
     vel = speed * np.stack([np.sin(angle), np.cos(angle)], axis=1)  # [N, 2]
     colours = np.stack([_hsv(rng.random(), 0.8, 0.95) for _ in range(n_discs)])  # [N, 3]
-    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    track = np.empty((frames, n_discs, 2))  # [T, N, 2]
     for t in range(frames):
-        img = background.copy()
-        for n in range(n_discs):
-            inside = (yy - pos[n, 0]) ** 2 + (xx - pos[n, 1]) ** 2 < radius[n] ** 2
-            img[inside] = colours[n]
-        out[t] = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        pos += vel
-        for axis in range(2):  # bounce off the walls
-            low, high = pos[:, axis] < radius, pos[:, axis] > size - radius
-            vel[low | high, axis] *= -1
-            pos[:, axis] = np.clip(pos[:, axis], radius, size - radius)
-    return out
+        track[t] = pos
+        pos = pos + vel
+        out_of_bounds = (pos < radius[:, None]) | (pos > size - radius[:, None])  # bounce off the walls
+        vel = np.where(out_of_bounds, -vel, vel)
+        pos = np.clip(pos, radius[:, None], size - radius[:, None])
+    grid = np.arange(size, dtype=np.float64)
+    dy = (grid[None, None, :] - track[..., 0:1]) ** 2  # [T, N, H]
+    dx = (grid[None, None, :] - track[..., 1:2]) ** 2  # [T, N, W]
+    inside = dy[..., :, None] + dx[..., None, :] < (radius**2)[None, :, None, None]  # [T, N, H, W]
+    # Label 0 is the background, n + 1 the n-th disc (the last disc drawn on top); colours by lookup per row.
+    label = np.max(inside * np.arange(1, n_discs + 1)[None, :, None, None], axis=1)  # [T, H, W]
+    lut = np.concatenate([background[:, None, :], np.broadcast_to(colours[None], (size, n_discs, 3))], axis=1)
+    lut = (np.clip(lut, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # [H, N + 1, 3]
+    return lut[np.arange(size)[None, :, None], label]  # [T, H, W, 3]
 
 
 def encode_video(frames: np.ndarray, fps: int) -> bytes:
@@ -170,15 +175,16 @@ def encode_video(frames: np.ndarray, fps: int) -> bytes:
 def audio_wave(rng: np.random.Generator, energy: float, tempo: float, seconds: float, sample_rate: int) -> np.ndarray:
     """[N] float32 mono waveform: a harmonic tone whose loudness and pitch rise with ``energy``, pulsed at a beat
     rate that rises with ``tempo``."""
-    t = np.arange(int(round(seconds * sample_rate))) / sample_rate
+    t = np.arange(int(round(seconds * sample_rate)), dtype=np.float32) / np.float32(sample_rate)
     amplitude = 0.08 + 0.6 * sigmoid(1.2 * energy)
-    f0 = min(220.0 * 2.0 ** (0.5 * energy), 0.2 * sample_rate)  # Hz; the third harmonic stays below Nyquist
+    f0 = min(220.0 * 2.0 ** (0.5 * energy), 0.15 * sample_rate)  # Hz; the third harmonic stays below Nyquist
     beats = 2.0 ** (1.2 + 0.6 * tempo)  # per second
-    envelope = (0.5 * (1.0 + np.sin(2 * math.pi * beats * t + rng.uniform(0, 2 * math.pi)))) ** 2
-    phase = rng.uniform(0, 2 * math.pi)
-    tone = sum(w * np.sin(2 * math.pi * h * f0 * t + phase) for h, w in ((1, 1.0), (2, 0.5), (3, 0.25))) / 1.75
-    wave = amplitude * (0.2 + 0.8 * envelope) * tone + 0.01 * rng.standard_normal(len(t))
-    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+    envelope = np.square(0.5 * (1.0 + np.sin(np.float32(2 * math.pi * beats) * t + np.float32(rng.uniform(0, 6.28)))))
+    base = np.float32(2 * math.pi * f0) * t + np.float32(rng.uniform(0, 2 * math.pi))
+    tone = (np.sin(base) + 0.5 * np.sin(2 * base) + 0.25 * np.sin(3 * base)) / np.float32(1.75)
+    wave = np.float32(amplitude) * (0.2 + 0.8 * envelope) * tone
+    wave += 0.01 * rng.standard_normal(len(t), dtype=np.float32)
+    return np.clip(wave, -1.0, 1.0)
 
 
 def encode_wav(wave: np.ndarray, sample_rate: int) -> bytes:

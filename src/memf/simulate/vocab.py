@@ -71,11 +71,12 @@ DISCOUNT_TIERS: tuple[tuple[str, ...], ...] = (
     ("买一送一", "满300减100", "5折秒杀", "Buy 1 Get 1", "前100名半价"),
 )
 
-BROADCASTER_FIELDS: tuple[tuple[str, float], ...] = (
-    ("服饰穿搭", 10.0), ("女装", 8.0), ("美妆护肤", 3.0), ("鞋包配饰", 2.0), ("母婴童装", 2.0), ("珠宝饰品", 1.0),
-    ("美食", 1.0), ("Fashion", 1.5),
+#: Anchor field (with its sampling weight) -> the anchor categories it goes with.
+BROADCASTER_FIELDS: tuple[tuple[str, float, tuple[str, ...]], ...] = (
+    ("服饰穿搭", 10.0, ("女装", "男装", "全品类")), ("女装", 8.0, ("女装", "大码女装")),
+    ("美妆护肤", 3.0, ("美妆", "个护")), ("鞋包配饰", 2.0, ("鞋包", "配饰")), ("母婴童装", 2.0, ("童装", "母婴")),
+    ("珠宝饰品", 1.0, ("珠宝", "配饰")), ("美食", 1.0, ("食品", "全品类")), ("Fashion", 1.5, ("女装", "男装")),
 )
-ANCHOR_CATEGORIES: tuple[str, ...] = ("女装", "男装", "童装", "鞋包", "美妆", "珠宝", "食品", "全品类")
 NICK_HEADS: tuple[str, ...] = (
     "小", "阿", "大", "Coco", "Lily", "Amy", "糖糖", "婷婷", "雅", "Mia", "晴天", "月月", "Vivi", "安安", "Kiki",
 )
@@ -113,6 +114,12 @@ def _pick(rng: np.random.Generator, words: tuple[str, ...]) -> str:
     return words[int(rng.integers(len(words)))]
 
 
+def short_brand(brand: str) -> str:
+    """The Chinese half of a bilingual brand ("织梦 ZHIMENG" -> "织梦"), else the whole name."""
+    head = brand.split(" ")[0]
+    return head if not head.isascii() and " " in brand else brand
+
+
 def brand_for(rng: np.random.Generator, price_level: float) -> str:
     tier = _tier(rng, price_level, 4)
     pool = PREMIUM_BRANDS if tier == 3 else BUDGET_BRANDS if tier == 0 else MID_BRANDS
@@ -133,7 +140,7 @@ def item_text(rng: np.random.Generator, appeal: float, price: float, discount: f
     brand = brand_for(rng, price)
     style = _pick(rng, PREMIUM_WORDS) if _tier(rng, price, 2) else _pick(rng, BUDGET_WORDS)
     hot = _tier(rng, appeal, 4)
-    words = [brand.split(" ")[0], _pick(rng, SEASONS)]
+    words = [short_brand(brand), _pick(rng, SEASONS)]
     if hot >= 2:
         words.append(_pick(rng, HOT_WORDS))
     if hot == 3:
@@ -145,21 +152,21 @@ def item_text(rng: np.random.Generator, appeal: float, price: float, discount: f
         "title": " ".join(words),
         "itemRights": discount_phrase(rng, discount),
         "brandName": brand,
-        "shopName": brand.split(" ")[0] + _pick(rng, SHOP_SUFFIXES),
+        "shopName": short_brand(brand) + _pick(rng, SHOP_SUFFIXES),
         "categoryName": cat.zh,
     }
 
 
 def anchor_text(rng: np.random.Generator, reach: float, skill: float) -> dict[str, str]:
     """Paper Table 1 text attributes of one anchor."""
-    fields, weights = zip(*BROADCASTER_FIELDS, strict=True)
-    p = np.asarray(weights) / sum(weights)
+    fields, weights, categories = zip(*BROADCASTER_FIELDS, strict=True)
+    field = int(rng.choice(len(fields), p=np.asarray(weights) / sum(weights)))
     tags = [_pick(rng, SKILL_TAGS[_tier(rng, skill, 4)]), _pick(rng, REACH_TAGS[_tier(rng, reach, 4)])]
     if rng.random() < 0.5:
         tags.append(_pick(rng, ("身高165", "微胖友好", "杭州", "广州", "原创", "福利多", "happy shopping")))
     return {
-        "broadCasterField": fields[int(rng.choice(len(fields), p=p))],
-        "categoryName": _pick(rng, ANCHOR_CATEGORIES),
+        "broadCasterField": fields[field],
+        "categoryName": _pick(rng, categories[field]),
         "nick": _pick(rng, NICK_HEADS) + _pick(rng, NICK_TAILS),
         "tags": ",".join(tags),
     }
