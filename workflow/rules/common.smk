@@ -1,11 +1,15 @@
 # Shared helpers: config validation, path grammar, and the final targets of each stage.
 import json
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# Jobs write their progress bars into per-job log files: one update every 10 s keeps those readable.
+os.environ.setdefault("TQDM_MININTERVAL", "10")
 
 RAW = Path(config["dataset"]["root"])
 DATA = Path("results/data")
