@@ -1,0 +1,182 @@
+"""Extractors on tiny local models: dimensions, determinism, batching, text padding, offline loading, numeric fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from features_support import TinyEnv, tiny_env  # noqa: F401 (session fixture)
+
+from memf.contract import DEFAULT_COLUMNS
+from memf.dataset import load_clean
+from memf.features.audio import chunk_bounds
+from memf.features.base import build_extractor, extractor_class
+from memf.features.extract import embed_files, extract_shard
+from memf.features.spec import KINDS, ExtractionSettings, ExtractorSpec, code_version, identity
+from memf.features.store import read_field_shard
+from memf.io import DataError
+
+CPU = torch.device("cpu")
+SETTINGS = ExtractionSettings(device="cpu", workers=1, timeout_s=30, batch_size=8)
+
+
+def make(env: TinyEnv, name: str, batch_size: int = 8):
+    spec = ExtractorSpec.from_config(name, env.extractors())
+    return build_extractor(spec, dataclasses.replace(SETTINGS, batch_size=batch_size), CPU)
+
+
+def clip_paths(env: TinyEnv, kind: str) -> list[str]:
+    ds = load_clean(env.data)
+    return [str(ds.media_path(p)) for p in ds.clips.filter(pl.col("kind") == kind)["path"].to_list()]
+
+
+def image_paths(env: TinyEnv) -> list[str]:
+    ds = load_clean(env.data)
+    return [str(ds.media_path(p)) for p in ds.items["image"].to_list()]
+
+
+def test_every_kind_is_registered_with_its_modality():
+    for kind, (modality, _) in KINDS.items():
+        assert extractor_class(kind).modality == modality
+    with pytest.raises(ValueError, match="unknown extractor kind 'nope'"):
+        extractor_class("nope")
+
+
+def test_unknown_option_is_refused(tiny_env):
+    spec = ExtractorSpec("rn", "torchvision", "resnet18", {"weights": "none", "crop_size": 32})
+    with pytest.raises(ValueError, match=r"unknown options \['crop_size'\]"):
+        build_extractor(spec, SETTINGS, CPU)
+
+
+@pytest.mark.parametrize("name", ["bert", "xlnet"])
+def test_text_dimension_determinism_and_padding(tiny_env, name):
+    ext = make(tiny_env, name)
+    assert ext.dim == 32
+    texts = ["连衣裙 sale", "nike 运动鞋 春季 新款 口红 美妆 brand shop fashion 零食 包邮 女装", "口红"]
+    together = ext.embed_texts(texts)
+    assert together.shape == (3, 32) and together.dtype == np.float32
+    np.testing.assert_array_equal(together, make(tiny_env, name).embed_texts(texts))
+    # Alone (no padding) and in a batch beside a long text (padded): the same vector.
+    for i, text in enumerate(texts):
+        np.testing.assert_allclose(ext.embed_texts([text])[0], together[i], atol=1e-5)
+    # Repeated texts are computed once and come back in input order.
+    again = ext.embed_texts([texts[2], texts[0], texts[2]])
+    np.testing.assert_allclose(again, together[[2, 0, 2]], atol=1e-6)
+
+
+def test_text_cls_pooling_takes_the_classification_token(tiny_env):
+    cfg = tiny_env.extractors()
+    bert_cls = build_extractor(ExtractorSpec("b", "transformers-text", cfg["bert"]["model"], {"pooling": "cls"}), SETTINGS, CPU)
+    xlnet_cls = build_extractor(ExtractorSpec("x", "transformers-text", cfg["xlnet"]["model"], {"pooling": "cls"}), SETTINGS, CPU)
+    text = ["nike 运动鞋 春季"]
+    for ext, pos in ((bert_cls, 0), (xlnet_cls, -1)):
+        enc = ext.tokenizer(text, return_tensors="pt")
+        with torch.inference_mode():
+            expected = ext.model(**enc).last_hidden_state[0, pos].numpy()
+        np.testing.assert_allclose(ext.embed_texts(text)[0], expected, atol=1e-5)
+        np.testing.assert_allclose(ext.embed_texts([text[0], "零食 包邮 女装 口红 美妆 brand shop"])[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "dim", "paths"), [("rn", 512, image_paths), ("vm", 32, lambda e: clip_paths(e, "video")),
+                                                     ("w2v", 32, lambda e: clip_paths(e, "audio"))])
+def test_media_dimension_determinism_and_batching(tiny_env, name, dim, paths):
+    files = paths(tiny_env)[:8]
+    by8, reasons = embed_files(make(tiny_env, name, batch_size=8), files)
+    assert reasons == [None] * len(files)
+    assert by8.shape == (len(files), dim) and np.isfinite(by8).all()
+    by1, _ = embed_files(make(tiny_env, name, batch_size=1), files)
+    np.testing.assert_allclose(by1, by8, rtol=1e-4, atol=1e-4)
+    again, _ = embed_files(make(tiny_env, name, batch_size=8), files)
+    np.testing.assert_array_equal(again, by8)
+    assert len({tuple(v) for v in by8.round(5)}) == len(files)  # different inputs, different vectors
+
+
+def test_random_init_is_labelled_and_seeded(tiny_env):
+    a, b = make(tiny_env, "rn"), make(tiny_env, "rn")
+    assert a.weights_id == "random-init"
+    for pa, pb in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_local_state_dict_weights(tiny_env, tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    rn = make(tiny_env, "rn")
+    model = torchvision.models.resnet18()
+    path = tmp_path / "rn18.safetensors"
+    save_file(model.state_dict(), path)
+    loaded = build_extractor(ExtractorSpec("r", "torchvision", "resnet18", {"weights": str(path), "resize": 36, "crop": 32}), SETTINGS, CPU)
+    assert loaded.weights_id.startswith("sha256:") and loaded.weights_id != rn.weights_id
+    with pytest.raises(ValueError, match="neither 'none', a file"):
+        build_extractor(ExtractorSpec("r", "torchvision", "resnet18", {"weights": "IMAGENET9K"}), SETTINGS, CPU)
+
+
+def test_audio_chunks_cover_the_clip_and_merge_a_short_tail():
+    assert chunk_bounds(100, 40, 10) == [(0, 40), (40, 80), (80, 100)]
+    assert chunk_bounds(85, 40, 10) == [(0, 40), (40, 85)]
+    assert chunk_bounds(30, 40, 10) == [(0, 30)]
+
+
+def test_audio_long_clip_is_the_length_weighted_mean_of_its_chunks(tiny_env):
+    ext = make(tiny_env, "w2v")  # chunks of 0.4 s = 6400 samples
+    rng = np.random.default_rng(0)
+    wave = rng.standard_normal(6400 * 2 + 3200).astype(np.float32)
+    parts = [wave[:6400], wave[6400:12800], wave[12800:]]
+    singles = ext.embed(parts)
+    expected = (singles[0] * 6400 + singles[1] * 6400 + singles[2] * 3200) / 16000
+    np.testing.assert_allclose(ext.embed([wave])[0], expected, atol=1e-5)
+
+
+def test_offline_loading_from_a_local_folder(tiny_env):
+    code = (
+        "import torch, sys; from memf.features.base import build_extractor; from memf.features.spec import *;"
+        f"e = build_extractor(ExtractorSpec('b', 'transformers-text', {str(tiny_env.models / 'bert')!r}), ExtractionSettings(), torch.device('cpu'));"
+        "print(e.dim, e.weights_id[:7])"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["32", "sha256:"]
+
+
+def test_identity_names_settings_and_code_version(tiny_env):
+    spec = ExtractorSpec.from_config("rn", tiny_env.extractors())
+    ident = identity(spec, SETTINGS)
+    assert ident["options"] == {"weights": "none", "resize": 36, "crop": 32}
+    assert ident["code_version"] == code_version("torchvision") and len(ident["code_version"]) == 12
+    other = dataclasses.replace(spec, options={**spec.options, "crop": 30})
+    assert identity(other, SETTINGS) != ident
+
+
+def test_numeric_log_transform_and_train_only_standardisation(tiny_env, tmp_path):
+    out, fails = tmp_path / "num.parquet", tmp_path / "num.failures.parquet"
+    extract_shard(data_dir=tiny_env.data, extractors=tiny_env.extractors(), name="num", columns=DEFAULT_COLUMNS,
+                  extraction={"shards": 1}, shard=0, out=out, failures_out=fails)
+    rows, meta = read_field_shard(out)
+    ds = load_clean(tiny_env.data)
+    train = ds.streams.filter(pl.col("split") == "train")
+    # price: log1p, standardised with the mean/sd of the training streams' items only.
+    train_prices = np.log1p(ds.items.filter(pl.col("stream_id").is_in(train["stream_id"].implode()))["price"].to_numpy())
+    stats = meta["stats"]["commodity.price"]
+    assert stats["transform"] == "log1p"
+    assert stats["mean"] == pytest.approx(train_prices.mean()) and stats["sd"] == pytest.approx(train_prices.std())
+    price = rows.filter((pl.col("field") == "price")).sort("stream_id", "position")
+    raw = ds.items.sort("stream_id", "position")["price"].to_numpy()
+    np.testing.assert_allclose(price["value"].to_numpy(), (np.log1p(raw) - stats["mean"]) / stats["sd"], rtol=1e-5)
+    # score: identity transform (values may be negative).
+    assert meta["stats"]["anchor.score"]["transform"] == "identity"
+    # Each anchor counts once in the fit, however many training streams share it.
+    n_anchors = train["anchor_id"].n_unique()
+    assert meta["stats"]["anchor.fansCount"]["n_train"] == n_anchors
+
+
+def test_numeric_negative_count_is_a_data_error(tiny_env):
+    ext = make(tiny_env, "num")
+    with pytest.raises(DataError, match="'price': value -2.0 < 0"):
+        ext.transform("price", np.array([1.0, -2.0]))

@@ -1,0 +1,124 @@
+"""The padding rule: store shards -> padded tensors, caps, and streams or items lost to extraction failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from features_support import TinyEnv, tiny_env  # noqa: F401 (session fixture)
+
+from memf.contract import DEFAULT_COLUMNS
+from memf.dataset import SPLIT_CODE, load_clean
+from memf.features.extract import extract_shard
+from memf.features.store import ClipShard, read_clip_shard, read_field_shard, write_clip_shard
+from memf.pad import pad_feature_set
+from memf.padded import read_padded
+
+CHOSEN = {"text": "bert", "image": "rn", "numeric": "num", "video": "vm", "audio": "w2v"}
+N_SHARDS = 2
+
+
+@pytest.fixture(scope="module")
+def store(tiny_env: TinyEnv, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    base = tmp_path_factory.mktemp("store")
+    shards: dict[str, list[Path]] = {}
+    for modality, name in CHOSEN.items():
+        suffix = "h5" if modality in ("video", "audio") else "parquet"
+        shards[modality] = []
+        for k in range(N_SHARDS):
+            out = base / modality / f"shard-{k}.{suffix}"
+            extract_shard(data_dir=tiny_env.data, extractors=tiny_env.extractors(), name=name, columns=DEFAULT_COLUMNS,
+                          extraction={"shards": N_SHARDS, "workers": 1}, shard=k, out=out,
+                          failures_out=base / modality / f"shard-{k}.failures.parquet")
+            shards[modality].append(out)
+    return shards
+
+
+def pad(env: TinyEnv, shards, tmp_path: Path, max_items: int = 8, max_clips: int = 5):
+    report = pad_feature_set(data_dir=env.data, feature_set="fs", shards=shards, columns=DEFAULT_COLUMNS,
+                             max_items=max_items, max_clips=max_clips, out=tmp_path / "fs.h5",
+                             truncated_out=tmp_path / "fs.truncated.parquet")
+    return report, read_padded(tmp_path / "fs.h5"), pl.read_parquet(tmp_path / "fs.truncated.parquet")
+
+
+def test_padded_file_holds_every_stream_with_the_store_vectors(tiny_env, store, tmp_path):
+    report, padded, truncated = pad(tiny_env, store, tmp_path)
+    ds = load_clean(tiny_env.data)
+    streams = ds.streams.sort("stream_id")
+    assert padded.stream_id.tolist() == streams["stream_id"].to_list() and truncated.height == 0
+    assert padded.split.tolist() == [SPLIT_CODE[s] for s in streams["split"].to_list()]
+    np.testing.assert_allclose(padded.target, streams["target"].to_numpy(), rtol=1e-6)
+    n_items = ds.items.group_by("stream_id").len().sort("stream_id")["len"].to_numpy()
+    assert padded.arrays["commodity/mask"].sum(1).tolist() == n_items.tolist()
+    dims = padded.dims()
+    assert dims["anchor/text"] == (4, 32) and dims["anchor/numeric"] == (8,) and dims["room/image"] == (1, 512)
+    assert dims["commodity/text"] == (n_items.max(), 5, 32) and dims["video/x"][1] == 32
+    # One item's image vector comes from the store, and padded item slots are zero.
+    frames = pl.concat([read_field_shard(p)[0] for p in store["image"]])
+    row = frames.filter((pl.col("entity") == "commodity") & (pl.col("position") == 1)).row(0, named=True)
+    s = padded.stream_id.tolist().index(row["stream_id"])
+    np.testing.assert_array_equal(padded.arrays["commodity/image"][s, 1, 0], np.asarray(row["vector"], np.float32))
+    mask = padded.arrays["commodity/mask"]
+    assert not padded.arrays["commodity/text"][~mask].any()
+    # Clips in position order, masks matching the store.
+    clip = read_clip_shard(store["audio"][0])
+    sid = clip.stream_ids[0]
+    s = padded.stream_id.tolist().index(sid)
+    np.testing.assert_array_equal(padded.arrays["audio/x"][s, : clip.offsets[1]], clip.vectors[clip.clips_of(0)])
+    assert padded.arrays["audio/mask"][s].sum() == clip.offsets[1]
+    assert padded.attrs["extractors"]["image"]["weights"] == "random-init" and padded.attrs["fields"]["room"]["text"] == ["title", "tag"]
+    assert report.dropped_streams == 0
+
+
+def test_caps_cut_items_and_clips_and_record_them(tiny_env, store, tmp_path):
+    report, padded, truncated = pad(tiny_env, store, tmp_path, max_items=1, max_clips=1)
+    ds = load_clean(tiny_env.data)
+    assert padded.dims()["commodity/mask"] == (1,) and padded.dims()["video/mask"] == (1,)
+    cut_items = ds.items.filter(pl.col("position") >= 1)["item_id"].to_list()
+    cut_clips = ds.clips.filter(pl.col("position") >= 1)["clip_id"].to_list()
+    assert sorted(truncated["object_id"].to_list()) == sorted(cut_items + cut_clips)
+    assert set(truncated["reason"].to_list()) == {"truncated: beyond padding.max_items=1", "truncated: beyond padding.max_clips=1"}
+    assert report.records == len(cut_items) + len(cut_clips)
+
+
+def test_extraction_failures_drop_items_and_streams(tiny_env, store, tmp_path):
+    shards = {m: list(paths) for m, paths in store.items()}
+    # Stream A loses every audio clip; an item of stream B loses its image; stream C's anchor loses a text field.
+    audio = read_clip_shard(store["audio"][0])
+    lost_audio = str(audio.stream_ids[0])
+    n0 = int(audio.offsets[1])
+    write_clip_shard(tmp_path / "audio-0.h5", ClipShard(audio.vectors[n0:], audio.clip_ids[n0:], audio.positions[n0:],
+                                                        audio.stream_ids, np.concatenate([[0], audio.offsets[1:] - n0]), audio.meta))
+    shards["audio"][0] = tmp_path / "audio-0.h5"
+    images = pq.read_table(store["image"][1])
+    frame = pl.from_arrow(images)
+    item = frame.filter(pl.col("entity") == "commodity").row(0, named=True)
+    keep = ~((frame["entity"] == "commodity") & (frame["owner_id"] == item["owner_id"]) & (frame["stream_id"] == item["stream_id"]))
+    pq.write_table(images.filter(keep.to_arrow()), tmp_path / "image-1.parquet")
+    shards["image"][1] = tmp_path / "image-1.parquet"
+    texts = pq.read_table(store["text"][1])
+    tframe = pl.from_arrow(texts)
+    victim = next(s for s in tframe["stream_id"].unique(maintain_order=True).to_list() if s != item["stream_id"])
+    keep = ~((tframe["stream_id"] == victim) & (tframe["entity"] == "anchor") & (tframe["field"] == "nick"))
+    pq.write_table(texts.filter(keep.to_arrow()), tmp_path / "text-1.parquet")
+    shards["text"][1] = tmp_path / "text-1.parquet"
+
+    report, padded, truncated = pad(tiny_env, shards, tmp_path)
+    reasons = {(r["entity"], r["object_id"]): r["reason"] for r in truncated.iter_rows(named=True)}
+    assert reasons[("stream", lost_audio)] == "stream dropped: no audio clip left"
+    assert reasons[("stream", victim)] == "stream dropped: no text feature for anchor field nick"
+    assert reasons[("commodity", item["owner_id"])] == "item dropped: no image feature for field image"
+    assert lost_audio not in padded.stream_id and victim not in padded.stream_id
+    assert report.dropped_streams == 2 and len(padded) == load_clean(tiny_env.data).streams.height - 2
+    s = padded.stream_id.tolist().index(item["stream_id"])
+    n_items = load_clean(tiny_env.data).items.filter(pl.col("stream_id") == item["stream_id"]).height
+    assert padded.arrays["commodity/mask"][s].sum() == n_items - 1
+
+
+def test_a_feature_set_missing_a_modality_is_refused(tiny_env, store, tmp_path):
+    partial = {m: p for m, p in store.items() if m != "audio"}
+    with pytest.raises(ValueError, match=r"no shards for modalities \['audio'\]"):
+        pad(tiny_env, partial, tmp_path)

@@ -1,0 +1,97 @@
+# Stage 1: tiny local models, feature extraction into the sharded store, manifests, and padding (docs/features.md).
+# Needs from common.smk: DATA, CLEAN_TABLES. features_common.smk provides features_targets() for `rule all`.
+include: "features_common.smk"
+
+
+rule tiny_model:
+    input:
+        tables=lambda wildcards: DATA_INPUTS if config["tiny_models"][wildcards.name]["kind"] in ("bert", "xlnet") else [],
+    output:
+        directory(str(MODELS / "{name}")),
+    log:
+        "logs/features/tiny_model/{name}.log",
+    params:
+        data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent) if len(input.tables) else None,
+        entry=lambda wildcards: json.dumps(config["tiny_models"][wildcards.name], sort_keys=True),
+        columns=config["columns"],
+    wildcard_constraints:
+        name=_one_of(config["tiny_models"]),
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/memf.yaml"
+    script:
+        "../scripts/tiny_model.py"
+
+
+for _modality in FEATURE_MODALITIES:
+
+    rule:
+        name:
+            f"extract_{_modality}"
+        input:
+            tables=DATA_INPUTS,
+            model=get_model_input,
+        output:
+            shard=str(FEATURES / _modality / "{extractor}" / f"shard-{{shard}}.{shard_suffix(_modality)}"),
+            failures=str(FEATURES / _modality / "{extractor}" / "shard-{shard}.failures.parquet"),
+        log:
+            f"logs/features/{_modality}/{{extractor}}/shard-{{shard}}.log",
+        params:
+            identity=lambda wildcards: identity_json(wildcards.extractor, config["extractors"], config["extraction"]),
+            data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
+            extractors=lambda wildcards: {wildcards.extractor: config["extractors"][wildcards.extractor]},
+            extraction=config["extraction"],
+            columns=columns_of(_modality),
+        wildcard_constraints:
+            extractor=_one_of(extractors_of(_modality)),
+            shard=r"\d+",
+        threads: config["extraction"]["workers"]
+        resources:
+            mem_mb=4000,
+            gpu=0 if _modality == "numeric" else 1,
+        conda:
+            "../../envs/memf.yaml"
+        script:
+            "../scripts/extract.py"
+
+
+rule features_manifest:
+    input:
+        shards=lambda wildcards: shard_files(wildcards.modality, wildcards.extractor),
+        failures=lambda wildcards: failure_files(wildcards.modality, wildcards.extractor),
+    output:
+        str(FEATURES / "{modality}" / "{extractor}" / "manifest.json"),
+    log:
+        "logs/features/{modality}/{extractor}/manifest.log",
+    wildcard_constraints:
+        modality=_one_of(FEATURE_MODALITIES),
+        extractor=_one_of(config["extractors"]),
+    conda:
+        "../../envs/memf.yaml"
+    script:
+        "../scripts/manifest.py"
+
+
+rule pad:
+    input:
+        tables=DATA_INPUTS,
+        shards=lambda wildcards: sum(feature_set_shards(wildcards.feature_set).values(), []),
+    output:
+        padded=str(PADDED / "{feature_set}.h5"),
+        truncated=str(PADDED / "{feature_set}.truncated.parquet"),
+    log:
+        "logs/features/pad/{feature_set}.log",
+    params:
+        data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
+        shards=lambda wildcards: feature_set_shards(wildcards.feature_set),
+        columns=config["columns"],
+        padding=config["padding"],
+    wildcard_constraints:
+        feature_set=_one_of(config["feature_sets"]),
+    resources:
+        mem_mb=4000,
+    conda:
+        "../../envs/memf.yaml"
+    script:
+        "../scripts/pad.py"

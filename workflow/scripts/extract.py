@@ -1,0 +1,20 @@
+"""Snakemake adapter: rules extract_{modality} -> memf.features.extract.extract_shard on a claimed device."""
+
+from memf.features.extract import extract_shard
+from memf.gpu import claim_device
+from memf.logs import job_log
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(sm.log[0]), claim_device(sm.params.extraction.get("device", "auto")) as device:
+    extract_shard(
+        data_dir=sm.params.data_dir,
+        extractors=sm.params.extractors,
+        name=sm.wildcards.extractor,
+        columns=sm.params.columns,
+        extraction=sm.params.extraction,
+        shard=int(sm.wildcards.shard),
+        out=sm.output.shard,
+        failures_out=sm.output.failures,
+        device=device,
+        threads=sm.threads,
+    )

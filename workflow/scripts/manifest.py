@@ -1,0 +1,8 @@
+"""Snakemake adapter: rule features_manifest -> memf.features.store.write_manifest."""
+
+from memf.features.store import write_manifest
+from memf.logs import job_log
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with job_log(sm.log[0]):
+    write_manifest(list(sm.input.shards), list(sm.input.failures), sm.output[0])
