@@ -14,16 +14,16 @@ import polars as pl
 from memf.dataset import SPLITS
 from memf.io import DataError, read_json, read_parquet_checked, write_json, write_parquet
 from memf.metrics import regression_metrics
-
-#: Files of a trained run; reference runs write the first three.
-METRICS_FILE = "metrics.json"
-PREDICTIONS_FILE = "predictions.parquet"
-MODEL_JSON = "model.json"
-HISTORY_FILE = "history.parquet"
-ATTENTION_FILE = "attention.parquet"
-WEIGHTS_FILE = "model.safetensors"
-TRAINED_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON, HISTORY_FILE, ATTENTION_FILE, WEIGHTS_FILE)
-REFERENCE_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON)
+from memf.report.matrix import (  # re-exported: the file names live with the matrix, which must import quickly
+    ATTENTION_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_JSON,
+    PREDICTIONS_FILE,
+    REFERENCE_FILES,
+    TRAINED_FILES,
+    WEIGHTS_FILE,
+)
 
 PREDICTION_COLUMNS: dict[str, str] = {"stream_id": "string", "split": "string", "y_true": "float", "y_pred": "float"}
 SPLIT_NAMES = np.array(SPLITS)
