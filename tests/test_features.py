@@ -180,3 +180,19 @@ def test_numeric_negative_count_is_a_data_error(tiny_env):
     ext = make(tiny_env, "num")
     with pytest.raises(DataError, match="'price': value -2.0 < 0"):
         ext.transform("price", np.array([1.0, -2.0]))
+
+
+def test_tiny_tokenizers_are_the_same_in_every_process():
+    """The vocabulary must not depend on the process (hash seeds, thread scheduling), or reruns change features."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from memf.features.tiny import _bert_tokenizer, _xlnet_tokenizer\n"
+        "texts = [f'商品 {i} 爆款 new arrival 满300减50 brand{i % 7} shop{i % 5}' for i in range(200)]\n"
+        "print(json.dumps([sorted(_bert_tokenizer(texts, 120).get_vocab().items()),"
+        " sorted(_xlnet_tokenizer(texts, 120).get_vocab().items())]))\n"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)]
+    assert runs[0] == runs[1]

@@ -10,7 +10,7 @@ pre-tokeniser saved as an ``XLNetTokenizer`` (sentencepiece-style pieces, ``<sep
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import shutil
 import tempfile
@@ -50,25 +50,41 @@ def dataset_texts(ds: CleanDataset, columns: Mapping[str, Mapping[str, list[str]
 
 
 def _bert_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    """A WordPiece vocabulary built deterministically (the tokenizers trainer breaks count ties differently from one
+    process to the next): the special tokens, every character alone and as a ``##`` continuation (so no word is
+    unknown), then the most frequent whole words, ties broken alphabetically, up to ``vocab_size`` entries."""
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
     from transformers import BertTokenizer
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIAL))
-    return BertTokenizer(vocab=tok.get_vocab())
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t)))
+    chars = sorted({c for w in words for c in w})
+    pieces = list(BERT_SPECIAL) + chars + [f"##{c}" for c in chars]
+    ranked = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    pieces += ranked[: max(0, vocab_size - len(pieces))]
+    return BertTokenizer(vocab={piece: i for i, piece in enumerate(pieces)})
 
 
 def _xlnet_tokenizer(texts: Sequence[str], vocab_size: int) -> Any:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A Unigram vocabulary built deterministically, like :func:`_bert_tokenizer`: the special tokens, every character,
+    then the most frequent whole ``▁word`` pieces up to ``vocab_size``; scores are log relative frequencies."""
+    from collections import Counter
+
+    from tokenizers import pre_tokenizers
     from transformers import XLNetTokenizer
 
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=XLNET_SPECIAL, unk_token="<unk>")
-    tok.train_from_iterator(texts, trainer)
-    vocab = [(piece, float(score)) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+    pre = pre_tokenizers.Metaspace()
+    words = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(t))
+    chars: Counter[str] = Counter()
+    for word, n in words.items():
+        for c in word:
+            chars[c] += n
+    ranked = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    entries = sorted(chars.items()) + [(w, words[w]) for w in ranked[: max(0, vocab_size - len(XLNET_SPECIAL) - len(chars))]]
+    total = sum(n for _, n in entries)
+    vocab = [(piece, 0.0) for piece in XLNET_SPECIAL] + [(piece, math.log(n / total)) for piece, n in entries]
     return XLNetTokenizer(vocab=vocab, unk_id=XLNET_SPECIAL.index("<unk>"))
 
 
