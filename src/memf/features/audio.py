@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from memf.features.base import MediaExtractor, hf_weights_id, register
+from memf.features.base import MediaExtractor, load_hf_model, register
 from memf.features.spec import ExtractionSettings, ExtractorSpec
 from memf.media import MediaError, read_audio
 
@@ -47,12 +47,7 @@ class Wav2Vec2(MediaExtractor):
         super().__init__(spec, settings, device)
         from transformers import Wav2Vec2Model
 
-        if not spec.model:
-            raise ValueError(f"extractor '{spec.name}': 'model' (hub id or local folder) is required")
-        revision = self.options["revision"]
-        self.model = Wav2Vec2Model.from_pretrained(spec.model, revision=revision, trust_remote_code=False)
-        self.model.eval().to(device)
-        self._weights_id = hf_weights_id(spec.model, self.model, revision)
+        self.model, self._weights_id = load_hf_model(Wav2Vec2Model, spec, self.options["revision"], device)
         rate = int(self.options["sample_rate"])
         self.chunk = int(round(float(self.options["chunk_seconds"]) * rate))
         self.min_chunk = int(round(float(self.options["min_chunk_seconds"]) * rate))

@@ -47,6 +47,17 @@ def hf_weights_id(ref: str, model: torch.nn.Module, revision: str | None) -> str
     return f"revision:{commit or revision or 'main'}"
 
 
+def load_hf_model(
+    model_cls: Any, spec: ExtractorSpec, revision: str | None, device: torch.device
+) -> tuple[torch.nn.Module, str]:
+    """Load a transformers model from the spec's hub id or local folder (never remote code), in eval mode on
+    ``device``; returns the model and its weights id (:func:`hf_weights_id`)."""
+    if not spec.model:
+        raise ValueError(f"extractor '{spec.name}': 'model' (hub id or local folder) is required")
+    model = model_cls.from_pretrained(spec.model, revision=revision, trust_remote_code=False).eval().to(device)
+    return model, hf_weights_id(spec.model, model, revision)
+
+
 class Extractor(ABC):
     """Base of every extractor. Subclasses set ``kind`` and ``modality`` and are added with :func:`register`."""
 

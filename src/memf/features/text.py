@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from memf.features.base import Extractor, hf_weights_id, register
+from memf.features.base import Extractor, load_hf_model, register
 from memf.features.spec import ExtractionSettings, ExtractorSpec
 
 
@@ -35,13 +35,9 @@ class TransformersText(Extractor):
 
         if self.options["pooling"] not in ("mean", "cls"):
             raise ValueError(f"extractor '{spec.name}': pooling is '{self.options['pooling']}', expected mean or cls")
-        if not spec.model:
-            raise ValueError(f"extractor '{spec.name}': 'model' (hub id or local folder) is required")
         revision = self.options["revision"]
+        self.model, self._weights_id = load_hf_model(AutoModel, spec, revision, device)
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model, revision=revision, trust_remote_code=False)
-        self.model = AutoModel.from_pretrained(spec.model, revision=revision, trust_remote_code=False)
-        self.model.eval().to(device)
-        self._weights_id = hf_weights_id(spec.model, self.model, revision)
         self._cls_last = self.model.config.model_type == "xlnet"
 
     @property

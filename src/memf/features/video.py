@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from memf.features.base import MediaExtractor, hf_weights_id, register
+from memf.features.base import MediaExtractor, load_hf_model, register
 from memf.features.spec import ExtractionSettings, ExtractorSpec
 from memf.features.image import normalise, resize_crop
 from memf.media import read_video
@@ -30,12 +30,7 @@ class VideoMAE(MediaExtractor):
         super().__init__(spec, settings, device)
         from transformers import VideoMAEModel
 
-        if not spec.model:
-            raise ValueError(f"extractor '{spec.name}': 'model' (hub id or local folder) is required")
-        revision = self.options["revision"]
-        self.model = VideoMAEModel.from_pretrained(spec.model, revision=revision, trust_remote_code=False)
-        self.model.eval().to(device)
-        self._weights_id = hf_weights_id(spec.model, self.model, revision)
+        self.model, self._weights_id = load_hf_model(VideoMAEModel, spec, self.options["revision"], device)
         self.num_frames = int(self.model.config.num_frames)
         self.image_size = int(self.model.config.image_size)
 
