@@ -73,7 +73,7 @@ class TrainConfig:
     eval_batch_size: int = 512  # streams per forward pass when predicting
     checkpoint_every: int = 5  # epochs between resumable checkpoints (0 = never)
     device: str = "auto"  # auto | cpu | cuda (memf.gpu.claim_device)
-    deterministic: bool = True  # torch.use_deterministic_algorithms during the run
+    deterministic: bool = True  # torch.use_deterministic_algorithms during a CUDA run (the CPU is deterministic)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> TrainConfig:
@@ -118,15 +118,20 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def deterministic_algorithms(enabled: bool) -> Iterator[None]:
-    """Turn torch's deterministic algorithms on (warning where an op has none) for the block, then restore.
+def deterministic_algorithms(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Turn torch's deterministic algorithms on for a CUDA run (warning where an op has none), then restore.
 
-    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` for deterministic matrix products; it is set here unless the user set it.
+    On the CPU nothing is switched: the kernels the models use are deterministic for a fixed thread count (tested),
+    and the switch itself costs every job about 2.5 s of imports (``torch.use_deterministic_algorithms`` loads
+    torch._inductor). cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` for deterministic matrix products; it is set here
+    unless the user set it.
     """
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     before, before_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
     finally:
@@ -501,7 +506,10 @@ def run_training(
     dims = padded.dims()
     fp = fingerprint(model_name, options, seed, cfg, data_digest(padded))
     ckpt_dir = out_dir / CHECKPOINT_DIR
-    with claim_device(cfg.device) as device_name, deterministic_algorithms(cfg.deterministic):
+    with (
+        claim_device(cfg.device) as device_name,
+        deterministic_algorithms(cfg.deterministic, torch.device(device_name)),
+    ):
         device = torch.device(device_name)
         seed_everything(seed)
         model = build(model_name, dims, **options)
