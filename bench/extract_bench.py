@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import resource
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -53,43 +55,56 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_media(ext: MediaExtractor, paths: list[str]) -> tuple[float, float]:
-    """(end-to-end items/s, model-only items/s) over ``paths``."""
-    embed_files(ext, paths[: ext.batch_size])  # warm-up: kernels, allocator, worker start
-    sync(ext.device)
-    start = time.perf_counter()
-    _, reasons = embed_files(ext, paths)
-    sync(ext.device)
-    e2e = len(paths) / (time.perf_counter() - start)
+def rate(run: Callable[[], None], items: int, device: torch.device, min_seconds: float) -> float:
+    """Items/s of ``run`` (which processes ``items`` inputs), repeated until ``min_seconds`` have passed."""
+    start, rounds = time.perf_counter(), 0
+    while True:
+        run()
+        sync(device)
+        rounds += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return rounds * items / elapsed
+
+
+def median_rates(e2e: Callable[[], None], model: Callable[[], None], items: int, device: torch.device,
+                 repeats: int, min_seconds: float) -> tuple[float, float, float]:
+    """Median end-to-end and model-only rates, and the median of their per-repeat ratios; the two are measured
+    alternately so that a change in the machine's load hits both."""
+    pairs = [(rate(e2e, items, device, min_seconds), rate(model, items, device, min_seconds)) for _ in range(repeats)]
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            statistics.median(a / b for a, b in pairs))
+
+
+def bench_media(ext: MediaExtractor, paths: list[str], repeats: int, min_seconds: float) -> tuple[float, float, float]:
+    """End to end (decode in isolated workers, then the model) against the model alone on decoded inputs."""
+    _, reasons = embed_files(ext, paths)  # warm-up: kernels, allocator, page cache
     failed = [r for r in reasons if r]
     if failed:
         raise RuntimeError(f"{len(failed)} inputs failed to decode, first: {failed[0]}")
     decoded = [ext.prepare(p) for p in paths]
-    start = time.perf_counter()
-    for i in range(0, len(decoded), ext.batch_size):
-        ext.embed(decoded[i : i + ext.batch_size])
-    sync(ext.device)
-    return e2e, len(paths) / (time.perf_counter() - start)
+
+    def model() -> None:
+        for i in range(0, len(decoded), ext.batch_size):
+            ext.embed(decoded[i : i + ext.batch_size])
+
+    return median_rates(lambda: embed_files(ext, paths), model, len(paths), ext.device, repeats, min_seconds)
 
 
-def bench_text(ext: TransformersText, texts: list[str]) -> tuple[float, float]:
+def bench_text(ext: TransformersText, texts: list[str], repeats: int, min_seconds: float) -> tuple[float, float, float]:
+    """End to end (tokenise, batch, embed, pool) against the model alone on batches tokenised beforehand; both per
+    input text, each distinct text computed once as in extraction."""
     ext.embed_texts(texts[:64])
-    sync(ext.device)
-    start = time.perf_counter()
-    ext.embed_texts(texts)
-    sync(ext.device)
-    e2e = len(texts) / (time.perf_counter() - start)
-    unique = sorted(set(texts), key=len)
-    encoded = [ext.tokenizer(unique[i : i + ext.batch_size], padding=True, truncation=True,
-                             max_length=int(ext.options["max_length"]), return_tensors="pt")
-               for i in range(0, len(unique), ext.batch_size)]
-    start = time.perf_counter()
-    with torch.inference_mode(), ext.autocast():
-        for enc in encoded:
-            ext.model(**{k: v.to(ext.device) for k, v in enc.items()})
-    sync(ext.device)
-    # Both rates per input text; the model-only pass, like extraction, computes each distinct text once.
-    return e2e, len(texts) / (time.perf_counter() - start)
+    encodings = sorted(ext.encode(sorted(set(texts))), key=lambda e: len(e.ids))
+    encoded = [ext.collate(encodings[i : i + ext.batch_size]) for i in range(0, len(encodings), ext.batch_size)]
+
+    @torch.inference_mode()
+    def model() -> None:
+        with ext.autocast():
+            for enc in encoded:
+                ext.model(**{k: v.to(ext.device) for k, v in enc.items()})
+
+    return median_rates(lambda: ext.embed_texts(texts), model, len(texts), ext.device, repeats, min_seconds)
 
 
 def main() -> None:
@@ -101,6 +116,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU")
     parser.add_argument("--modalities", default="text,image,video,audio")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating end-to-end/model-only measurements")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="shortest duration of one measurement")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -131,14 +148,14 @@ def main() -> None:
         ext = build_extractor(specs[modality], dataclasses.replace(settings), device)
         if modality == "text":
             items = field_rows(ds, DEFAULT_COLUMNS, "text")["value"].to_list()
-            e2e, model = bench_text(ext, items)
+            e2e, model, ratio = bench_text(ext, items, args.repeats, args.min_seconds)
         elif modality == "image":
             items = sorted({str(ds.media_path(p)) for p in field_rows(ds, DEFAULT_COLUMNS, "image")["value"].to_list()})
-            e2e, model = bench_media(ext, items)
+            e2e, model, ratio = bench_media(ext, items, args.repeats, args.min_seconds)
         else:
             items = [str(ds.media_path(p)) for p in ds.clips.filter(pl.col("kind") == modality)["path"].to_list()]
-            e2e, model = bench_media(ext, items)
-        print(f"{modality:8} {len(items):6d} {e2e:9.1f} {model:9.1f} {e2e / model:6.2f}  {peak_memory(device)}")
+            e2e, model, ratio = bench_media(ext, items, args.repeats, args.min_seconds)
+        print(f"{modality:8} {len(items):6d} {e2e:9.1f} {model:9.1f} {ratio:6.2f}  {peak_memory(device)}")
         del ext
 
 

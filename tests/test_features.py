@@ -69,6 +69,20 @@ def test_text_dimension_determinism_and_padding(tiny_env, name):
     np.testing.assert_allclose(again, together[[2, 0, 2]], atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["bert", "xlnet"])
+def test_text_batches_equal_the_tokenizers_own_padding(tiny_env, name):
+    # encode + collate (the Rust backend, padded per batch) give exactly what tokenizer(..., padding=True) gives,
+    # including XLNet's left padding and its pad token type; long texts are truncated to max_length.
+    ext = make(tiny_env, name)
+    texts = ["口红", "nike 运动鞋 春季 新款 " * 20, "连衣裙 sale brand", ""]
+    ours = ext.collate(ext.encode(texts))
+    ref = ext.tokenizer(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    assert set(ours) == set(ref.keys())
+    for key in ours:
+        assert torch.equal(ours[key], ref[key]), key
+    assert ours["input_ids"].shape[1] == 32
+
+
 def test_text_cls_pooling_takes_the_classification_token(tiny_env):
     cfg = tiny_env.extractors()
     bert_cls = build_extractor(ExtractorSpec("b", "transformers-text", cfg["bert"]["model"], {"pooling": "cls"}), SETTINGS, CPU)

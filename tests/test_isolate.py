@@ -3,6 +3,10 @@
 import os
 import signal
 import time
+from pathlib import Path
+
+import numpy as np
+import pytest
 
 from memf.isolate import isolated_map
 
@@ -24,6 +28,51 @@ def test_failures_are_isolated_and_reported():
     assert outcomes[5].failure.reason == "timed out after 1 s"
     assert outcomes[7].failure.reason == "ValueError: bad seven"
     assert {i: o.value for i, o in outcomes.items() if o.ok} == {i: 2 * i for i in (0, 1, 2, 4, 6, 8, 9)}
+
+
+def big(x: int) -> np.ndarray:
+    """A result far over the pipe's buffer (it goes through the spool file)."""
+    if x == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return np.full(200_000, x, dtype=np.float32)
+
+
+@pytest.mark.parametrize("prefetch", [2, 8])
+def test_queued_items_survive_a_crash_and_a_timeout(prefetch):
+    # With several items queued at a worker, only the one it was working on fails; the rest go to its replacement.
+    outcomes = {o.index: o for o in isolated_map(fragile, list(range(12)), workers=2, timeout_s=1.0, prefetch=prefetch)}
+    assert sorted(outcomes) == list(range(12))
+    assert {i for i, o in outcomes.items() if not o.ok} == {3, 5, 7}
+    assert outcomes[3].failure.reason == "decoder process crashed (signal 11)"
+    assert outcomes[5].failure.reason == "timed out after 1 s"
+    assert {i: o.value for i, o in outcomes.items() if o.ok} == {i: 2 * i for i in (0, 1, 2, 4, 6, 8, 9, 10, 11)}
+
+
+def test_large_results_come_back_intact_and_leave_no_spool_files():
+    spool_before = set(Path("/dev/shm").glob("memf-isolate-*")) if Path("/dev/shm").is_dir() else set()
+    outcomes = {o.index: o for o in isolated_map(big, list(range(8)), workers=2, timeout_s=30.0, prefetch=4)}
+    assert outcomes[4].failure.reason == "decoder process crashed (signal 9)"
+    for i in (0, 1, 2, 3, 5, 6, 7):
+        np.testing.assert_array_equal(outcomes[i].value, np.full(200_000, i, dtype=np.float32))
+    if Path("/dev/shm").is_dir():
+        assert set(Path("/dev/shm").glob("memf-isolate-*")) == spool_before
+
+
+def mark(path: str) -> str:
+    Path(path).touch()
+    return path
+
+
+def test_workers_go_on_while_the_caller_is_busy(tmp_path):
+    # After one result is taken, the caller stops asking; the workers still finish every item queued at them.
+    paths = [str(tmp_path / f"{i}.done") for i in range(8)]
+    it = isolated_map(mark, paths, workers=2, timeout_s=30.0, prefetch=4)
+    next(it)
+    deadline = time.monotonic() + 30
+    while not all(Path(p).exists() for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(Path(p).exists() for p in paths)
+    assert len(list(it)) == 7
 
 
 def test_empty_input():

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from fakedata import write_dataset
+from workflow_support import tiny_run  # noqa: F401 (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,15 +52,6 @@ def test_own_dataset_goes_through_validation(tmp_path):
     # Nothing changed: nothing to do.
     again = snakemake("-n", "--configfile", "cfg.yaml", "--until", "validate", cwd=tmp_path)
     assert nothing_planned(again)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """The whole DAG on tests/configs/tiny.yaml, run once for the tests below (a few minutes on 2 cores)."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    out = snakemake("--cores", "2", "--configfile", str(ROOT / "tests/configs/tiny.yaml"), cwd=workdir)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return workdir
 
 
 def planned(workdir: Path, *configfiles: str) -> set[str]:

@@ -13,8 +13,10 @@ process on a corrupt file (decord is unmaintained), so call them through :func:`
 
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -110,14 +112,22 @@ def decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(wave, dtype=np.float32), int(rate)
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int) -> Any:
+    """torchaudio's resampler between two rates; it computes its sinc kernel once, so it is kept per rate pair."""
+    import torchaudio.transforms as AT
+
+    return AT.Resample(orig, new)
+
+
 def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """Decode an audio clip to mono float32 ``[N]`` at ``sample_rate`` (resampled with torchaudio if needed)."""
     wave, rate = decode_audio(path)
     if rate != sample_rate:
         import torch
-        import torchaudio.functional as AF
 
-        wave = AF.resample(torch.from_numpy(wave), rate, sample_rate).numpy()
+        with torch.inference_mode():
+            wave = _resampler(rate, sample_rate)(torch.from_numpy(wave)).numpy()
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 

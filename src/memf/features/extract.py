@@ -117,11 +117,13 @@ def embed_files(
             batch.clear()
             inputs.clear()
 
+    workers = extractor.settings.workers
     outcomes = isolated_map(
         functools.partial(_prepare_in_worker, extractor.prepare),
         paths,
-        workers=extractor.settings.workers,
+        workers=workers,
         timeout_s=extractor.settings.timeout_s,
+        prefetch=max(1, -(-extractor.batch_size // workers)),  # a batch's worth queued while the model runs
         desc=desc,
     )
     for outcome in outcomes:
