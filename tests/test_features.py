@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from features_support import TinyEnv, tiny_env  # noqa: F401 (session fixture)
+from features_support import TinyEnv
 
 from memf.contract import DEFAULT_COLUMNS
 from memf.dataset import load_clean

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import soundfile as sf
 import torch
-from features_support import TinyEnv, tiny_env  # noqa: F401 (session fixture)
+from features_support import TinyEnv
 
 import memf.features.video as video_module
 from memf.contract import DEFAULT_COLUMNS

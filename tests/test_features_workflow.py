@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from features_support import TinyEnv, tiny_env  # noqa: F401 (session fixture)
+from features_support import TinyEnv
 
 from memf.contract import DEFAULT_COLUMNS
 from memf.features.tiny import tiny_model_from_config

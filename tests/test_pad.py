@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from features_support import TinyEnv, tiny_env  # noqa: F401 (session fixture)
+from features_support import TinyEnv
 
 from memf.contract import DEFAULT_COLUMNS
 from memf.dataset import SPLIT_CODE, load_clean

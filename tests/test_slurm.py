@@ -32,7 +32,6 @@ from safetensors.numpy import load_file
 from memf import gpu
 from memf.contract import DEFAULT_COLUMNS, required_columns
 from memf.io import read_parquet_checked
-from workflow_support import tiny_run  # noqa: F401 (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "slurm" / "Snakefile"

@@ -12,7 +12,6 @@ import polars as pl
 import pytest
 
 from fakedata import write_dataset
-from workflow_support import tiny_run  # noqa: F401 (session fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
