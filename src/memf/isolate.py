@@ -1,10 +1,10 @@
 """Run a fragile function over many inputs in worker processes, surviving crashes and hangs.
 
 Media decoders (decord in particular) can segfault, abort or hang on a corrupt file, and no ``try`` catches that.
-:func:`isolated_map` feeds inputs to a small pool of forked workers, a few queued at each (``prefetch``) so that they keep
-decoding while the caller computes; a worker that dies or exceeds the per-item timeout is killed and replaced, and its
-current input comes back as a :class:`Failure` with the reason. All other inputs are unaffected (those queued behind it
-go to the replacement), so one bad clip is a recorded drop, not a failed run.
+:func:`isolated_map` feeds inputs to a small pool of forked workers, a few queued at each (``prefetch``) so that they
+keep decoding while the caller computes; a worker that dies or exceeds the per-item timeout is killed and replaced,
+and its current input comes back as a :class:`Failure` with the reason. All other inputs are unaffected (those queued
+behind it go to the replacement), so one bad clip is a recorded drop, not a failed run.
 
 Workers are forked (not spawned): Snakemake runs ``script:`` adapters as unguarded ``__main__`` modules, which a spawned
 worker would execute again. The function runs in the child only, so the parent's threads are never used there.
@@ -16,6 +16,7 @@ import faulthandler
 import multiprocessing as mp
 import os
 import pickle
+import shutil
 import tempfile
 import time
 from collections import deque
@@ -31,6 +32,7 @@ R = TypeVar("R")
 
 _CTX = mp.get_context("fork")
 SPOOL_BYTES = 32 * 1024  # larger results travel through a file in memory (/dev/shm), not the pipe
+SPOOL_MIN_FREE = 1 << 30  # /dev/shm is used for that only with at least this much free space
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,16 @@ def _serve(fn: Callable[[Any], Any], conn: Connection, spool: str) -> None:
             conn.send_bytes(pickle.dumps(("file", index, path)))
         else:
             conn.send_bytes(data)
+
+
+def _spool_parent() -> str | None:
+    """/dev/shm when it has room (containers often give it 64 MiB), else the default temporary folder."""
+    try:
+        if shutil.disk_usage("/dev/shm").free >= SPOOL_MIN_FREE:
+            return "/dev/shm"
+    except OSError:
+        pass
+    return None
 
 
 def _receive(conn: Connection) -> tuple[str, int, Any]:
@@ -151,7 +163,7 @@ def isolated_map(
     queue: deque[tuple[int, T]] = deque(enumerate(items))
     pool: list[_Worker] = []
     bar = tqdm(total=len(items), desc=desc, disable=desc is None, unit="item")
-    spool = tempfile.TemporaryDirectory(prefix="memf-isolate-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    spool = tempfile.TemporaryDirectory(prefix="memf-isolate-", dir=_spool_parent())
 
     def refill(worker: _Worker) -> None:
         while queue and len(worker.pending) < prefetch:

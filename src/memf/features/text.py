@@ -1,10 +1,10 @@
 """Text: one vector per text field from a transformers encoder (BERT family, XLNet; paper section 4.1, Table 10).
 
 The tokenizer and model load with ``AutoTokenizer``/``AutoModel.from_pretrained`` from a hub id or a local folder
-(``HF_HUB_OFFLINE=1`` is honoured by transformers; remote code is never trusted). Texts are deduplicated, tokenised
-by the fast tokenizer's Rust backend, sorted by length and batched (so padding stays short), each batch tokenised in a
-background thread while the model runs on the one before; padding never changes a text's vector because padded tokens are
-masked out of attention and out of the pooling.
+(``HF_HUB_OFFLINE=1`` is honoured by transformers; remote code is never trusted). Texts are deduplicated, sorted by
+length and batched (so padding stays short); each batch is tokenised by the fast tokenizer's Rust backend in a
+background thread while the model runs on the one before. Padding never changes a text's vector because padded
+tokens are masked out of attention and out of the pooling.
 
 Pooling (option ``pooling``):
 - ``mean`` (default): mean of the last hidden states over the real tokens (attention mask = 1), special tokens included.
@@ -61,7 +61,7 @@ class TransformersText(Extractor):
         return self._weights_id
 
     def encode(self, texts: list[str]) -> list[Any]:
-        """``tokenizers.Encoding`` of each text, truncated to ``max_length``, not padded (the Rust backend, one call)."""
+        """``tokenizers.Encoding`` of each text, truncated to ``max_length``, not padded (Rust backend, one call)."""
         return self._backend.encode_batch(texts)
 
     def collate(self, encodings: list[Any]) -> dict[str, torch.Tensor]:
