@@ -23,8 +23,8 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from memf.contract import DEFAULT_COLUMNS
-from memf.dataset import load_clean
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.data.dataset import load_clean
 from memf.features.base import MediaExtractor, build_extractor
 from memf.features.extract import embed_files, field_rows
 from memf.features.fixtures import FixtureSizes, write_fixture_dataset

@@ -25,8 +25,8 @@ import numpy as np
 import polars as pl
 import yaml
 
-from memf.contract import DEFAULT_COLUMNS
-from memf.io import write_json, write_parquet, write_text
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.core.io import write_json, write_parquet, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import polars as pl
 import soundfile as sf
 from PIL import Image
 
-from memf.contract import DEFAULT_COLUMNS
+from memf.data.contract import DEFAULT_COLUMNS
 
 
 def write_image(path: Path, rng: np.random.Generator, size: int = 32) -> None:

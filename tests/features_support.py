@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from memf.contract import DEFAULT_COLUMNS
-from memf.dataset import load_clean
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.data.dataset import load_clean
 from memf.features.fixtures import write_fixture_dataset
 from memf.features.tiny import build_tiny_model, dataset_texts
 

@@ -12,14 +12,14 @@ import pytest
 import torch
 from features_support import TinyEnv
 
-from memf.contract import DEFAULT_COLUMNS
-from memf.dataset import load_clean
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.data.dataset import load_clean
 from memf.features.audio import chunk_bounds
 from memf.features.base import build_extractor, extractor_class
 from memf.features.extract import embed_files, extract_shard
 from memf.features.spec import KINDS, ExtractionSettings, ExtractorSpec, code_version, identity
 from memf.features.store import read_field_shard
-from memf.io import DataError
+from memf.core.io import DataError
 
 CPU = torch.device("cpu")
 SETTINGS = ExtractionSettings(device="cpu", workers=1, timeout_s=30, batch_size=8)

@@ -13,11 +13,11 @@ import torch
 from features_support import TinyEnv
 
 import memf.features.video as video_module
-from memf.contract import DEFAULT_COLUMNS
-from memf.dataset import load_clean
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.data.dataset import load_clean
 from memf.features.extract import extract_shard, field_rows
 from memf.features.store import ClipShard, read_clip_shard, read_failures, read_field_shard, write_clip_shard, write_manifest
-from memf.io import DataError, write_json
+from memf.core.io import DataError, write_json
 
 EXTRACTION = {"shards": 2, "device": "cpu", "workers": 2, "timeout_s": 30, "batch_size": 4}
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from features_support import TinyEnv
 
-from memf.contract import DEFAULT_COLUMNS
+from memf.data.contract import DEFAULT_COLUMNS
 from memf.features.tiny import tiny_model_from_config
-from memf.padded import read_padded
+from memf.training.padded import read_padded
 
 RULES = Path(__file__).resolve().parents[1] / "workflow" / "rules"
 CONFIG = {

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memf import isolate
-from memf.isolate import isolated_map
+from memf.core import isolate
+from memf.core.isolate import isolated_map
 
 
 def fragile(x: int) -> int:

@@ -1,10 +1,10 @@
-"""memf.metrics: the paper's five metrics equal scikit-learn's; bad inputs are refused."""
+"""memf.core.metrics: the paper's five metrics equal scikit-learn's; bad inputs are refused."""
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from memf.metrics import METRICS, regression_metrics
+from memf.core.metrics import METRICS, regression_metrics
 
 Y_TRUE = np.array([3.0, 4.5, 5.2, 6.8, 2.1, 5.5])
 Y_PRED = np.array([3.3, 4.1, 5.0, 6.0, 2.9, 5.4])

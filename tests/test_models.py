@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from memf.contract import ENTITIES
+from memf.data.contract import ENTITIES
 from memf.models import DEMO_OPTIONS, ENTITY_FUSIONS, MODELS, PAPER_OPTIONS, ModelOutput, batch_dims, build_model
 from memf.models.baselines import HierarchicalPairwise, MFHPair, SelfAttentionFusion, TensorFusion
 from memf.models.blocks import masked_mean

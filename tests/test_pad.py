@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from features_support import TinyEnv
 
-from memf.contract import DEFAULT_COLUMNS
-from memf.dataset import SPLIT_CODE, load_clean
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.data.dataset import SPLIT_CODE, load_clean
 from memf.features.extract import extract_shard
 from memf.features.store import ClipShard, read_clip_shard, read_field_shard, write_clip_shard
-from memf.pad import pad_feature_set
-from memf.padded import read_padded
+from memf.training.pad import pad_feature_set
+from memf.training.padded import read_padded
 
 CHOSEN = {"text": "bert", "image": "rn", "numeric": "num", "video": "vm", "audio": "w2v"}
 N_SHARDS = 2

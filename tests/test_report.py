@@ -7,15 +7,15 @@ import torch
 from sklearn import metrics as skm
 from train_support import tiny_builder, tiny_padded
 
-from memf.io import read_json, write_json, write_parquet
-from memf.metrics import METRICS
-from memf.padded import write_padded
+from memf.core.io import read_json, write_json, write_parquet
+from memf.core.metrics import METRICS
+from memf.training.padded import write_padded
 from memf.report.bootstrap import paired_difference, resample_indices, resampled_metrics
 from memf.report.figures import draw_figures
-from memf.report.matrix import experiments_from_config, run_dir
+from memf.training.matrix import experiments_from_config, run_dir
 from memf.report.tables import ORACLE_LABEL, build_tables
-from memf.runs import predictions_frame, write_run_core
-from memf.train import run_training
+from memf.training.runs import predictions_frame, write_run_core
+from memf.training.train import run_training
 
 torch.set_num_threads(1)
 SK = {

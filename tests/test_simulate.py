@@ -17,8 +17,8 @@ import soundfile as sf
 import yaml
 from PIL import Image
 
-from memf.contract import DEFAULT_COLUMNS, required_columns
-from memf.io import read_parquet_checked
+from memf.data.contract import DEFAULT_COLUMNS, required_columns
+from memf.core.io import read_parquet_checked
 from memf.simulate import SimulatorConfig, column_sources, simulate, simulate_latents
 from memf.simulate import render
 

@@ -1,4 +1,4 @@
-"""Cluster execution: GPU claiming (memf.gpu), the Snakemake profiles, and a real single-node SLURM run.
+"""Cluster execution: GPU claiming (memf.core.gpu), the Snakemake profiles, and a real single-node SLURM run.
 
 The SLURM tests start munged, slurmctld and slurmd from tests/slurm/start.sh (private config, key, socket and ports
 under one temporary folder), run workflows through `--profile profiles/slurm`, and stop exactly those daemons by pid.
@@ -29,9 +29,9 @@ import yaml
 from polars.testing import assert_frame_equal
 from safetensors.numpy import load_file
 
-from memf import gpu
-from memf.contract import DEFAULT_COLUMNS, required_columns
-from memf.io import read_parquet_checked
+from memf.core import gpu
+from memf.data.contract import DEFAULT_COLUMNS, required_columns
+from memf.core.io import read_parquet_checked
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "slurm" / "Snakefile"
@@ -47,7 +47,7 @@ def snakemake(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-# --- memf.gpu.claim_device -----------------------------------------------------------------------------------------
+# --- memf.core.gpu.claim_device -----------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_cpu_is_cpu(no_slurm, monkeypatch, tmp_path):
 
 def test_auto_without_cuda_falls_back_to_cpu_and_says_so(no_slurm, monkeypatch, tmp_path, caplog):
     fake_gpus(monkeypatch, 0)
-    with caplog.at_level(logging.WARNING, logger="memf.gpu"):
+    with caplog.at_level(logging.WARNING, logger="memf.core.gpu"):
         with gpu.claim_device("auto", lock_dir=tmp_path) as device:
             assert device == "cpu"
     assert "no CUDA device" in caplog.text and "running on the CPU" in caplog.text
@@ -118,7 +118,7 @@ def test_claims_from_other_processes_are_respected_until_they_end(no_slurm, monk
     try:
         assert ready.wait(30)
         assert out.get(timeout=5) == "cuda:0"
-        with caplog.at_level(logging.WARNING, logger="memf.gpu"), pytest.raises(TimeoutError):
+        with caplog.at_level(logging.WARNING, logger="memf.core.gpu"), pytest.raises(TimeoutError):
             with gpu.claim_device("cuda", lock_dir=tmp_path, timeout_s=0.6):
                 pass
         assert "waiting for one to be released" in caplog.text and "--resources gpu=1" in caplog.text
@@ -166,7 +166,7 @@ def test_slurm_job_without_gpu_allocation(monkeypatch, tmp_path, caplog):
     fake_gpus(monkeypatch, 4)  # the node has GPUs, but this job was given none
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    with caplog.at_level(logging.WARNING, logger="memf.gpu"):
+    with caplog.at_level(logging.WARNING, logger="memf.core.gpu"):
         with gpu.claim_device("auto", lock_dir=tmp_path) as device:
             assert device == "cpu"
     assert "SLURM job 42 was allocated no GPU" in caplog.text

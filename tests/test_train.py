@@ -1,4 +1,4 @@
-"""memf.train: determinism, validation-only model selection, resume, safetensors round trip, run folder contents."""
+"""memf.training.train: determinism, validation-only model selection, resume, safetensors round trip, run folder contents."""
 
 import json
 
@@ -9,11 +9,11 @@ import torch
 from safetensors.torch import load_file
 from train_support import tiny_builder, tiny_padded
 
-from memf.io import DataError, read_json
-from memf.metrics import METRICS, regression_metrics
-from memf.padded import Padded, write_padded
-from memf.runs import TRAINED_FILES, read_predictions
-from memf.train import CHECKPOINT_DIR, TrainConfig, load_model, predict, run_training
+from memf.core.io import DataError, read_json
+from memf.core.metrics import METRICS, regression_metrics
+from memf.training.padded import Padded, write_padded
+from memf.training.runs import TRAINED_FILES, read_predictions
+from memf.training.train import CHECKPOINT_DIR, TrainConfig, load_model, predict, run_training
 
 torch.set_num_threads(1)
 CFG = {"epochs": 12, "batch_size": 16, "lr": 3e-3, "patience": 4, "checkpoint_every": 1, "device": "cpu"}

@@ -1,4 +1,4 @@
-"""memf.references: pooled features, the three reference models, and their run folders."""
+"""memf.training.references: pooled features, the three reference models, and their run folders."""
 
 import numpy as np
 import polars as pl
@@ -6,11 +6,11 @@ import pytest
 from threadpoolctl import threadpool_limits
 from train_support import tiny_padded
 
-from memf.io import read_json
-from memf.metrics import METRICS, regression_metrics
-from memf.padded import write_padded
-from memf.references import fit_reference, pooled_features, run_reference
-from memf.runs import REFERENCE_FILES, read_predictions
+from memf.core.io import read_json
+from memf.core.metrics import METRICS, regression_metrics
+from memf.training.padded import write_padded
+from memf.training.references import fit_reference, pooled_features, run_reference
+from memf.training.runs import REFERENCE_FILES, read_predictions
 
 
 def test_pooled_features_are_masked_means():

@@ -12,8 +12,8 @@ import polars as pl
 import yaml
 from train_support import tiny_padded
 
-from memf.io import read_json, write_json, write_parquet
-from memf.padded import write_padded
+from memf.core.io import read_json, write_json, write_parquet
+from memf.training.padded import write_padded
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "workflow" / "rules"

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 
 from fakedata import write_dataset
-from memf.contract import DEFAULT_COLUMNS
-from memf.io import DataError
-from memf.validate import validate_dataset
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.core.io import DataError
+from memf.data.validate import validate_dataset
 
 N = 10
 

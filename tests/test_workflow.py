@@ -62,7 +62,7 @@ def planned(workdir: Path, *configfiles: str) -> set[str]:
 
 
 def test_tiny_workflow_writes_every_stage(tiny_run):
-    from memf.metrics import regression_metrics
+    from memf.core.metrics import regression_metrics
 
     for path in ("results/data/summary.md", "results/padded/demo.h5", "results/tables/table9.md",
                  "results/tables/table8.csv", "results/figures/fig4_scatter_density.png",

@@ -4,8 +4,8 @@ import logging
 import os
 import time
 
-from memf.gpu import claim_device
-from memf.io import write_json
+from memf.core.gpu import claim_device
+from memf.core.io import write_json
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 logging.basicConfig(level=logging.INFO)

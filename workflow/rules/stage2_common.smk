@@ -2,7 +2,7 @@
 # the experiment matrix, the run folders, and the final tables and figures (docs/training.md).
 import re
 
-from memf.report.matrix import experiments_from_config, run_dir
+from memf.training.matrix import experiments_from_config, run_dir
 
 EXPERIMENTS = experiments_from_config(config["experiments"], config["seeds"])
 NEURAL = [name for name, exp in EXPERIMENTS.items() if not exp.is_reference]

@@ -1,7 +1,7 @@
 # Stage 2 runs: one job per (experiment, seed) of the matrix in config `experiments` (docs/training.md).
 # Neural models go through rule `train`, the simple references (mean, ridge, hgb) through rule `reference`; both write
 # results/runs/{experiment}/seed{seed}/ in the same format, so the tables do not care which made a run.
-from memf.report.matrix import REFERENCE_FILES, TRAINED_FILES
+from memf.training.matrix import REFERENCE_FILES, TRAINED_FILES
 
 
 include: "stage2_common.smk"

@@ -1,8 +1,8 @@
 """Snakemake adapter: rules extract_{modality} -> memf.features.extract.extract_shard on a claimed device."""
 
 from memf.features.extract import extract_shard
-from memf.gpu import claim_device
-from memf.logs import job_log
+from memf.core.gpu import claim_device
+from memf.core.logs import job_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]), claim_device(sm.params.extraction.get("device", "auto")) as device:

@@ -1,6 +1,6 @@
 """Snakemake adapter: rule figures -> memf.report.figures.draw_figures."""
 
-from memf.logs import job_log
+from memf.core.logs import job_log
 from memf.report.figures import draw_figures
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

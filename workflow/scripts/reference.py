@@ -1,7 +1,7 @@
-"""Snakemake adapter: rule reference -> memf.references.run_reference."""
+"""Snakemake adapter: rule reference -> memf.training.references.run_reference."""
 
-from memf.logs import job_log
-from memf.references import run_reference
+from memf.core.logs import job_log
+from memf.training.references import run_reference
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

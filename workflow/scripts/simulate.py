@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from memf.logs import job_log
+from memf.core.logs import job_log
 from memf.simulate import simulate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,7 +1,7 @@
 """Snakemake adapter: rule tables -> memf.report.tables.build_tables."""
 
-from memf.logs import job_log
-from memf.report.matrix import experiments_from_config
+from memf.core.logs import job_log
+from memf.training.matrix import experiments_from_config
 from memf.report.tables import build_tables
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

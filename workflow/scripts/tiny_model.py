@@ -3,7 +3,7 @@
 import json
 
 from memf.features.tiny import tiny_model_from_config
-from memf.logs import job_log
+from memf.core.logs import job_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

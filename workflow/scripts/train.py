@@ -1,9 +1,9 @@
-"""Snakemake adapter: rule train -> memf.train.run_training."""
+"""Snakemake adapter: rule train -> memf.training.train.run_training."""
 
 import torch
 
-from memf.logs import job_log
-from memf.train import run_training
+from memf.core.logs import job_log
+from memf.training.train import run_training
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

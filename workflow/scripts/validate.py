@@ -1,7 +1,7 @@
-"""Snakemake adapter: rule validate -> memf.validate.validate_dataset."""
+"""Snakemake adapter: rule validate -> memf.data.validate.validate_dataset."""
 
-from memf.logs import job_log
-from memf.validate import validate_dataset
+from memf.core.logs import job_log
+from memf.data.validate import validate_dataset
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

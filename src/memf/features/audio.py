@@ -1,7 +1,7 @@
 """Audio clips: one wav2vec 2.0 vector per clip (paper section 4.1).
 
 Each clip is decoded in an isolated worker to mono float32 and resampled to ``sample_rate`` (16 kHz, what wav2vec 2.0
-was trained on) by :func:`memf.media.read_audio`. Long clips are cut into chunks of ``chunk_seconds``; a tail shorter
+was trained on) by :func:`memf.data.media.read_audio`. Long clips are cut into chunks of ``chunk_seconds``; a tail shorter
 than ``min_chunk_seconds`` joins the chunk before it. Each chunk is normalised to zero mean and unit variance
 (``normalize``, as ``Wav2Vec2FeatureExtractor`` does for wav2vec2-base), its vector is the mean of the last hidden state
 over time, and the clip vector is the mean of its chunk vectors weighted by chunk length. Chunks are batched only with
@@ -19,7 +19,7 @@ import torch
 
 from memf.features.base import MediaExtractor, load_hf_model, register
 from memf.features.spec import ExtractionSettings, ExtractorSpec
-from memf.media import MediaError, read_audio
+from memf.data.media import MediaError, read_audio
 
 
 def chunk_bounds(n_samples: int, chunk: int, min_chunk: int) -> list[tuple[int, int]]:

@@ -3,7 +3,7 @@
 An extractor is chosen in the config by name: ``extractors: {name: {kind, model, options}}``. The ``kind`` picks a
 registered class, which fixes the modality (:data:`memf.features.spec.KINDS`). Classes of the media modalities (image,
 video, audio) split their work in two: :meth:`MediaExtractor.prepare` decodes one file into a uint8 or float32 array
-(it runs in a forked worker of :func:`memf.isolate.isolated_map`, so a crash or hang costs one file), and
+(it runs in a forked worker of :func:`memf.core.isolate.isolated_map`, so a crash or hang costs one file), and
 :meth:`MediaExtractor.embed` turns a list of prepared arrays into one vector each. Text extractors embed strings; the
 numeric "extractor" transforms scalars.
 """

@@ -1,7 +1,7 @@
 """Stage 1 jobs: extract one shard of one extractor from the validated dataset into the feature store.
 
 :func:`extract_shard` is what the ``extract_{modality}`` rules call. Media files are decoded in isolated workers
-(:func:`memf.isolate.isolated_map`) and embedded in batches taken in input order, so a shard's bytes do not depend on
+(:func:`memf.core.isolate.isolated_map`) and embedded in batches taken in input order, so a shard's bytes do not depend on
 which worker finished first. Every input that yields no feature is written to the shard's failures file.
 """
 
@@ -21,8 +21,8 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from memf.contract import FIELD_ENTITIES
-from memf.dataset import CleanDataset, load_clean
+from memf.data.contract import FIELD_ENTITIES
+from memf.data.dataset import CleanDataset, load_clean
 from memf.features.base import Extractor, MediaExtractor, build_extractor
 from memf.features.numeric import LogStandard
 from memf.features.spec import ExtractionSettings, ExtractorSpec, identity
@@ -34,7 +34,7 @@ from memf.features.store import (
     write_field_shard,
 )
 from memf.features.text import TransformersText
-from memf.isolate import isolated_map
+from memf.core.isolate import isolated_map
 
 log = logging.getLogger(__name__)
 Failures = list[dict[str, str | None]]
@@ -266,7 +266,7 @@ def extract_shard(
         shard: this job's shard index.
         out: ``shard-{k}.parquet`` or ``shard-{k}.h5``.
         failures_out: ``shard-{k}.failures.parquet``.
-        device: where the model runs (the caller claims it: ``memf.gpu.claim_device``).
+        device: where the model runs (the caller claims it: ``memf.core.gpu.claim_device``).
         threads: CPU cores of the job: torch's intra-op threads and the number of decoding workers (overriding
             ``extraction["workers"]``); None keeps both as they are.
     """

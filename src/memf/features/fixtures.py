@@ -1,7 +1,7 @@
 """A small synthetic validated dataset for the extraction tests and benchmark (not the demo simulator).
 
 :func:`write_fixture_dataset` writes raw media (PNG images, H.264 MP4 clips through PyAV, WAV clips through
-soundfile) under ``root`` and the validated tables that ``memf.dataset.load_clean`` reads under ``data_dir``:
+soundfile) under ``root`` and the validated tables that ``memf.data.dataset.load_clean`` reads under ``data_dir``:
 the raw columns of the default mapping plus ``split`` and ``target`` on streams, and ``dataset.json``.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from memf.contract import DEFAULT_COLUMNS
-from memf.io import write_json, write_parquet
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.core.io import write_json, write_parquet
 
 WORDS = ["连衣裙", "女装", "春季", "新款", "口红", "美妆", "运动鞋", "sale", "brand", "shop", "fashion", "nike", "零食", "包邮"]
 

@@ -20,7 +20,7 @@ import torch
 
 from memf.features.base import MediaExtractor, register, sha256_file
 from memf.features.spec import RANDOM_INIT, ExtractionSettings, ExtractorSpec
-from memf.media import read_image
+from memf.data.media import read_image
 
 ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

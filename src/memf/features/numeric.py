@@ -16,7 +16,7 @@ import torch
 
 from memf.features.base import Extractor, register
 from memf.features.spec import ExtractionSettings, ExtractorSpec
-from memf.io import DataError
+from memf.core.io import DataError
 
 
 @register

@@ -30,7 +30,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "log-standard": ("numeric", ("numeric",)),
 }
 #: Sources every kind's output depends on: the extractor base, the job driver, the store layout, the decoders.
-SHARED_SOURCES: tuple[str, ...] = ("features/base.py", "features/extract.py", "features/store.py", "media.py")
+SHARED_SOURCES: tuple[str, ...] = ("features/base.py", "features/extract.py", "features/store.py", "data/media.py")
 
 
 def kind_modality(kind: str) -> str:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from memf.features.spec import CLIP_MODALITIES, RANDOM_INIT
-from memf.io import DataError, atomic_path, write_json, write_parquet
+from memf.core.io import DataError, atomic_path, write_json, write_parquet
 
 FAILURE_SCHEMA = pa.schema(
     [

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from memf.contract import ENTITY_TABLE, FIELD_ENTITIES
-from memf.dataset import CleanDataset, load_clean
+from memf.data.contract import ENTITY_TABLE, FIELD_ENTITIES
+from memf.data.dataset import CleanDataset, load_clean
 
 TINY_KINDS: tuple[str, ...] = ("bert", "xlnet", "videomae", "wav2vec2")
 TEXT_KINDS: tuple[str, ...] = ("bert", "xlnet")

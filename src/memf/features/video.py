@@ -1,7 +1,7 @@
 """Video clips: one VideoMAE vector per clip (paper section 4.1).
 
 Frames are sampled as the model expects: ``config.num_frames`` frames at the centres of equal segments of the clip
-(:func:`memf.media.read_video`, decoded once per clip in an isolated worker), each resized on its shorter side to
+(:func:`memf.data.media.read_video`, decoded once per clip in an isolated worker), each resized on its shorter side to
 ``config.image_size`` and centre-cropped (as ``VideoMAEImageProcessor`` does), then normalised with the ImageNet mean
 and sd on the device. The clip vector is the mean of the last hidden state over all tubelet tokens: the tokens are
 never cached (1,568 x 768 floats per clip for VideoMAE-base).
@@ -17,7 +17,7 @@ import torch
 from memf.features.base import MediaExtractor, load_hf_model, register
 from memf.features.spec import ExtractionSettings, ExtractorSpec
 from memf.features.image import normalise, resize_crop
-from memf.media import read_video
+from memf.data.media import read_video
 
 
 @register

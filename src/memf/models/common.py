@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import nn
 
-from memf.contract import CLIP_KINDS, ENTITIES, FIELD_ENTITIES, MODALITIES
+from memf.data.contract import CLIP_KINDS, ENTITIES, FIELD_ENTITIES, MODALITIES
 
 Dims = dict[str, tuple[int, ...]]
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from memf.contract import CLIP_KINDS, ENTITIES
+from memf.data.contract import CLIP_KINDS, ENTITIES
 from memf.models.blocks import ClipEncoder, Encoder, FieldTokens, Predictor, masked_mean
 from memf.models.common import (
     ModelConfig,

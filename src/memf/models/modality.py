@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from memf.contract import CLIP_KINDS, FIELD_ENTITIES, MODALITIES
+from memf.data.contract import CLIP_KINDS, FIELD_ENTITIES, MODALITIES
 from memf.models.blocks import ClipEncoder, Encoder, FieldTokens, Predictor, masked_mean
 from memf.models.common import (
     ModelConfig,

@@ -6,7 +6,7 @@ model's seeds, and takes the difference A - MEMF. The percentile interval of tha
 reported 95% interval. It measures how much the difference depends on which streams happen to be in the test split;
 the spread over training seeds is reported separately as the standard deviation column of the tables.
 
-Point values everywhere come from :func:`memf.metrics.regression_metrics` (scikit-learn). Inside the bootstrap the same
+Point values everywhere come from :func:`memf.core.metrics.regression_metrics` (scikit-learn). Inside the bootstrap the same
 five formulas are evaluated for thousands of resamples at once by :func:`resampled_metrics`, vectorised over
 resamples; tests check it against scikit-learn on every resample of a small case.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memf.metrics import METRICS, regression_metrics
+from memf.core.metrics import METRICS, regression_metrics
 
 _EPS = np.finfo(np.float64).eps  # scikit-learn's MAPE guard against division by zero
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from memf.io import DataError
-from memf.report.matrix import PREDICTIONS_FILE, RUNS_DIR, Experiment
-from memf.runs import read_predictions
+from memf.core.io import DataError
+from memf.training.matrix import PREDICTIONS_FILE, RUNS_DIR, Experiment
+from memf.training.runs import read_predictions
 
 
 @dataclass(frozen=True)

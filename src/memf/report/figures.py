@@ -18,9 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from memf.io import DataError, atomic_path, read_json  # noqa: E402
-from memf.metrics import METRIC_LABELS, METRICS, regression_metrics  # noqa: E402
-from memf.runs import ATTENTION_FILE, HISTORY_FILE, METRICS_FILE, read_predictions  # noqa: E402
+from memf.core.io import DataError, atomic_path, read_json  # noqa: E402
+from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics  # noqa: E402
+from memf.training.runs import ATTENTION_FILE, HISTORY_FILE, METRICS_FILE, read_predictions  # noqa: E402
 
 DPI = 120
 

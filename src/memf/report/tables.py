@@ -18,9 +18,9 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 
-from memf.contract import ENTITIES
-from memf.io import DataError, atomic_path, read_json, read_parquet_checked, write_json, write_text
-from memf.metrics import METRIC_LABELS, METRICS, regression_metrics
+from memf.data.contract import ENTITIES
+from memf.core.io import DataError, atomic_path, read_json, read_parquet_checked, write_json, write_text
+from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics
 from memf.report.bootstrap import paired_difference, resample_indices
 from memf.report.experiments import RUNS_DIR, Experiment, RunSet, load_runset
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from memf.contract import DEFAULT_COLUMNS
+from memf.data.contract import DEFAULT_COLUMNS
 from memf.simulate.writer import simulate
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memf.contract import DEFAULT_COLUMNS, FIELD_ENTITIES, KEY_COLUMNS, MODALITIES, ENTITY_TABLE
+from memf.data.contract import DEFAULT_COLUMNS, FIELD_ENTITIES, KEY_COLUMNS, MODALITIES, ENTITY_TABLE
 
 #: Entities whose contribution to log(sales) has its own standard deviation in ``effects``.
 EFFECT_KEYS: tuple[str, ...] = ("anchor", "commodity", "room", "video", "audio", "interaction", "noise")

@@ -19,8 +19,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 import memf
-from memf.contract import DEFAULT_COLUMNS
-from memf.io import atomic_path, write_json, write_parquet
+from memf.data.contract import DEFAULT_COLUMNS
+from memf.core.io import atomic_path, write_json, write_parquet
 from memf.simulate import attributes, render, vocab
 from memf.simulate.defects import WAV_HEADER_KEEP, DefectPlan, garbage_bytes, plan_defects
 from memf.simulate.latent import World, simulate_latents

@@ -1,7 +1,7 @@
 """Decoding images, video clips and audio clips into arrays, and probing that a file decodes.
 
 Every reader raises :class:`MediaError` with the path and the reason. Video and audio readers may still crash the
-process on a corrupt file (decord is unmaintained), so call them through :func:`memf.isolate.isolated_map`.
+process on a corrupt file (decord is unmaintained), so call them through :func:`memf.core.isolate.isolated_map`.
 
 - Images: Pillow; CMYK, greyscale, palette and alpha images are converted to RGB explicitly (alpha composited on
   white). A truncated file raises (Pillow's truncated-image flag is left off).

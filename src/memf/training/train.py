@@ -37,11 +37,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from memf.gpu import claim_device
-from memf.io import DataError, atomic_path, read_json, write_json, write_parquet
-from memf.metrics import METRICS, regression_metrics
-from memf.padded import Padded, read_padded
-from memf.runs import (
+from memf.core.gpu import claim_device
+from memf.core.io import DataError, atomic_path, read_json, write_json, write_parquet
+from memf.core.metrics import METRICS, regression_metrics
+from memf.training.padded import Padded, read_padded
+from memf.training.runs import (
     ATTENTION_FILE,
     HISTORY_FILE,
     MODEL_JSON,
@@ -72,7 +72,7 @@ class TrainConfig:
     standardize_target: bool = True  # fit on (y - train mean) / train sd; predictions are mapped back
     eval_batch_size: int = 512  # streams per forward pass when predicting
     checkpoint_every: int = 5  # epochs between resumable checkpoints (0 = never)
-    device: str = "auto"  # auto | cpu | cuda (memf.gpu.claim_device)
+    device: str = "auto"  # auto | cpu | cuda (memf.core.gpu.claim_device)
     deterministic: bool = True  # torch.use_deterministic_algorithms during a CUDA run (the CPU is deterministic)
 
     @classmethod

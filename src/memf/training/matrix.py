@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 RUNS_DIR = Path("results/runs")
-#: Reference models (memf.references): fitted by rule ``reference`` instead of rule ``train``.
+#: Reference models (memf.training.references): fitted by rule ``reference`` instead of rule ``train``.
 REFERENCE_MODELS: tuple[str, ...] = ("mean", "ridge", "hgb")
 #: Files of a run folder; reference runs write the first three.
 METRICS_FILE = "metrics.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from memf.io import read_json
+from memf.core.io import read_json
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_CODE: dict[str, int] = {name: code for code, name in enumerate(SPLITS)}

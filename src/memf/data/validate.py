@@ -2,7 +2,7 @@
 
 Two kinds of bad input are told apart:
 
-- **Contract errors** stop the run with a one-line :class:`~memf.io.DataError` naming the file and the column: a missing
+- **Contract errors** stop the run with a one-line :class:`~memf.core.io.DataError` naming the file and the column: a missing
   table, an unreadable file, a missing column or one of the wrong type, a duplicate id.
 - **Bad values** are recorded drops, one row each in ``excluded.parquet``/``excluded.csv`` (level, stream_id,
   object_id, reason, file, field): unknown references, missing text or media, non-finite or negative numbers, zero
@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from memf.contract import TABLES, columns_from_config, required_columns
-from memf.dataset import SPLITS
-from memf.io import DataError, read_parquet_checked, write_json, write_parquet, write_text
-from memf.isolate import isolated_map
-from memf.media import probe
+from memf.data.contract import TABLES, columns_from_config, required_columns
+from memf.data.dataset import SPLITS
+from memf.core.io import DataError, read_parquet_checked, write_json, write_parquet, write_text
+from memf.core.isolate import isolated_map
+from memf.data.media import probe
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from sklearn.model_selection import PredefinedSplit
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from memf.padded import Padded, read_padded
-from memf.report.matrix import REFERENCE_MODELS
-from memf.runs import predictions_frame, write_run_core
+from memf.training.padded import Padded, read_padded
+from memf.training.matrix import REFERENCE_MODELS
+from memf.training.runs import predictions_frame, write_run_core
 
 log = logging.getLogger(__name__)
 

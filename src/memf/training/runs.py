@@ -1,5 +1,5 @@
 """The run folder (``results/runs/{experiment}/seed{seed}/``): what every trained or reference model writes, and reading
-it back. Training (:mod:`memf.train`), the reference models (:mod:`memf.references`) and the tables
+it back. Training (:mod:`memf.training.train`), the reference models (:mod:`memf.training.references`) and the tables
 (:mod:`memf.report`) share this format, so a table never needs to know which kind of model made a run.
 """
 
@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from memf.dataset import SPLITS
-from memf.io import DataError, read_json, read_parquet_checked, write_json, write_parquet
-from memf.metrics import regression_metrics
-from memf.report.matrix import (  # re-exported: the file names live with the matrix, which must import quickly
+from memf.data.dataset import SPLITS
+from memf.core.io import DataError, read_json, read_parquet_checked, write_json, write_parquet
+from memf.core.metrics import regression_metrics
+from memf.training.matrix import (  # re-exported: the file names live with the matrix, which must import quickly
     ATTENTION_FILE,
     HISTORY_FILE,
     METRICS_FILE,

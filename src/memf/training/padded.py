@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import torch
 
-from memf.dataset import SPLIT_CODE
-from memf.io import DataError, atomic_path
+from memf.data.dataset import SPLIT_CODE
+from memf.core.io import DataError, atomic_path
 
 #: Batch key -> rank of one stream's array (without the stream dimension).
 BATCH_KEYS: dict[str, int] = {
@@ -34,7 +34,7 @@ class Padded:
     """All streams of one feature set, as NumPy arrays in stream order."""
 
     stream_id: np.ndarray  # [S] str
-    split: np.ndarray  # [S] int8, memf.dataset.SPLIT_CODE
+    split: np.ndarray  # [S] int8, memf.data.dataset.SPLIT_CODE
     target: np.ndarray  # [S] float32
     arrays: dict[str, np.ndarray]  # batch key -> [S, ...]
     attrs: dict[str, Any] = field(default_factory=dict)

@@ -25,11 +25,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from memf.contract import FIELD_ENTITIES, MODALITIES
-from memf.dataset import SPLIT_CODE, load_clean
+from memf.data.contract import FIELD_ENTITIES, MODALITIES
+from memf.data.dataset import SPLIT_CODE, load_clean
 from memf.features.store import ClipShard, field_vectors, read_clip_shard, read_field_shard
-from memf.io import DataError, write_parquet
-from memf.padded import Padded, write_padded
+from memf.core.io import DataError, write_parquet
+from memf.training.padded import Padded, write_padded
 
 log = logging.getLogger(__name__)
 FEATURE_SET_MODALITIES: tuple[str, ...] = ("text", "image", "numeric", "video", "audio")

@@ -1,0 +1,1 @@
+"""The raw dataset: its contract, validation into results/data, media decoding, folds."""
