@@ -1,5 +1,5 @@
 # memf: multi-entity multimodal fusion for live-commerce sales prediction (README.md, docs/architecture.md).
-# Stage 1 extracts features per modality into a sharded store; stage 2 pads, trains and evaluates on it.
+# Stage 1 extracts features per modality into a sharded store; stage 2 pads, tunes, trains and evaluates on it.
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -7,8 +7,14 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The repository's config.yaml, also when Snakemake runs in another --directory; --configfile files merge over it.
-configfile: Path(workflow.basedir) / "config.yaml"
+# The user's config (docs/configuration.md): exactly the files given with --configfile; otherwise config.yaml in the
+# working directory; otherwise the shipped demo config. Keys left out take the schema's defaults.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml" if Path("config.yaml").is_file() else str(Path(workflow.basedir) / "config.yaml")
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 from sklearn import metrics as skm
 
 from memf.core.metrics import METRICS, regression_metrics
@@ -18,6 +19,11 @@ def test_metrics_equal_scikit_learn():
     assert got["mape"] == pytest.approx(skm.mean_absolute_percentage_error(Y_TRUE, Y_PRED), abs=0)
     assert got["r2"] == pytest.approx(skm.r2_score(Y_TRUE, Y_PRED), abs=0)
     assert got["evs"] == pytest.approx(skm.explained_variance_score(Y_TRUE, Y_PRED), abs=0)
+    assert got["spearman"] == pytest.approx(spearmanr(Y_TRUE, Y_PRED).statistic, abs=0)
+
+
+def test_spearman_of_a_constant_prediction_is_zero():
+    assert regression_metrics(Y_TRUE, np.full_like(Y_TRUE, 4.0))["spearman"] == 0.0
 
 
 def test_metrics_by_hand_values():

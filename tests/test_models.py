@@ -8,10 +8,20 @@ import pytest
 import torch
 
 from memf.data.contract import ENTITIES
-from memf.models import DEMO_OPTIONS, ENTITY_FUSIONS, MODELS, PAPER_OPTIONS, ModelOutput, batch_dims, build_model
+from memf.models import (
+    DEMO_OPTIONS,
+    ENTITY_FUSIONS,
+    MODEL_OPTIONS,
+    MODELS,
+    PAPER_OPTIONS,
+    ModelOutput,
+    batch_dims,
+    build_model,
+)
 from memf.models.baselines import HierarchicalPairwise, MFHPair, SelfAttentionFusion, TensorFusion
 from memf.models.blocks import masked_mean
 from memf.models.common import ModelConfig, Registry
+from memf.models.options import ENTITY_FUSION_NAMES
 from memf.models.memf import IntraCommodityAttention
 
 torch.set_num_threads(1)
@@ -59,8 +69,15 @@ def tiny(name: str, dims: dict, **options) -> torch.nn.Module:
     return build_model(name, dims, **{**TINY, **TINY_EXTRA.get(name, {}), **options})
 
 
-# (model name, extra options): every registered model, and memf with every entity fusion.
-CASES = [(name, {}) for name in MODELS] + [("memf", {"entity_fusion": f}) for f in ENTITY_FUSIONS]
+# (model name, extra options): every registered model, memf with every entity fusion, and every pooling choice.
+POOLS = [{"field_pool": "attention", "commodity_pool": "attention", "clip_pool": "attention"},
+         {"commodity_pool": "mean_count", "clip_pool": "mean_count", "input_norm": "layernorm"}]
+CASES = (
+    [(name, {}) for name in MODELS]
+    + [("memf", {"entity_fusion": f}) for f in ENTITY_FUSIONS]
+    + [("memf", pools) for pools in POOLS]
+    + [("vtfsa", {"token_pool": p, "clip_pool": p}) for p in ("mean_count", "attention")]
+)
 IDS = [name + "".join(f"-{v}" for v in opts.values()) for name, opts in CASES]
 
 
@@ -95,7 +112,8 @@ def test_padding_invariance(name: str, options: dict) -> None:
         a, b = model(batch), model(noisy)
     torch.testing.assert_close(a.pred, b.pred, rtol=1e-5, atol=1e-5)
     # A real item's values do change the prediction (the test can fail).
-    noisy["commodity/text"][0, 0] += 3.0
+    noisy["commodity/text"][0, 0] += 3.0 * torch.randn_like(noisy["commodity/text"][0, 0])  # not a constant shift,
+    # which a LayerNorm of the inputs (input_norm) would remove
     with torch.no_grad():
         assert not torch.allclose(model(noisy).pred, b.pred)
 
@@ -247,7 +265,7 @@ def test_unknown_model_and_options_raise() -> None:
         build_model("memf", dims, mfb_factor=5)
     with pytest.raises(ValueError, match="option 'entity_fusion' does not apply"):
         build_model("memf_lstm", dims, entity_fusion="cnn")
-    with pytest.raises(ValueError, match="unknown entity fusion 'gru'"):
+    with pytest.raises(ValueError, match="option 'entity_fusion' is 'gru', expected one of transformer"):
         build_model("memf", dims, entity_fusion="gru")
     with pytest.raises(ValueError, match="drop_entities"):
         build_model("memf", dims, drop_entities=["anchors"])
@@ -293,7 +311,11 @@ def test_registry_refuses_duplicates() -> None:
         "memf", "memf_mean", "memf_fc", "memf_lstm", "memf_cnn", "memf_modality_first",
         "mfb", "mfh", "tfn", "vtfsa", "cmmt",
     ]
-    assert list(ENTITY_FUSIONS) == ["transformer", "mean", "fc", "lstm", "cnn"]
+    assert list(ENTITY_FUSIONS) == ["transformer", "mean", "fc", "lstm", "cnn"] == list(ENTITY_FUSION_NAMES)
+    # The torch-free catalog the workflow checks configs against lists exactly the registered models.
+    assert list(MODEL_OPTIONS) == list(MODELS)
+    for name in MODELS:
+        assert MODELS[name].accepted_options == ModelConfig.__dataclass_fields__.keys() & MODELS[name].accepted_options
 
 
 def test_presets_build_and_spec_round_trips() -> None:

@@ -1,12 +1,22 @@
-# Shared helpers: config validation, path grammar, and the final targets of each stage.
+# Shared helpers: the config check, the path grammar, and the final targets of each stage.
 import json
 import os
+import sys
 from pathlib import Path
 
-from snakemake.utils import validate
+from memf.core.config import ConfigError, evaluation_plan, load_config
+from memf.core.version import code_version
 
-
-validate(config, schema="../schemas/config.schema.yaml")
+# Every mistake the config can hold is caught here, one line each, before anything is planned (docs/configuration.md).
+try:
+    load_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml", Path.cwd())
+except ConfigError as _error:
+    for _line in _error.problems:
+        print(f"memf config error: {_line}", file=sys.stderr)
+    sys.exit(1)
+EVALUATION, _notes = evaluation_plan(config)
+for _line in _notes:
+    print(f"memf config note: {_line}", file=sys.stderr)
 
 # Jobs write their progress bars into per-job log files: one update every 10 s keeps those readable.
 os.environ.setdefault("TQDM_MININTERVAL", "10")
@@ -15,6 +25,7 @@ RAW = Path(config["dataset"]["root"])
 DATA = Path("results/data")
 RAW_TABLES = [str(RAW / f"{table}.parquet") for table in ("streams", "anchors", "items", "clips")]
 CLEAN_TABLES = [str(DATA / f"{table}.parquet") for table in ("streams", "anchors", "items", "clips")]
+SIMULATED = config["dataset"]["simulate"]
 
 
 def identity(section):

@@ -1,4 +1,4 @@
-# Raw data: the live-commerce simulator (demo dataset) and ingest/validate/split.
+# Raw data: the live-commerce simulator (demo dataset), and validation into results/data with the folds.
 
 
 if config["dataset"]["simulate"]:
@@ -16,6 +16,7 @@ if config["dataset"]["simulate"]:
             root=lambda wildcards, output: str(Path(output[0]).parent),
             simulator=config["simulator"],
             columns=config["columns"],
+            code=code_version("simulate"),
         resources:
             mem_mb=2000,
         conda:
@@ -41,8 +42,9 @@ rule validate:
         out_dir=lambda wildcards, output: str(Path(output.meta).parent),
         columns=config["columns"],
         target=config["target"],
-        validation=config["validation"],
-        split=config["split"],
+        max_drop_fraction=config["validation"]["max_drop_fraction"],
+        split={k: config["split"][k] for k in ("seed", "folds", "group_by")},
+        code=code_version("validate"),
     threads: config["validation"]["probe_workers"]
     resources:
         mem_mb=2000,

@@ -1,5 +1,7 @@
-# Stage 1: tiny local models, feature extraction into the sharded store, manifests, and padding (docs/features.md).
+# Stage 1: tiny local models, feature extraction into the sharded store, and manifests (docs/features.md).
 # Needs from common.smk: DATA, CLEAN_TABLES. features_common.smk provides features_targets() for `rule all`.
+# Speed and placement settings (extraction.workers, timeout_s, batch_size, device) reach the scripts through the
+# config, not through params, so changing them reruns nothing; what changes a feature is in `identity`.
 include: "features_common.smk"
 
 
@@ -14,6 +16,7 @@ rule tiny_model:
         data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent) if len(input.tables) else None,
         entry=lambda wildcards: json.dumps(config["tiny_models"][wildcards.name], sort_keys=True),
         columns=config["columns"],
+        code=code_version("tiny_model"),
     wildcard_constraints:
         name=_one_of(config["tiny_models"]),
     resources:
@@ -41,7 +44,7 @@ for _modality in FEATURE_MODALITIES:
             identity=lambda wildcards: identity_json(wildcards.extractor, config["extractors"], config["extraction"]),
             data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
             extractors=lambda wildcards: {wildcards.extractor: config["extractors"][wildcards.extractor]},
-            extraction=config["extraction"],
+            shards=config["extraction"]["shards"],
             columns=columns_of(_modality),
         wildcard_constraints:
             extractor=_one_of(extractors_of(_modality)),
@@ -71,27 +74,3 @@ rule features_manifest:
         "../../envs/memf.yaml"
     script:
         "../scripts/manifest.py"
-
-
-rule pad:
-    input:
-        tables=DATA_INPUTS,
-        shards=lambda wildcards: sum(feature_set_shards(wildcards.feature_set).values(), []),
-    output:
-        padded=str(PADDED / "{feature_set}.h5"),
-        truncated=str(PADDED / "{feature_set}.truncated.parquet"),
-    log:
-        "logs/features/pad/{feature_set}.log",
-    params:
-        data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
-        shards=lambda wildcards: feature_set_shards(wildcards.feature_set),
-        columns=config["columns"],
-        padding=config["padding"],
-    wildcard_constraints:
-        feature_set=_one_of(config["feature_sets"]),
-    resources:
-        mem_mb=4000,
-    conda:
-        "../../envs/memf.yaml"
-    script:
-        "../scripts/pad.py"

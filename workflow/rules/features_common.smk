@@ -3,6 +3,7 @@ import json
 import re
 
 from memf.features.spec import CLIP_MODALITIES, FEATURE_MODALITIES, identity_json, kind_modality
+from memf.training.matrix import LATENT_FEATURE_SET
 
 FEATURES = Path("results/features")
 MODELS = Path("results/models")
@@ -57,9 +58,8 @@ def feature_set_shards(feature_set):
 
 
 def used_feature_sets():
-    """Feature sets named by experiments (all configured feature sets when there are no experiments)."""
-    used = {e["feature_set"] for e in config.get("experiments", {}).values()}
-    return sorted(used) if used else sorted(config["feature_sets"])
+    """Extractor-made feature sets named by experiments (the latent one is the simulator's, not stage 1's)."""
+    return sorted({e["feature_set"] for e in config["experiments"].values()} - {LATENT_FEATURE_SET})
 
 
 def padded_file(feature_set):
@@ -67,9 +67,5 @@ def padded_file(feature_set):
 
 
 def features_targets():
-    """The padded file of every feature set used, with the manifests of the extractors they use."""
-    targets = []
-    for fs in used_feature_sets():
-        targets.append(padded_file(fs))
-        targets += [manifest_file(m, config["feature_sets"][fs][m]) for m in FEATURE_MODALITIES]
-    return sorted(set(targets))
+    """The manifest of every extractor a used feature set names (stage 2 asks for the padded files)."""
+    return sorted({manifest_file(m, config["feature_sets"][fs][m]) for fs in used_feature_sets() for m in FEATURE_MODALITIES})

@@ -1,42 +1,40 @@
-# Stage 2 helpers shared by train.smk and report.smk (included by both; Snakemake includes a file once):
-# the experiment matrix, the run folders, and the final tables and figures (docs/training.md).
+# Stage 2 helpers shared by train.smk and report.smk (included by both; Snakemake includes a file once): the
+# experiment matrix, its folds, the run and tuning folders, and the final tables and figures (docs/training.md).
 import re
 
-from memf.training.matrix import experiments_from_config, run_dir
+from memf.training.matrix import (
+    BEST_FILE,
+    LATENT_FEATURE_SET,
+    TRIALS_FILE,
+    experiments_from_config,
+    run_dir,
+    tuning_dir,
+)
+from memf.training.settings import PLACEMENT_KEYS, parse_space, space_json
 
 EXPERIMENTS = experiments_from_config(config["experiments"], config["seeds"])
 NEURAL = [name for name, exp in EXPERIMENTS.items() if not exp.is_reference]
 REFERENCES = [name for name, exp in EXPERIMENTS.items() if exp.is_reference]
-SIMULATED = config["dataset"]["simulate"]
+FOLDS = list(config["split"]["run_folds"] or range(config["split"]["folds"]))
+SPACES = {name: parse_space(name, spec) for name, spec in config["search_spaces"].items()}
 GROUND_TRUTH = str(RAW / "ground_truth.parquet")
 GROUND_TRUTH_JSON = str(RAW / "ground_truth.json")
-
-EVALUATION = config["evaluation"]
-TABLES = list(EVALUATION["tables"])
+LATENTS = str(RAW / "latents.parquet")
+PADDED_DIR = "results/padded"
 TABLES_DIR = "results/tables"
 FIGURES_DIR = "results/figures"
+
+TABLES = list(EVALUATION["tables"])
 FIGURE_RUN = EVALUATION["figures"]
 IMPORTANCE_TABLE = EVALUATION["importance"]["table"] if SIMULATED else None
-#: Bar-chart figure -> the table whose CSV it draws (only tables present in the config).
+#: Bar-chart figure -> the table whose CSV it draws (only tables that are written).
 BAR_FIGURES = {fig: table for fig, table in (("fig5_fusion_order", "fig5"), ("table9_methods", "table9")) if table in TABLES}
 RUN_FIGURES = ["fig3_training_curves", "fig4_scatter_density", "fig6_attention"] if FIGURE_RUN["experiment"] else []
-RUN_FIGURE_INPUTS = ("metrics.json", "predictions.parquet", "history.parquet", "attention.parquet")
-
-for _table, _spec in EVALUATION["tables"].items():
-    for _row in _spec["rows"]:
-        if _row not in EXPERIMENTS:
-            raise ValueError(f"evaluation.tables.{_table}.rows: '{_row}' is not an experiment (see config `experiments`)")
-for _fs, _name in EVALUATION["compare_to"].items():
-    if _name not in EXPERIMENTS:
-        raise ValueError(f"evaluation.compare_to.{_fs}: '{_name}' is not an experiment (see config `experiments`)")
-if FIGURE_RUN["experiment"] and FIGURE_RUN["experiment"] not in NEURAL:
-    raise ValueError(f"evaluation.figures.experiment: '{FIGURE_RUN['experiment']}' is not a neural experiment")
-if IMPORTANCE_TABLE and IMPORTANCE_TABLE not in TABLES:
-    raise ValueError(f"evaluation.importance.table: '{IMPORTANCE_TABLE}' is not in evaluation.tables")
+TUNED = [name for name, exp in EXPERIMENTS.items() if exp.search]
 
 
 def names_regex(names):
-    """A wildcard constraint matching exactly these experiment names (nothing when the list is empty)."""
+    """A wildcard constraint matching exactly these names (nothing when the list is empty)."""
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
@@ -45,47 +43,89 @@ def get_ground_truth(wildcards=None):
     return {"ground_truth": GROUND_TRUTH} if SIMULATED else {}
 
 
-def get_padded(wildcards):
-    return f"results/padded/{EXPERIMENTS[wildcards.experiment].feature_set}.h5"
+def padded_path(feature_set):
+    return f"{PADDED_DIR}/{feature_set}.h5"
 
 
-def get_experiment(wildcards):
-    """The run's model, feature set and model options (config `model` overridden by the experiment's `options`)."""
+def get_fit_inputs(wildcards):
+    """The padded feature set, the ground truth on simulated data, and the tuned choice an experiment reuses."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    inputs = {"padded": padded_path(exp.feature_set), **get_ground_truth()}
+    if exp.tuned_as:
+        inputs["tuned"] = str(tuning_dir(exp.tuned_as, int(wildcards.fold)) / BEST_FILE)
+    return inputs
+
+
+def get_job_spec(wildcards):
+    """Everything that decides one (experiment, fold) job's result, as JSON-able data (a param: a change reruns it)."""
     exp = EXPERIMENTS[wildcards.experiment]
     options = dict(exp.options) if exp.is_reference else {**config["model"], **exp.options}
-    return {"model": exp.model, "feature_set": exp.feature_set, "options": options}
+    return {
+        "model": exp.model, "feature_set": exp.feature_set, "options": options, "seeds": list(exp.seeds),
+        "space": space_json(SPACES[exp.search]) if exp.search else None, "search": exp.search,
+        "tuned_as": exp.tuned_as,
+    }
 
 
-def run_files(experiment, seed, files):
-    return [str(run_dir(experiment, seed) / name) for name in files]
+def train_identity():
+    """The `train` settings that change a result (the placement keys are read from the config by the script)."""
+    return {k: v for k, v in config["train"].items() if k not in PLACEMENT_KEYS}
+
+
+def run_files(experiment, fold, files=None):
+    exp = EXPERIMENTS[experiment]
+    return [str(run_dir(experiment, fold) / name) for name in (files or exp.files)]
+
+
+def tuning_files(experiment, fold):
+    return [str(tuning_dir(experiment, fold) / name) for name in (TRIALS_FILE, BEST_FILE)]
 
 
 def runs_targets():
-    """Every run folder's files, for all experiments and their seeds."""
-    return [f for name, exp in EXPERIMENTS.items() for seed in exp.seeds for f in run_files(name, seed, exp.files)]
+    """Every run and tuning folder's files, for all experiments and folds."""
+    return [f for name in EXPERIMENTS for fold in FOLDS for f in run_files(name, fold) + tuning_files(name, fold)]
+
+
+def table_experiments():
+    """Experiments a table row, a comparison or a ceiling needs."""
+    names = {row for spec in EVALUATION["tables"].values() for row in spec["rows"]}
+    names |= {EVALUATION["compare_to"][EXPERIMENTS[n].feature_set] for n in list(names)
+              if EXPERIMENTS[n].feature_set in EVALUATION["compare_to"]}
+    names |= set(EVALUATION["ceilings"]["latent"]) if SIMULATED else set()
+    return sorted(names)
 
 
 def get_table_runs(wildcards=None):
-    """predictions.parquet of every seed of every experiment a table row or a comparison needs."""
-    names = {row for spec in EVALUATION["tables"].values() for row in spec["rows"]}
-    fs = {EXPERIMENTS[n].feature_set for n in names}
-    names |= {EVALUATION["compare_to"][f] for f in fs if f in EVALUATION["compare_to"]}
-    return [f for n in sorted(names) for seed in EXPERIMENTS[n].seeds for f in run_files(n, seed, ("predictions.parquet",))]
+    """predictions.parquet of every fold of every experiment the tables need."""
+    return [f for n in table_experiments() for fold in FOLDS for f in run_files(n, fold, ("predictions.parquet",))]
+
+
+def get_tuning_records(wildcards=None):
+    """trials.parquet of every fold of every tuned experiment (the budget figure and table)."""
+    return [str(tuning_dir(n, fold) / TRIALS_FILE) for n in TUNED for fold in FOLDS]
 
 
 def get_figure_run(wildcards=None):
-    return run_files(FIGURE_RUN["experiment"], FIGURE_RUN["seed"], RUN_FIGURE_INPUTS) if RUN_FIGURES else []
+    if not RUN_FIGURES:
+        return []
+    return run_files(FIGURE_RUN["experiment"], FIGURE_RUN["fold"],
+                     ("metrics.json", "predictions.parquet", "history.parquet", "attention.parquet"))
 
 
 def table_outputs():
     out = [f"{TABLES_DIR}/{name}.{ext}" for name in TABLES for ext in ("csv", "md")]
+    if TUNED:
+        out += [f"{TABLES_DIR}/tuning.{ext}" for ext in ("csv", "md")]
     if IMPORTANCE_TABLE:
         out += [f"{TABLES_DIR}/entity_importance.{ext}" for ext in ("csv", "md", "json")]
     return out
 
 
 def figure_outputs():
-    return [f"{FIGURES_DIR}/{name}.png" for name in RUN_FIGURES + list(BAR_FIGURES)]
+    out = [f"{FIGURES_DIR}/{name}.png" for name in RUN_FIGURES + list(BAR_FIGURES)]
+    if TUNED:
+        out.append(f"{FIGURES_DIR}/tuning_budget.png")
+    return out
 
 
 def report_targets():

@@ -5,13 +5,15 @@ from memf.core.gpu import claim_device
 from memf.core.logs import job_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(sm.log[0]), claim_device(sm.params.extraction.get("device", "auto")) as device:
+# Speed and placement settings come from the config (changing them reruns nothing); the shard count is a param.
+extraction = {**sm.config["extraction"], "shards": sm.params.shards}
+with job_log(sm.log[0]), claim_device(extraction["device"]) as device:
     extract_shard(
         data_dir=sm.params.data_dir,
         extractors=sm.params.extractors,
         name=sm.wildcards.extractor,
         columns=sm.params.columns,
-        extraction=sm.params.extraction,
+        extraction=extraction,
         shard=int(sm.wildcards.shard),
         out=sm.output.shard,
         failures_out=sm.output.failures,

@@ -10,10 +10,10 @@ with job_log(sm.log[0]):
         sm.params.out_dir,
         columns=sm.params.columns,
         target_offset=sm.params.target["offset"],
-        max_drop_fraction=sm.params.validation["max_drop_fraction"],
+        max_drop_fraction=sm.params.max_drop_fraction,
         split_seed=sm.params.split["seed"],
-        test_fraction=sm.params.split["test_fraction"],
-        val_fraction=sm.params.split["val_fraction"],
+        folds=sm.params.split["folds"],
+        group_by=sm.params.split["group_by"],
         probe_workers=sm.threads,
-        probe_timeout_s=sm.params.validation["probe_timeout_s"],
+        probe_timeout_s=sm.config["validation"]["probe_timeout_s"],  # speed only: read from the config, not a param
     )

@@ -10,7 +10,8 @@ Two kinds of bad input are told apart:
   Following the paper (section 4.1), a stream that lacks any modality after this is dropped too, with the reason.
 
 If more than ``max_drop_fraction`` of the streams is excluded the run fails loudly, with the reasons counted in the
-message. The kept streams are split into train / val / test with a seeded permutation.
+message. The kept streams are assigned to cross-validation folds (:mod:`memf.data.folds`): column ``fold`` of
+``streams.parquet``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from memf.data.contract import TABLES, columns_from_config, required_columns
-from memf.data.dataset import SPLITS
+from memf.data.folds import SPLITS, assign_folds, split_of
 from memf.core.io import DataError, read_parquet_checked, write_json, write_parquet, write_text
 from memf.core.isolate import isolated_map
 from memf.data.media import probe
@@ -45,7 +45,7 @@ class ValidationResult:
     n_input: int
     n_kept: int
     n_excluded_streams: int
-    split_sizes: dict[str, int]
+    fold_sizes: list[int]
 
 
 class _Drops:
@@ -120,19 +120,17 @@ def validate_dataset(
     target_offset: float,
     max_drop_fraction: float,
     split_seed: int,
-    test_fraction: float,
-    val_fraction: float,
+    folds: int,
+    group_by: str | None = None,
     probe_workers: int = 2,
     probe_timeout_s: float = 30.0,
 ) -> ValidationResult:
-    """Validate the raw dataset at ``root`` and write the clean, split dataset to ``out_dir``.
+    """Validate the raw dataset at ``root`` and write the clean dataset, with its folds, to ``out_dir``.
 
     Outputs (all atomic): streams/anchors/items/clips.parquet, excluded.parquet, excluded.csv, summary.csv,
-    summary.md, dataset.json. See docs/data-format.md for the checks.
+    summary.md, dataset.json. See docs/data-format.md for the checks and :mod:`memf.data.folds` for the folds.
     """
     root, out_dir = Path(root), Path(out_dir)
-    if test_fraction + val_fraction >= 1:
-        raise ValueError(f"split: test_fraction + val_fraction = {test_fraction + val_fraction}, expected < 1")
     tables = load_raw_tables(root, columns)
     streams, anchors, items, clips = (tables[t] for t in TABLES)
     drops = _Drops()
@@ -250,20 +248,14 @@ def validate_dataset(
             f"{root}: {len(dropped_streams)} of {n_input} streams excluded ({fraction:.0%}), more than "
             f"validation.max_drop_fraction={max_drop_fraction:.0%}; most common: {top}"
         )
-    if kept.height < 3:
-        raise DataError(f"{root}: only {kept.height} valid streams, need at least 3 to split")
+    if kept.height < 2 * folds:
+        raise DataError(f"{root}: only {kept.height} valid streams, need at least {2 * folds} for split.folds = {folds}")
 
-    # Split: seeded permutation of the kept streams (sorted by id first, so the input row order does not matter).
+    fold = assign_folds(kept["stream_id"].to_list(), kept["anchor_id"].to_list(), folds=folds, seed=split_seed,
+                        group_by=group_by)
     n = kept.height
-    n_test = max(1, round(n * test_fraction))
-    n_val = max(1, round(n * val_fraction))
-    order = np.random.default_rng(split_seed).permutation(n)
-    split = np.empty(n, dtype=object)
-    split[order[:n_test]] = "test"
-    split[order[n_test:n_test + n_val]] = "val"
-    split[order[n_test + n_val:]] = "train"
     kept = kept.with_columns(
-        pl.Series("split", split.tolist(), dtype=pl.String),
+        pl.Series("fold", fold, dtype=pl.Int16),
         (pl.col("sales").cast(pl.Float64) + target_offset).log().alias("target"),
     )
     kept_ids = kept["stream_id"].to_list()
@@ -276,10 +268,10 @@ def validate_dataset(
                      ("excluded", excluded)):
         write_parquet(out_dir / f"{name}.parquet", df)
     write_text(out_dir / "excluded.csv", excluded.write_csv())
-    summary = split_summary(kept)
+    summary = fold_summary(kept, folds)
     write_text(out_dir / "summary.csv", summary.write_csv())
     write_text(out_dir / "summary.md", _markdown(summary))
-    sizes = {s: int((split == s).sum()) for s in SPLITS}
+    sizes = [int((fold == k).sum()) for k in range(folds)]
     write_json(out_dir / "dataset.json", {
         "root": str(root),
         "columns": columns,
@@ -287,22 +279,24 @@ def validate_dataset(
         "streams_in": n_input,
         "streams_kept": n,
         "excluded": dict(Counter(r["level"] for r in drops.rows)),
-        "splits": sizes,
-        "split_seed": split_seed,
+        "folds": {"k": folds, "seed": split_seed, "group_by": group_by, "test_sizes": sizes},
     })
     for level, count in sorted(Counter(r["level"] for r in drops.rows).items()):
         log.info("excluded %d %s rows", count, level)
-    log.info("kept %d of %d streams; splits %s", n, n_input, sizes)
-    return ValidationResult(n_input=n_input, n_kept=n, n_excluded_streams=len(dropped_streams), split_sizes=sizes)
+    log.info("kept %d of %d streams; test streams per fold %s", n, n_input, sizes)
+    return ValidationResult(n_input=n_input, n_kept=n, n_excluded_streams=len(dropped_streams), fold_sizes=sizes)
 
 
-def split_summary(streams: pl.DataFrame) -> pl.DataFrame:
-    """The paper's Table 5: size and target statistics per split (and overall)."""
+def fold_summary(streams: pl.DataFrame, folds: int) -> pl.DataFrame:
+    """The paper's Table 5 for fold 0 (its 80/20 split: train + validation, test), every fold's test part, and all."""
     def stats(df: pl.DataFrame, name: str) -> dict[str, Any]:
         y = df["target"]
-        return {"split": name, "size": df.height, "max": y.max(), "min": y.min(), "mean": y.mean(),
+        return {"part": name, "size": df.height, "max": y.max(), "min": y.min(), "mean": y.mean(),
                 "median": y.median(), "sd": y.std()}
-    rows = [stats(streams.filter(pl.col("split") == s), s) for s in SPLITS]
+    split = split_of(streams["fold"].to_numpy(), 0, folds)
+    rows = [stats(streams.filter(pl.Series(split != SPLITS.index("test"))), "fold 0 train + val"),
+            stats(streams.filter(pl.Series(split == SPLITS.index("test"))), "fold 0 test")]
+    rows += [stats(streams.filter(pl.col("fold") == k), f"fold {k} test") for k in range(1, folds)]
     rows.append(stats(streams, "all"))
     return pl.DataFrame(rows)
 
@@ -311,11 +305,11 @@ def _markdown(summary: pl.DataFrame) -> str:
     def num(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    head = "| split | size | max | min | mean | median | sd |\n|---|---|---|---|---|---|---|\n"
+    head = "| part | size | max | min | mean | median | sd |\n|---|---|---|---|---|---|---|\n"
     body = "".join(
-        f"| {r['split']} | {r['size']} | "
+        f"| {r['part']} | {r['size']} | "
         + " | ".join(num(r[k]) for k in ("max", "min", "mean", "median", "sd")) + " |\n"
         for r in summary.iter_rows(named=True)
     )
-    return "# Dataset statistics (log(sales), paper Table 5)\n\n" + head + body
+    return "# Dataset statistics (log(sales), paper Table 5; fold 0 is the paper's 80/20 split)\n\n" + head + body
 

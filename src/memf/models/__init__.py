@@ -21,16 +21,20 @@ from memf.models.common import (
     build_model,
 )
 from memf.models.fusions import ENTITY_FUSIONS
+from memf.models.options import MODEL_OPTIONS, accepted_options, model_config
 
 __all__ = [
     "COMMON_OPTIONS",
     "DEMO_OPTIONS",
     "ENTITY_FUSIONS",
     "MODELS",
+    "MODEL_OPTIONS",
     "PAPER_OPTIONS",
     "ModelConfig",
     "ModelOutput",
     "Registry",
     "batch_dims",
+    "accepted_options",
     "build_model",
+    "model_config",
 ]

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from memf.models.blocks import FeedForward
-from memf.models.common import ModelConfig, register_model
+from memf.models.common import register_model
+from memf.models.options import ModelConfig
 from memf.models.modality import ModalityFusionModel
 
 # --- MFB / MFH -----------------------------------------------------------------------------------------------------
@@ -201,17 +202,11 @@ class CrossModalFusion(nn.Module):
 # --- Registered models ---------------------------------------------------------------------------------------------
 
 register_model(
-    "mfb",
-    frozenset({"mfb_factor", "mfb_out"}),
-    lambda dims, cfg: ModalityFusionModel(dims, cfg, lambda mods, c: HierarchicalPairwise(mods, c, blocks=1)),
+    "mfb", lambda dims, cfg: ModalityFusionModel(dims, cfg, lambda mods, c: HierarchicalPairwise(mods, c, blocks=1))
 )
 register_model(
-    "mfh",
-    frozenset({"mfb_factor", "mfb_out", "mfh_blocks"}),
-    lambda dims, cfg: ModalityFusionModel(dims, cfg, lambda mods, c: HierarchicalPairwise(mods, c, c.mfh_blocks)),
+    "mfh", lambda dims, cfg: ModalityFusionModel(dims, cfg, lambda mods, c: HierarchicalPairwise(mods, c, c.mfh_blocks))
 )
-register_model(
-    "tfn", frozenset({"tfn_dim", "tfn_hidden"}), lambda dims, cfg: ModalityFusionModel(dims, cfg, TensorFusion)
-)
-register_model("vtfsa", frozenset(), lambda dims, cfg: ModalityFusionModel(dims, cfg, SelfAttentionFusion))
-register_model("cmmt", frozenset(), lambda dims, cfg: ModalityFusionModel(dims, cfg, CrossModalFusion))
+register_model("tfn", lambda dims, cfg: ModalityFusionModel(dims, cfg, TensorFusion))
+register_model("vtfsa", lambda dims, cfg: ModalityFusionModel(dims, cfg, SelfAttentionFusion))
+register_model("cmmt", lambda dims, cfg: ModalityFusionModel(dims, cfg, CrossModalFusion))

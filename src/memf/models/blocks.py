@@ -1,8 +1,13 @@
 """Building blocks shared by the fusion models: token projections (paper eqs 1-4), the post-norm Transformer encoder
-(eqs 5-9), masked pooling, the clip-sequence encoder and the DNN predictor (section 3.4).
+(eqs 5-9), set pooling, the clip-sequence encoder and the DNN predictor (section 3.4).
 
 Masking (eq 9): the paper multiplies the attention scores by the mask; here padded positions are excluded from the
 softmax instead (``key_padding_mask`` of ``nn.MultiheadAttention``, i.e. an additive -inf): they get weight exactly 0.
+
+Pooling (:class:`SetPool`): the paper averages (eq 13 and the masked means after each encoder). A mean cannot tell
+two items from eight of the same kind, so two alternatives are options the tuning searches (docs/models.md):
+``mean_count`` adds a learned embedding of log(number of real positions) to the mean, ``attention`` weighs the
+positions by a learned query.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from memf.models.common import ModelConfig
+from memf.models.options import ModelConfig
 
 # Stacking order of one entity's tokens (eq 4: F = [F_t, F_n, F_i]).
 TOKEN_ORDER: tuple[str, ...] = ("text", "numeric", "image")
@@ -32,6 +37,34 @@ def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     w = valid.unsqueeze(-1)
     total = x.masked_fill(~w, 0.0).sum(dim=1)
     return total / w.sum(dim=1).clamp(min=1).to(x.dtype)
+
+
+class SetPool(nn.Module):
+    """x [B, T, D] with valid [B, T] (None = all real) -> [B, D]: ``mean``, ``mean_count`` or ``attention``."""
+
+    def __init__(self, kind: str, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "mean_count":
+            self.count = nn.Linear(1, cfg.width)  # log(n) -> an offset added to the mean
+        elif kind == "attention":
+            self.query = nn.Parameter(torch.zeros(1, 1, cfg.width))  # zero query: a plain mean at initialisation
+            self.attn = nn.MultiheadAttention(cfg.width, cfg.heads, dropout=cfg.dropout, batch_first=True)
+        elif kind != "mean":
+            raise ValueError(f"pooling '{kind}', expected mean, mean_count or attention")
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if valid is None:
+            valid = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        if self.kind == "attention":
+            q = self.query.expand(x.shape[0], 1, -1)  # [B, 1, D]
+            out, _ = self.attn(q, x, x, key_padding_mask=key_padding(valid), need_weights=False)
+            return out.squeeze(1) * valid.any(dim=1, keepdim=True).to(x.dtype)  # a row without real positions -> 0
+        pooled = masked_mean(x, valid)  # [B, D]
+        if self.kind == "mean_count":
+            n = valid.sum(dim=1, keepdim=True).to(x.dtype)  # [B, 1]
+            pooled = pooled + self.count(torch.log1p(n))
+        return pooled
 
 
 class FeedForward(nn.Module):
@@ -100,8 +133,21 @@ class NumericTokens(nn.Module):
         return self.out(torch.relu(self.inp(x.unsqueeze(-1)) + self.field))
 
 
+def projection(size: int, cfg: ModelConfig) -> nn.Module:
+    """Eqs 1 and 3: a vector of ``size`` -> width D, after a LayerNorm of the input when ``cfg.input_norm`` says so.
+
+    The LayerNorm makes the token independent of the feature's scale (a ResNet-50 vector has a norm near 430, a tiny
+    BERT's near 4), which the paper's bare Linear is not.
+    """
+    linear = nn.Linear(size, cfg.width)
+    return nn.Sequential(nn.LayerNorm(size), linear) if cfg.input_norm == "layernorm" else linear
+
+
 class FieldTokens(nn.Module):
-    """Eqs 1-4 for one field entity: a linear projection per modality to width D, one token per field, stacked."""
+    """Eqs 1-4 for one field entity: a linear projection per modality to width D, one token per field, stacked.
+
+    Numeric fields are scalars standardised per fold before training, so ``input_norm`` leaves them alone.
+    """
 
     def __init__(self, entity: str, layout: Mapping[str, tuple[int, int]], cfg: ModelConfig) -> None:
         super().__init__()
@@ -113,7 +159,7 @@ class FieldTokens(nn.Module):
             n_fields, size = layout[modality]
             self.proj[modality] = (
                 NumericTokens(n_fields, cfg.numeric_hidden, cfg.width) if modality == "numeric"
-                else nn.Linear(size, cfg.width)
+                else projection(size, cfg)
             )
 
     def by_modality(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -126,18 +172,20 @@ class FieldTokens(nn.Module):
 
 
 class ClipEncoder(nn.Module):
-    """Video or audio: project each clip vector to D, encode the clip sequence with key padding (eq 9), masked mean."""
+    """Video or audio: project each clip vector to D, encode the clip sequence with key padding (eq 9), pool the real
+    clips (``cfg.clip_pool``; the paper: mean)."""
 
     def __init__(self, kind: str, size: int, cfg: ModelConfig) -> None:
         super().__init__()
         self.kind = kind
-        self.proj = nn.Linear(size, cfg.width)
+        self.proj = projection(size, cfg)
         self.encoder = Encoder(cfg)
+        self.pool = SetPool(cfg.clip_pool, cfg)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         valid = batch[f"{self.kind}/mask"]  # [B, C]
         h, _ = self.encoder(self.proj(batch[f"{self.kind}/x"]), valid)  # [B, C, D]
-        return masked_mean(h, valid)  # [B, D]
+        return self.pool(h, valid)  # [B, D]
 
 
 class Predictor(nn.Module):

@@ -7,8 +7,6 @@ padded tensor file: ``"{entity}/{modality}"`` field tensors, ``"commodity/mask"`
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -17,6 +15,14 @@ import torch
 from torch import nn
 
 from memf.data.contract import CLIP_KINDS, ENTITIES, FIELD_ENTITIES, MODALITIES
+from memf.models.options import (  # noqa: F401 (re-exported: the option catalog is torch-free)
+    COMMON_OPTIONS,
+    DEMO_OPTIONS,
+    MODEL_OPTIONS,
+    PAPER_OPTIONS,
+    ModelConfig,
+    accepted_options,
+)
 
 Dims = dict[str, tuple[int, ...]]
 T = TypeVar("T")
@@ -65,117 +71,6 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-
-# --- Options -------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Hyperparameters of every fusion model. Defaults are the paper's final settings (Table 6) where it gives them.
-
-    Which options a model accepts: every model takes ``COMMON_OPTIONS``; the rest are model-specific (see
-    ``docs/models.md``), and passing one to a model that does not use it raises a ValueError.
-    """
-
-    width: int = 512  # D: common embedding width of all tokens (paper: 512, searched over 256/512/768)
-    heads: int = 8  # attention heads in every Transformer (paper: 8)
-    layers: int = 6  # stacked encoder blocks in every Transformer (paper: 6)
-    dropout: float = 0.1  # dropout in attention, feed-forward and predictor (paper: 0.1)
-    ffn_mult: int = 4  # feed-forward hidden width = ffn_mult * width (paper silent; the Transformer's usual 4)
-    numeric_hidden: int = 64  # hidden width of the shared numeric-field MLP (paper silent)
-    predictor_hidden: tuple[int, ...] | None = None  # DNN predictor hidden widths; None = (width, width // 2)
-    entity_fusion: str = "transformer"  # MEMF entity-level fusion, a key of fusions.ENTITY_FUSIONS (paper Table 7)
-    drop_entities: tuple[str, ...] = ()  # MEMF entities left out, a subset of contract.ENTITIES (paper Table 8)
-    mfb_factor: int = 5  # MFB/MFH factor k: sum-pooling group size (original: 5)
-    mfb_out: int = 256  # MFB/MFH output size o per block (original: 1000; smaller here to fit the data size)
-    mfh_blocks: int = 2  # MFH: stacked MFB blocks (original: 2)
-    tfn_dim: int = 8  # TFN: per-modality vector size before appending 1; fused size = (tfn_dim + 1) ** 5
-    tfn_hidden: int = 128  # TFN: width of the MLP layer after the outer product
-
-    @property
-    def predictor_sizes(self) -> tuple[int, ...]:
-        return self.predictor_hidden if self.predictor_hidden is not None else (self.width, self.width // 2)
-
-    @property
-    def ffn_width(self) -> int:
-        return self.ffn_mult * self.width
-
-    @classmethod
-    def from_options(cls, model: str, options: Mapping[str, Any], accepted: frozenset[str]) -> ModelConfig:
-        """Validate ``options`` for ``model`` and build the config.
-
-        Raises:
-            ValueError: an unknown option, an option ``model`` does not use, or a bad value; the message names it.
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        listed = ", ".join(sorted(accepted))
-        for key, value in options.items():
-            if key not in known:
-                raise ValueError(f"model '{model}': unknown option '{key}' (accepted: {listed})")
-            if key not in accepted:
-                raise ValueError(f"model '{model}': option '{key}' does not apply to this model (accepted: {listed})")
-            values[key] = _coerce(model, key, value)
-        cfg = cls(**values)
-        cfg._check(model)
-        return cfg
-
-    def _check(self, model: str) -> None:
-        for key in ("width", "heads", "layers", "ffn_mult", "numeric_hidden", "mfb_factor", "mfb_out", "mfh_blocks",
-                    "tfn_dim", "tfn_hidden"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model '{model}': option '{key}' is {getattr(self, key)}, expected >= 1")
-        if self.width % self.heads:
-            raise ValueError(f"model '{model}': width {self.width} is not divisible by heads {self.heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"model '{model}': option 'dropout' is {self.dropout}, expected 0 <= dropout < 1")
-        if any(h < 1 for h in self.predictor_sizes):
-            raise ValueError(
-                f"model '{model}': option 'predictor_hidden' is {self.predictor_hidden}, expected sizes >= 1"
-            )
-        unknown = [e for e in self.drop_entities if e not in ENTITIES]
-        if unknown or len(set(self.drop_entities)) != len(self.drop_entities):
-            raise ValueError(
-                f"model '{model}': option 'drop_entities' is {list(self.drop_entities)}, expected distinct names from "
-                f"{', '.join(ENTITIES)}"
-            )
-        if len(self.drop_entities) == len(ENTITIES):
-            raise ValueError(f"model '{model}': option 'drop_entities' leaves no entity")
-
-
-_TUPLE_OPTIONS = {"predictor_hidden": int, "drop_entities": str}
-
-
-def _coerce(model: str, key: str, value: Any) -> Any:
-    """Check one option's JSON type; lists become tuples."""
-    default = {f.name: f.default for f in dataclasses.fields(ModelConfig)}[key]
-    if key in _TUPLE_OPTIONS:
-        if key == "predictor_hidden" and value is None:
-            return None
-        item = _TUPLE_OPTIONS[key]
-        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, item) for v in value):
-            raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected a list of {item.__name__}")
-        return tuple(value)
-    if isinstance(value, bool):
-        raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected {type(default).__name__}")
-    if isinstance(default, float):
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected a number")
-        return float(value)
-    if not isinstance(value, type(default)):
-        raise ValueError(f"model '{model}': option '{key}' is {value!r}, expected {type(default).__name__}")
-    return value
-
-
-#: Options every model accepts.
-COMMON_OPTIONS: frozenset[str] = frozenset(
-    {"width", "heads", "layers", "dropout", "ffn_mult", "numeric_hidden", "predictor_hidden"}
-)
-#: The paper's final settings (Table 6); too slow for 2 CPU cores.
-PAPER_OPTIONS: dict[str, Any] = {"width": 512, "heads": 8, "layers": 6, "dropout": 0.1}
-#: Demo settings, NOT the paper's: sized for the demo dataset on 2 CPU cores.
-DEMO_OPTIONS: dict[str, Any] = {"width": 64, "heads": 4, "layers": 2, "dropout": 0.1}
 
 
 # --- Input layout --------------------------------------------------------------------------------------------------
@@ -281,14 +176,13 @@ ModelBuilder = Callable[..., nn.Module]
 MODELS: Registry[ModelBuilder] = Registry("model")
 
 
-def register_model(
-    name: str, options: frozenset[str], make: Callable[[Mapping[str, tuple[int, ...]], ModelConfig], nn.Module]
-) -> None:
-    """Register ``name``: its builder validates options (COMMON_OPTIONS plus ``options``) and calls ``make``.
+def register_model(name: str, make: Callable[[Mapping[str, tuple[int, ...]], ModelConfig], nn.Module]) -> None:
+    """Register ``name``, which must be in the torch-free catalog ``memf.models.options.MODEL_OPTIONS``: its builder
+    validates the options the catalog lists for it and calls ``make``.
 
     The built model gets ``spec`` (name, dims, options as given: JSON-able, enough to rebuild it for loading weights).
     """
-    accepted = COMMON_OPTIONS | options
+    accepted = accepted_options(name)
 
     def build(dims: Mapping[str, tuple[int, ...]], **opts: Any) -> nn.Module:
         cfg = ModelConfig.from_options(name, opts, accepted)

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from memf.models.blocks import Encoder
-from memf.models.common import ModelConfig, Registry
+from memf.models.common import Registry
+from memf.models.options import ModelConfig
 
 EntityFusionBuilder = Callable[[int, ModelConfig], nn.Module]
 ENTITY_FUSIONS: Registry[EntityFusionBuilder] = Registry("entity fusion")

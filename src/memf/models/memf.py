@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from memf.data.contract import CLIP_KINDS, ENTITIES
-from memf.models.blocks import ClipEncoder, Encoder, FieldTokens, Predictor, masked_mean
+from memf.models.blocks import ClipEncoder, Encoder, FieldTokens, Predictor, SetPool
 from memf.models.common import (
-    ModelConfig,
     ModelOutput,
     check_batch,
     clip_layout,
@@ -28,22 +27,24 @@ from memf.models.common import (
     register_model,
 )
 from memf.models.fusions import ENTITY_FUSIONS
+from memf.models.options import ModelConfig
 
 # --- Blocks --------------------------------------------------------------------------------------------------------
 
 
 class FieldEntityEncoder(nn.Module):
-    """Multimodal Transformer of the anchor or the streaming room: field tokens (eqs 1-4), encoder (eqs 5-8), mean
-    over the tokens (all real: every stream has every field)."""
+    """Multimodal Transformer of the anchor or the streaming room: field tokens (eqs 1-4), encoder (eqs 5-8), pooled
+    over the tokens (all real: every stream has every field; ``cfg.field_pool``, the paper: mean)."""
 
     def __init__(self, entity: str, layout: Mapping[str, tuple[int, int]], cfg: ModelConfig) -> None:
         super().__init__()
         self.tokens = FieldTokens(entity, layout, cfg)
         self.encoder = Encoder(cfg)
+        self.pool = SetPool(cfg.field_pool, cfg)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         h, _ = self.encoder(self.tokens(batch))  # [B, L, D]
-        return h.mean(dim=1)  # [B, D]
+        return self.pool(h)  # [B, D]
 
 
 class IntraCommodityAttention(nn.Module):
@@ -68,26 +69,31 @@ class QuadTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.intra = IntraCommodityAttention(cfg)
+        self.tokens_pool = SetPool(cfg.field_pool, cfg)  # eq 13: the paper's mean over one item's modality tokens
         self.inter = Encoder(cfg)
 
     def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         # tokens: [B, M, L, D]; valid: [B, M] True = a real item
-        items = self.intra(tokens).mean(dim=-2)  # eq 13: [B, M, D]
+        b, m, n_tokens, d = tokens.shape
+        fused = self.intra(tokens).reshape(b * m, n_tokens, d)  # eqs 10-12, one row per item
+        items = self.tokens_pool(fused).reshape(b, m, d)  # eq 13: [B, M, D]
         h, _ = self.inter(items, valid)  # eqs 14-18, padded items are ignored keys
         return h
 
 
 class CommodityEncoder(nn.Module):
-    """Commodity entity: field tokens per item, QuadTransformer, masked mean over real items -> [B, D]."""
+    """Commodity entity: field tokens per item, QuadTransformer, pooled over the real items (``cfg.commodity_pool``,
+    the paper: mean) -> [B, D]."""
 
     def __init__(self, layout: Mapping[str, tuple[int, int]], cfg: ModelConfig) -> None:
         super().__init__()
         self.tokens = FieldTokens("commodity", layout, cfg)
         self.quad = QuadTransformer(cfg)
+        self.pool = SetPool(cfg.commodity_pool, cfg)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         valid = batch["commodity/mask"]  # [B, M]
-        return masked_mean(self.quad(self.tokens(batch), valid), valid)
+        return self.pool(self.quad(self.tokens(batch), valid), valid)
 
 
 # --- Model ---------------------------------------------------------------------------------------------------------
@@ -127,7 +133,7 @@ class MEMF(nn.Module):
         return ModelOutput(pred=self.predictor(fused), attention=attention)
 
 
-register_model("memf", frozenset({"entity_fusion", "drop_entities"}), MEMF)
+register_model("memf", MEMF)
 
 
 def _fixed_fusion(fusion: str) -> Callable[[Mapping[str, tuple[int, ...]], ModelConfig], MEMF]:
@@ -139,4 +145,4 @@ def _fixed_fusion(fusion: str) -> Callable[[Mapping[str, tuple[int, ...]], Model
 
 # Table 7's entity-level variants under their own names (the same as memf with entity_fusion=...).
 for _fusion in ("mean", "fc", "lstm", "cnn"):
-    register_model(f"memf_{_fusion}", frozenset({"drop_entities"}), _fixed_fusion(_fusion))
+    register_model(f"memf_{_fusion}", _fixed_fusion(_fusion))

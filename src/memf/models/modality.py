@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from memf.data.contract import CLIP_KINDS, FIELD_ENTITIES, MODALITIES
-from memf.models.blocks import ClipEncoder, Encoder, FieldTokens, Predictor, masked_mean
+from memf.models.blocks import ClipEncoder, Encoder, FieldTokens, Predictor, SetPool
 from memf.models.common import (
-    ModelConfig,
     ModelOutput,
     check_batch,
     clip_layout,
@@ -26,6 +25,7 @@ from memf.models.common import (
     field_layout,
     register_model,
 )
+from memf.models.options import ModelConfig
 
 # --- Blocks --------------------------------------------------------------------------------------------------------
 
@@ -39,6 +39,7 @@ class ModalityEncoders(nn.Module):
         self.tokens = nn.ModuleDict({e: FieldTokens(e, layouts[e], cfg) for e in FIELD_ENTITIES})
         field_modalities = tuple(m for m in MODALITIES if any(m in layouts[e] for e in FIELD_ENTITIES))
         self.encoders = nn.ModuleDict({m: Encoder(cfg) for m in field_modalities})
+        self.pools = nn.ModuleDict({m: SetPool(cfg.token_pool, cfg) for m in field_modalities})
         self.clips = nn.ModuleDict({k: ClipEncoder(k, clip_layout(dims, k), cfg) for k in CLIP_KINDS})
         self.modalities: tuple[str, ...] = field_modalities + CLIP_KINDS
         self.input_keys = [key for e in FIELD_ENTITIES for key in field_keys(e, layouts[e])]
@@ -63,7 +64,7 @@ class ModalityEncoders(nn.Module):
                     valids.append(torch.ones(t.shape[:2], dtype=torch.bool, device=t.device))
             valid = torch.cat(valids, dim=1)
             h, _ = encoder(torch.cat(seqs, dim=1), valid)
-            vectors.append(masked_mean(h, valid))  # [B, D]
+            vectors.append(self.pools[modality](h, valid))  # [B, D]
         vectors += [self.clips[k](batch) for k in CLIP_KINDS]
         return torch.stack(vectors, dim=1)  # [B, K, D]
 
@@ -108,8 +109,4 @@ class ModalityFusionModel(nn.Module):
         return ModelOutput(pred=self.predictor(self.fusion(self.modality_encoders(batch))), attention=None)
 
 
-register_model(
-    "memf_modality_first",
-    frozenset(),
-    lambda dims, cfg: ModalityFusionModel(dims, cfg, ModalityTransformerFusion),
-)
+register_model("memf_modality_first", lambda dims, cfg: ModalityFusionModel(dims, cfg, ModalityTransformerFusion))

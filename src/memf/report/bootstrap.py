@@ -1,14 +1,15 @@
-"""Paired bootstrap of metric differences between two models on the same test streams.
+"""Paired bootstrap of metric differences between two models on the same test streams, resampled within folds.
 
-A comparison "A vs MEMF" resamples the test streams with replacement (the same resamples for every model and seed, so
-the comparison is paired), computes each metric of every seed's predictions on each resample, averages over each
-model's seeds, and takes the difference A - MEMF. The percentile interval of that difference over resamples is the
-reported 95% interval. It measures how much the difference depends on which streams happen to be in the test split;
-the spread over training seeds is reported separately as the standard deviation column of the tables.
+A comparison "A vs MEMF" resamples the test streams with replacement *within each fold* (a stratified bootstrap:
+every resample keeps each fold's share of the streams, as the protocol does), the same resamples for every model
+and seed, so the comparison is paired. On each resample each metric of every seed's pooled predictions is computed,
+averaged over each model's seeds, and the difference A - MEMF taken. The percentile interval of that difference over
+resamples is the reported interval; it measures how much the difference depends on which streams were sampled. The
+spread over folds and seeds is reported separately (the sd columns of the tables).
 
-Point values everywhere come from :func:`memf.core.metrics.regression_metrics` (scikit-learn). Inside the bootstrap the same
-five formulas are evaluated for thousands of resamples at once by :func:`resampled_metrics`, vectorised over
-resamples; tests check it against scikit-learn on every resample of a small case.
+Point values everywhere come from :func:`memf.core.metrics.regression_metrics` (scikit-learn, SciPy). Inside the
+bootstrap the same formulas are evaluated for thousands of resamples at once by :func:`resampled_metrics`,
+vectorised over resamples; tests check it against the point functions on every resample of a small case.
 """
 
 from __future__ import annotations
@@ -16,17 +17,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 from memf.core.metrics import METRICS, regression_metrics
 
 _EPS = np.finfo(np.float64).eps  # scikit-learn's MAPE guard against division by zero
 
 
-def resample_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """[n_boot, n] row indices drawn with replacement (one bootstrap resample per row)."""
+def resample_indices(groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, N] row indices drawn with replacement within each group (fold) of ``groups`` [N]."""
+    groups = np.asarray(groups)
+    n = len(groups)
     if n < 2 or n_boot < 1:
         raise ValueError(f"bootstrap: {n} streams and {n_boot} resamples, expected at least 2 and 1")
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    rng = np.random.default_rng(seed)
+    idx = np.empty((n_boot, n), dtype=np.int64)
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        idx[:, members] = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+    return idx
+
+
+def _rank_rows(x: np.ndarray) -> np.ndarray:
+    return rankdata(x, axis=1)  # average ranks for ties, as scipy.stats.spearmanr
 
 
 def resampled_metrics(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -47,7 +60,12 @@ def resampled_metrics(y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -
         r2 = np.where(sst > 0, 1 - sse / sst, np.where(sse == 0, 1.0, 0.0))
         var_res = err.var(1)
         evs = np.where(var_y > 0, 1 - var_res / var_y, np.where(var_res == 0, 1.0, 0.0))
-    out["r2"], out["evs"] = r2, evs
+        rt, rp = _rank_rows(yt), _rank_rows(yp)
+        rt -= rt.mean(1, keepdims=True)
+        rp -= rp.mean(1, keepdims=True)
+        denom = np.sqrt((rt**2).sum(1) * (rp**2).sum(1))
+        rho = np.where(denom > 0, (rt * rp).sum(1) / np.where(denom > 0, denom, 1.0), 0.0)
+    out["r2"], out["evs"], out["spearman"] = r2, evs, rho
     return {name: out[name] for name in METRICS}
 
 
@@ -86,3 +104,12 @@ def paired_difference(
         lo, hi = np.percentile(boot, [tail, 100 - tail])
         out[name] = Interval(diff, float(lo), float(hi))
     return out
+
+
+def verdict(interval: Interval, higher_is_better: bool) -> str:
+    """"better", "worse" or "not separable": whether the interval of (row - reference) excludes 0, and on which side."""
+    if interval.lo > 0:
+        return "better" if higher_is_better else "worse"
+    if interval.hi < 0:
+        return "worse" if higher_is_better else "better"
+    return "not separable"

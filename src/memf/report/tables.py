@@ -1,16 +1,28 @@
-"""The paper's result tables (7, 8, 9, 10 and Fig. 5), recomputed from the runs' ``predictions.parquet``.
+"""The result tables (the paper's Tables 7-10 and Fig. 5, the references, the ceilings), recomputed from the runs'
+``predictions.parquet``, and the tuning record.
 
-Each table lists experiments (config ``evaluation.tables.<name>.rows``: experiment -> label). For every row: the mean
-and standard deviation over seeds of each metric on the test split, and the paired comparison against the MEMF run of
-the same feature set (``evaluation.compare_to``): the difference of seed-averaged metrics and its bootstrap interval
-(:mod:`memf.report.bootstrap`). On simulated data each table gets an oracle row (the simulator's noiseless expected log
-sales as the prediction), and :func:`entity_importance` compares the leave-one-entity-out ranking with the simulator's
-true entity importance.
+Each table lists experiments (config ``evaluation.tables.<name>.rows``: experiment -> label). For every row:
+
+- **pooled** metrics: the test predictions of all folds pooled (every stream once), each metric computed per seed
+  and averaged over seeds; ``n_streams`` is the number of streams pooled;
+- the **spread**: mean and sd of each metric over the folds x seeds runs;
+- the **ceilings** (simulated data): the fraction of the oracle R² (the simulator's noiseless expected log sales on
+  the same streams) and of the latent ceiling (the best pooled R² of the models fed the simulator's true latent
+  factors, ``evaluation.ceilings.latent``);
+- the **paired comparison** with the feature set's reference run (``evaluation.compare_to``): the difference of the
+  pooled metrics and its bootstrap interval, resampling streams within folds (:mod:`memf.report.bootstrap`), and a
+  plain verdict on R²: better, worse, or not separable;
+- the settings the tuning chose per fold, and the model's parameter count.
+
+:func:`entity_importance` compares the leave-one-entity-out ranking with the simulator's true entity importance.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,104 +30,158 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 
+from memf.core.io import DataError, atomic_path, read_json, write_json, write_text
+from memf.core.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, regression_metrics
 from memf.data.contract import ENTITIES
-from memf.core.io import DataError, atomic_path, read_json, read_parquet_checked, write_json, write_text
-from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics
-from memf.report.bootstrap import paired_difference, resample_indices
-from memf.report.experiments import RUNS_DIR, Experiment, RunSet, load_runset
+from memf.report.bootstrap import paired_difference, resample_indices, verdict
+from memf.report.experiments import RunSet, load_runset
+from memf.training.matrix import RUNS_DIR, Experiment
+from memf.training.runs import expected_log_sales
 
 log = logging.getLogger(__name__)
 
 ORACLE_LABEL = "Oracle (simulator's expected log sales)"
+LATENT_LABEL = "Latent ceiling (best model on the true latent factors)"
 
 
-def summarise(runs: RunSet) -> dict[str, float | None]:
-    """Mean and sd (ddof 1; None for one seed) over seeds of each test metric: ``{metric}_mean``, ``{metric}_sd``."""
+def pooled(runs: RunSet) -> dict[str, float]:
+    """Each metric of the pooled test predictions, computed per seed and averaged over seeds."""
     per_seed = [regression_metrics(runs.y_true, p) for p in runs.preds]
+    return {m: float(np.mean([s[m] for s in per_seed])) for m in METRICS}
+
+
+def spread(runs: RunSet) -> dict[str, float | None]:
+    """Mean and sd (ddof 1; None for a single run) of each metric over the folds x seeds runs."""
+    values: dict[str, list[float]] = {m: [] for m in METRICS}
+    for fold in runs.folds:
+        sel = runs.fold == fold
+        for p in runs.preds:
+            scores = regression_metrics(runs.y_true[sel], p[sel])
+            for m in METRICS:
+                values[m].append(scores[m])
     out: dict[str, float | None] = {}
-    for name in METRICS:
-        values = np.array([m[name] for m in per_seed])
-        out[f"{name}_mean"] = float(values.mean())
-        out[f"{name}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    for m, v in values.items():
+        out[f"{m}_runs_mean"] = float(np.mean(v))
+        out[f"{m}_sd"] = float(np.std(v, ddof=1)) if len(v) > 1 else None
     return out
 
 
-def expected_log_sales(ground_truth: str | Path, stream_id: np.ndarray) -> np.ndarray:
-    """The simulator's ``expected_log_sales`` for ``stream_id``, in that order (DataError if any is missing)."""
-    table = pl.from_arrow(read_parquet_checked(ground_truth, {"stream_id": "string", "expected_log_sales": "float"}))
-    assert isinstance(table, pl.DataFrame)
-    lookup = dict(zip(table["stream_id"].to_list(), table["expected_log_sales"].to_list(), strict=True))
-    missing = [s for s in stream_id if s not in lookup]
-    if missing:
-        raise DataError(f"{ground_truth}: no row for {len(missing)} test streams (first: {missing[0]})")
-    return np.array([lookup[s] for s in stream_id], dtype=np.float64)
+def settings_summary(params: dict[int, dict[str, Any]]) -> str:
+    """The chosen settings over folds, each value with how many folds chose it: "model.width=32 (4/5), ..."."""
+    if not any(params.values()):
+        return ""
+    n = len(params)
+    keys = sorted({k for p in params.values() for k in p})
+    parts = []
+    for key in keys:
+        counts = Counter(json.dumps(p.get(key)) for p in params.values())
+        value, count = counts.most_common(1)[0]
+        if key == "train.lr" and len(counts) > 1:
+            lrs = [p[key] for p in params.values() if key in p]
+            parts.append(f"lr {min(lrs):.2g}-{max(lrs):.2g}")
+            continue
+        parts.append(f"{key.split('.', 1)[1]}={value}" + ("" if count == n else f" ({count}/{n})"))
+    return ", ".join(parts)
 
 
 class TableBuilder:
-    """Builds tables from runs, caching each experiment's runs and the bootstrap resamples (shared by all rows)."""
+    """Builds tables from runs, caching each experiment's pooled runs and the bootstrap resamples."""
 
     def __init__(
         self,
         experiments: dict[str, Experiment],
+        folds: Sequence[int],
         compare_to: dict[str, str],
         n_boot: int,
         boot_seed: int,
         level: float,
         runs_root: Path = RUNS_DIR,
         ground_truth: str | Path | None = None,
+        latent_ceiling: Sequence[str] = (),
     ) -> None:
-        self.experiments = experiments
-        self.compare_to = compare_to
+        self.experiments, self.folds, self.compare_to = experiments, list(folds), compare_to
         self.n_boot, self.boot_seed, self.level = n_boot, boot_seed, level
         self.runs_root = Path(runs_root)
         self.ground_truth = ground_truth
         self._runs: dict[str, RunSet] = {}
+        self._idx: dict[tuple[str, ...], np.ndarray] = {}
         for fs, name in compare_to.items():
             if name not in experiments:
                 raise ValueError(f"evaluation.compare_to.{fs}: experiment '{name}' is not in experiments")
+        self.latent = self._latent_ceiling(list(latent_ceiling)) if ground_truth is not None else None
 
     def runs(self, name: str) -> RunSet:
         if name not in self.experiments:
             raise ValueError(f"table row '{name}' is not an experiment (known: {', '.join(self.experiments)})")
         if name not in self._runs:
-            self._runs[name] = load_runset(self.experiments[name], self.runs_root)
+            self._runs[name] = load_runset(self.experiments[name], self.folds, self.runs_root)
         return self._runs[name]
 
-    def _idx(self, n: int) -> np.ndarray:
-        return resample_indices(n, self.n_boot, self.boot_seed)
+    def _latent_ceiling(self, names: list[str]) -> dict[str, Any] | None:
+        if not names:
+            return None
+        r2 = {n: pooled(self.runs(n))["r2"] for n in names}
+        best = max(r2, key=r2.get)
+        return {"experiment": best, "r2": r2[best], "all": r2}
+
+    def _resamples(self, runs: RunSet) -> np.ndarray:
+        key = tuple(runs.stream_id.tolist())
+        if key not in self._idx:
+            self._idx[key] = resample_indices(runs.fold, self.n_boot, self.boot_seed)
+        return self._idx[key]
+
+    def oracle_r2(self, runs: RunSet) -> float | None:
+        if self.ground_truth is None:
+            return None
+        return regression_metrics(runs.y_true, expected_log_sales(self.ground_truth, runs.stream_id))["r2"]
 
     def row(self, name: str, label: str) -> dict[str, Any]:
-        """One table row: the experiment's seed summary and its paired comparison with the feature set's MEMF run."""
+        """One table row (see the module docstring)."""
         runs = self.runs(name)
         exp = runs.experiment
         row: dict[str, Any] = {
             "label": label, "experiment": name, "model": exp.model, "feature_set": exp.feature_set,
-            "n_seeds": len(exp.seeds), "n_test": len(runs.y_true),
+            "n_seeds": len(exp.seeds), "n_folds": len(runs.folds), "n_streams": len(runs.y_true),
+            "n_parameters": int(np.mean(list(runs.n_parameters.values()))) if runs.n_parameters else None,
+            "settings": settings_summary(runs.params),
         }
-        row.update(summarise(runs))
+        row.update(pooled(runs))
+        row.update(spread(runs))
+        oracle = self.oracle_r2(runs)
+        row["frac_oracle"] = row["r2"] / oracle if oracle else None
+        row["frac_latent"] = row["r2"] / self.latent["r2"] if self.latent and self.latent["r2"] > 0 else None
         base_name = self.compare_to.get(exp.feature_set)
         row["compared_to"] = base_name
+        row["verdict"] = "reference" if base_name == name else None
         if base_name is None or base_name == name:
             row.update({f"{m}_{k}": None for m in METRICS for k in ("diff", "lo", "hi")})
             return row
         base = self.runs(base_name)
         if base.stream_id.tolist() != runs.stream_id.tolist():
             raise DataError(f"experiments {name} and {base_name}: different test streams, cannot pair them")
-        diffs = paired_difference(runs.y_true, runs.preds, base.preds, self._idx(len(runs.y_true)), self.level)
+        diffs = paired_difference(runs.y_true, runs.preds, base.preds, self._resamples(runs), self.level)
         for m, iv in diffs.items():
             row.update({f"{m}_diff": iv.diff, f"{m}_lo": iv.lo, f"{m}_hi": iv.hi})
+        row["verdict"] = verdict(diffs["r2"], higher_is_better=True)
         return row
 
     def oracle_row(self, runs: RunSet) -> dict[str, Any]:
-        """The simulator's expected log sales scored as a prediction on the same test streams."""
+        """The simulator's expected log sales scored as a prediction on the same streams."""
         assert self.ground_truth is not None
-        scores = regression_metrics(runs.y_true, expected_log_sales(self.ground_truth, runs.stream_id))
+        truth = expected_log_sales(self.ground_truth, runs.stream_id)
         row: dict[str, Any] = {
-            "label": ORACLE_LABEL, "experiment": "oracle", "model": "oracle", "feature_set": None,
-            "n_seeds": 0, "n_test": len(runs.y_true), "compared_to": None,
+            "label": ORACLE_LABEL, "experiment": "oracle", "model": "oracle", "feature_set": None, "n_seeds": 0,
+            "n_folds": len(runs.folds), "n_streams": len(runs.y_true), "frac_oracle": 1.0,
         }
+        row.update(regression_metrics(runs.y_true, truth))
+        for fold in runs.folds:
+            sel = runs.fold == fold
+            for m, v in regression_metrics(runs.y_true[sel], truth[sel]).items():
+                row.setdefault(f"_{m}", []).append(v)
         for m in METRICS:
-            row.update({f"{m}_mean": scores[m], f"{m}_sd": None, f"{m}_diff": None, f"{m}_lo": None, f"{m}_hi": None})
+            v = row.pop(f"_{m}")
+            row[f"{m}_runs_mean"], row[f"{m}_sd"] = float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None
+        row["frac_latent"] = row["r2"] / self.latent["r2"] if self.latent and self.latent["r2"] > 0 else None
         return row
 
     def table(self, rows: dict[str, str]) -> pl.DataFrame:
@@ -125,17 +191,21 @@ class TableBuilder:
         out = [self.row(name, label) for name, label in rows.items()]
         if self.ground_truth is not None:
             out.append(self.oracle_row(self.runs(next(iter(rows)))))
-        return pl.DataFrame(out, schema=_schema(), orient="row")
+        return pl.DataFrame(out, schema=_schema(), orient="row") if False else pl.DataFrame(
+            [{k: r.get(k) for k in _schema()} for r in out], schema=_schema())
 
 
 def _schema() -> dict[str, pl.DataType]:
     schema: dict[str, pl.DataType] = {
         "label": pl.String(), "experiment": pl.String(), "model": pl.String(), "feature_set": pl.String(),
-        "n_seeds": pl.Int64(), "n_test": pl.Int64(),
+        "n_seeds": pl.Int64(), "n_folds": pl.Int64(), "n_streams": pl.Int64(), "n_parameters": pl.Int64(),
     }
-    schema.update({f"{m}_{k}": pl.Float64() for m in METRICS for k in ("mean", "sd")})
-    schema["compared_to"] = pl.String()
+    schema.update({m: pl.Float64() for m in METRICS})
+    schema.update({f"{m}_{k}": pl.Float64() for m in METRICS for k in ("runs_mean", "sd")})
+    schema.update({"frac_oracle": pl.Float64(), "frac_latent": pl.Float64(), "compared_to": pl.String(),
+                   "verdict": pl.String()})
     schema.update({f"{m}_{k}": pl.Float64() for m in METRICS for k in ("diff", "lo", "hi")})
+    schema["settings"] = pl.String()
     return schema
 
 
@@ -145,46 +215,91 @@ def write_csv(path: Path, frame: pl.DataFrame) -> None:
         frame.write_csv(tmp)
 
 
-def _fmt(x: float | None, digits: int = 4) -> str:
+def _fmt(x: float | None, digits: int = 3) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
-def markdown_table(frame: pl.DataFrame, title: str, level: float) -> str:
-    """The table for people: mean ± sd per metric, then each difference from MEMF with its interval."""
-    head = ["Method", "Features", "Seeds"] + [METRIC_LABELS[m] for m in METRICS]
-    head += [f"Δ{METRIC_LABELS[m]} vs {{ref}} [{level:.0%} CI]" for m in METRICS]
+def caption(level: float, n_boot: int, latent: dict[str, Any] | None) -> str:
+    """What every table compares and how its intervals were computed (also the report's caption)."""
+    ceiling = (f" Latent ceiling: R² {latent['r2']:.3f} ({latent['experiment']})." if latent else "")
+    return (
+        "Test predictions of every fold pooled (each stream tested once), log(sales). Each metric is computed on the "
+        "pooled predictions of a seed and averaged over seeds; ± is the sd over the folds × seeds runs. "
+        f"Δ = row - reference on the same streams, with a paired bootstrap {level:.0%} percentile interval "
+        f"({n_boot} resamples of the streams within folds); the verdict reads the R² interval: better or worse when "
+        "it excludes 0, else not separable. Fractions: pooled R² over the oracle's (the simulator's noiseless "
+        f"expected log sales on the same streams) and over the latent ceiling.{ceiling} Settings: the tuned choice "
+        "per fold (value (folds choosing it/folds)). Every number is recomputed from the runs' predictions.parquet."
+    )
+
+
+def markdown_table(frame: pl.DataFrame, title: str, level: float, note: str) -> str:
+    """The table for people: pooled metrics with the run spread, ceilings, the R² comparison and verdict."""
     refs = sorted({r for r in frame["compared_to"].to_list() if r})
-    head = [h.replace("{ref}", "/".join(refs) if refs else "MEMF") for h in head]
+    head = ["Method", "Features", "Runs", "Params"] + [METRIC_LABELS[m] for m in METRICS]
+    head += ["of oracle", "of latent", f"ΔR² vs {'/'.join(refs) or 'MEMF'} [{level:.0%} CI]", "Verdict", "Settings"]
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in frame.iter_rows(named=True):
-        cells = [r["label"], r["feature_set"] or "", str(r["n_seeds"] or "")]
+        runs = f"{r['n_folds']}×{r['n_seeds']}" if r["n_seeds"] else ""
+        cells = [r["label"], r["feature_set"] or "", runs, "" if r["n_parameters"] is None else f"{r['n_parameters']:,}"]
         for m in METRICS:
             sd = r[f"{m}_sd"]
-            cells.append(_fmt(r[f"{m}_mean"]) + ("" if sd is None else f" ± {_fmt(sd)}"))
-        for m in METRICS:
-            d = r[f"{m}_diff"]
-            cells.append("" if d is None else f"{d:+.4f} [{r[f'{m}_lo']:+.4f}, {r[f'{m}_hi']:+.4f}]")
+            cells.append(_fmt(r[m]) + ("" if sd is None else f" ± {_fmt(sd)}"))
+        cells += [_fmt(r["frac_oracle"], 2), _fmt(r["frac_latent"], 2)]
+        d = r["r2_diff"]
+        cells.append("" if d is None else f"{d:+.3f} [{r['r2_lo']:+.3f}, {r['r2_hi']:+.3f}]")
+        cells += [r["verdict"] or "", r["settings"] or ""]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Test split, log(sales). Mean ± sd over seeds; Δ = (row - reference) of seed-averaged metrics on the same test "
-        f"streams, with a paired bootstrap {level:.0%} percentile interval over test streams (docs/training.md). "
-        "Every number is recomputed from the runs' predictions.parquet.",
-        "",
-    ]
+    n = frame["n_streams"].max()
+    lines += ["", f"{n} streams. {note}", ""]
+    return "\n".join(lines)
+
+
+def tuning_table(records: Sequence[str | Path], experiments: dict[str, Experiment]) -> pl.DataFrame:
+    """One row per (tuned experiment, fold): trials counted by state, the best validation scores, seconds."""
+    rows = []
+    for path in records:
+        path = Path(path)
+        name, fold = path.parent.parent.name, int(path.parent.name.removeprefix("fold"))
+        trials = pl.read_parquet(path)
+        counted = trials.filter(pl.col("state") != "STALE")
+        best = read_json(path.parent / "best.json")
+        rows.append({
+            "experiment": name, "model": experiments[name].model, "search": experiments[name].search, "fold": fold,
+            "trials": counted.height, "complete": counted.filter(pl.col("state") == "COMPLETE").height,
+            "pruned": counted.filter(pl.col("state") == "PRUNED").height,
+            "failed": counted.filter(pl.col("state") == "FAIL").height,
+            "best_val_mse": best["best_trial"]["val_mse"], "best_val_r2": best["best_trial"]["val_r2"],
+            "seconds": float(counted["seconds"].sum()), "chosen": json.dumps(best["params"], sort_keys=True),
+        })
+    return pl.DataFrame(rows).sort("experiment", "fold")
+
+
+def tuning_markdown(frame: pl.DataFrame) -> str:
+    per = frame.group_by("experiment", maintain_order=True).agg(
+        pl.col("model").first(), pl.col("search").first(), pl.col("fold").count().alias("folds"),
+        pl.col("trials").sum(), pl.col("complete").sum(), pl.col("pruned").sum(), pl.col("failed").sum(),
+        pl.col("best_val_r2").mean(), pl.col("seconds").sum())
+    lines = ["# Tuning: the same trial budget for every tuned experiment", "",
+             "| Experiment | Model | Search space | Folds | Trials | Complete | Pruned | Failed | Best val R² (mean over folds) | Trial seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in per.iter_rows(named=True):
+        lines.append(f"| {r['experiment']} | {r['model']} | {r['search']} | {r['folds']} | {r['trials']} | "
+                     f"{r['complete']} | {r['pruned']} | {r['failed']} | {_fmt(r['best_val_r2'])} | {r['seconds']:.0f} |")
+    equal = per["trials"].n_unique() == 1
+    lines += ["", "Trials per experiment: " + ("equal" if equal else "NOT equal") + f" ({', '.join(map(str, per['trials'].unique().sort().to_list()))}). "
+              "Each fold's study is scored on that fold's validation part only; the test part never enters a choice. "
+              "Per-fold choices: tuning.csv and results/tuning/{experiment}/fold{k}/trials.parquet.", ""]
     return "\n".join(lines)
 
 
 def entity_importance(
     builder: TableBuilder, rows: dict[str, str], truth_json: str | Path, truth_key: str
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Leave-one-entity-out R^2 drops (Table 8) against the simulator's true entity importance.
+    """Leave-one-entity-out pooled R² drops (Table 8) against the simulator's true entity importance.
 
-    The drop for entity e is mean R^2 of the table's full model (the row without ``drop_entities``) minus that of the
-    row dropping e alone. The truth is ``importance.<truth_key>`` of ``ground_truth.json``.
-
-    Returns:
-        one row per entity (drop, rank, true share, true rank), and a summary with Spearman's rho and a statement.
+    The drop for entity e is the pooled R² of the table's full model (the row without ``drop_entities``) minus that
+    of the row dropping e alone. The truth is ``importance.<truth_key>`` of ``ground_truth.json``.
     """
     full = [n for n in rows if not builder.experiments[n].options.get("drop_entities")]
     single = {
@@ -200,12 +315,12 @@ def entity_importance(
     truth = read_json(truth_json).get("importance", {}).get(truth_key)
     if not isinstance(truth, dict):
         raise DataError(f"{truth_json}: no 'importance.{truth_key}' mapping")
-    r2_full = summarise(builder.runs(full[0]))["r2_mean"]
+    r2_full = pooled(builder.runs(full[0]))["r2"]
     entities = [e for e in ENTITIES if e in single]
     missing = [e for e in entities if e not in truth]
     if missing:
         raise DataError(f"{truth_json}: importance.{truth_key} lacks entities {missing}")
-    drops = np.array([r2_full - summarise(builder.runs(single[e]))["r2_mean"] for e in entities])
+    drops = np.array([r2_full - pooled(builder.runs(single[e]))["r2"] for e in entities])
     shares = np.array([float(truth[e]) for e in entities])
     loo_rank = (-drops).argsort().argsort() + 1
     true_rank = (-shares).argsort().argsort() + 1
@@ -218,10 +333,12 @@ def entity_importance(
     rho = float(spearmanr(drops, shares).statistic)
     loo_order = [entities[i] for i in np.argsort(-drops)]
     true_order = [entities[i] for i in np.argsort(-shares)]
-    verdict = "agree exactly" if loo_order == true_order else ("agree on the most important entity" if loo_order[0] == true_order[0] else "disagree on the most important entity")
+    verdict_text = ("agree exactly" if loo_order == true_order else
+                    "agree on the most important entity" if loo_order[0] == true_order[0] else
+                    "disagree on the most important entity")
     statement = (
         f"Leave-one-out ranking {' > '.join(loo_order)}; simulator's {truth_key} ranking {' > '.join(true_order)}; "
-        f"Spearman rho = {rho:.2f} over {len(entities)} entities; the rankings {verdict}."
+        f"Spearman rho = {rho:.2f} over {len(entities)} entities; the rankings {verdict_text}."
     )
     summary = {
         "full_experiment": full[0], "r2_full": r2_full, "truth": truth_key, "spearman_rho": rho,
@@ -235,6 +352,7 @@ def build_tables(
     experiments: dict[str, Experiment],
     out_dir: str | Path,
     *,
+    folds: Sequence[int],
     compare_to: dict[str, str],
     n_boot: int = 1000,
     boot_seed: int = 0,
@@ -242,37 +360,52 @@ def build_tables(
     runs_root: str | Path = RUNS_DIR,
     ground_truth: str | Path | None = None,
     ground_truth_json: str | Path | None = None,
+    latent_ceiling: Sequence[str] = (),
     importance_table: str | None = None,
     importance_key: str = "entity_covariance_share",
+    tuning_records: Sequence[str | Path] = (),
 ) -> list[Path]:
-    """Write ``{name}.csv`` and ``{name}.md`` for every table, and on simulated data ``entity_importance.*``.
+    """Write ``{name}.csv`` and ``{name}.md`` for every table, ``tuning.*`` for the tuned experiments, and on simulated
+    data ``entity_importance.*``.
 
     Args:
-        tables: name -> {title, rows: {experiment: label}} (config ``evaluation.tables``).
+        tables: name -> {title, rows: {experiment: label}} (config ``evaluation.tables``, rows already restricted
+            to existing experiments).
         experiments: the parsed matrix.
         out_dir: ``results/tables``.
+        folds: the folds run.
         compare_to: feature set -> the experiment every row of that feature set is compared with.
         n_boot, boot_seed, level: bootstrap settings.
         runs_root: ``results/runs``.
-        ground_truth, ground_truth_json: the simulator's files, or None on real data (no oracle, no importance).
+        ground_truth, ground_truth_json: the simulator's files, or None on real data (no ceilings, no importance).
+        latent_ceiling: experiments fed the simulator's latents; the best pooled R² is the latent ceiling.
         importance_table: the leave-one-out table compared with the truth (needs ``ground_truth_json``).
         importance_key: which ``importance`` mapping of ground_truth.json is the truth.
+        tuning_records: ``trials.parquet`` of every tuned (experiment, fold).
     """
     out_dir = Path(out_dir)
-    builder = TableBuilder(experiments, compare_to, n_boot, boot_seed, level, Path(runs_root), ground_truth)
+    builder = TableBuilder(experiments, folds, compare_to, n_boot, boot_seed, level, Path(runs_root), ground_truth,
+                           latent_ceiling)
+    note = caption(level, n_boot, builder.latent)
     written: list[Path] = []
     for name, spec in tables.items():
         frame = builder.table(dict(spec["rows"]))
         write_csv(out_dir / f"{name}.csv", frame)
-        write_text(out_dir / f"{name}.md", markdown_table(frame, spec.get("title", name), level))
+        write_text(out_dir / f"{name}.md", markdown_table(frame, spec.get("title", name), level, note))
         written += [out_dir / f"{name}.csv", out_dir / f"{name}.md"]
         log.info("table %s: %d rows", name, frame.height)
+    if tuning_records:
+        frame = tuning_table(tuning_records, experiments)
+        write_csv(out_dir / "tuning.csv", frame)
+        write_text(out_dir / "tuning.md", tuning_markdown(frame))
+        written += [out_dir / "tuning.csv", out_dir / "tuning.md"]
     if importance_table is not None and ground_truth_json is not None:
-        frame, summary = entity_importance(builder, dict(tables[importance_table]["rows"]), ground_truth_json, importance_key)
+        frame, summary = entity_importance(builder, dict(tables[importance_table]["rows"]), ground_truth_json,
+                                           importance_key)
         write_csv(out_dir / "entity_importance.csv", frame)
         md = [
             "# Leave-one-entity-out importance vs the simulator's truth", "",
-            "| Entity | Experiment | R² drop | LOO rank | True importance | True rank |", "|---|---|---|---|---|---|",
+            "| Entity | Experiment | R² drop (pooled) | LOO rank | True importance | True rank |", "|---|---|---|---|---|---|",
         ]
         md += [
             f"| {r['entity']} | {r['experiment']} | {r['r2_drop']:+.4f} | {r['loo_rank']} | {r['true_importance']:.3f} | {r['true_rank']} |"

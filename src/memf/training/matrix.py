@@ -1,38 +1,72 @@
-"""The experiment matrix (config ``experiments`` and ``seeds``) and the run folder's file names.
+"""The experiment matrix (config ``experiments`` and ``seeds``), the reference models' options, and the file names of
+the run and tuning folders.
 
 Standard library only: the workflow imports this module when it is parsed, so it must load quickly.
+
+A run is (experiment, fold, seed); one job fits one (experiment, fold): its tuning trials (when the experiment has a
+``search`` space), then every seed with the chosen settings. Its outputs::
+
+    results/tuning/{experiment}/fold{k}/   trials.parquet, best.json (and study.journal, Optuna's resumable record)
+    results/runs/{experiment}/fold{k}/     predictions.parquet, metrics.json, model.json (+ history.parquet,
+                                           attention.parquet, weights.safetensors for neural models)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 RUNS_DIR = Path("results/runs")
-#: Reference models (memf.training.references): fitted by rule ``reference`` instead of rule ``train``.
-REFERENCE_MODELS: tuple[str, ...] = ("mean", "ridge", "hgb")
-#: Files of a run folder; reference runs write the first three.
+TUNING_DIR = Path("results/tuning")
+#: Reference models (memf.training.references) -> their options and defaults.
+REFERENCE_OPTIONS: dict[str, dict[str, Any]] = {
+    "mean": {},
+    "ridge": {"pooling": "mean", "alpha": 10.0},
+    "hgb": {
+        "pooling": "mean", "pca": 0, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 10,
+        "l2_regularization": 1.0, "max_iter": 300,
+        "step": 10, "patience": 3,  # boost `step` iterations at a time; stop after `patience` steps without a better val MSE
+    },
+}
+REFERENCE_MODELS: tuple[str, ...] = tuple(REFERENCE_OPTIONS)
+#: Values a string-valued reference option accepts.
+REFERENCE_CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("mean", "set")}
+#: The reserved feature set built from the simulator's true latent factors (the latent ceiling), not from extractors.
+LATENT_FEATURE_SET = "latent"
+
+# Files of a run folder (one per experiment and fold; every seed inside), and of a tuning folder.
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.parquet"
 MODEL_JSON = "model.json"
 HISTORY_FILE = "history.parquet"
 ATTENTION_FILE = "attention.parquet"
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = "weights.safetensors"
 TRAINED_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON, HISTORY_FILE, ATTENTION_FILE, WEIGHTS_FILE)
 REFERENCE_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON)
-ENTRY_KEYS = frozenset({"model", "feature_set", "options", "seeds"})
+TRIALS_FILE = "trials.parquet"
+BEST_FILE = "best.json"
+JOURNAL_FILE = "study.journal"
+ENTRY_KEYS = frozenset({"model", "feature_set", "options", "seeds", "search", "tuned_as"})
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One entry of the matrix: a model with options on a feature set, trained once per seed."""
+    """One entry of the matrix: a model with options on a feature set, fitted on every fold once per seed.
+
+    ``search`` names a search space: the experiment is tuned on each fold's validation part. ``tuned_as`` names
+    another experiment whose per-fold choices it reuses (an ablation with its full model's settings). Neither: it
+    runs with its options as given.
+    """
 
     name: str
     model: str
     feature_set: str
     options: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1, 2)
+    search: str | None = None
+    tuned_as: str | None = None
 
     @property
     def is_reference(self) -> bool:
@@ -42,29 +76,77 @@ class Experiment:
     def files(self) -> tuple[str, ...]:
         return REFERENCE_FILES if self.is_reference else TRAINED_FILES
 
-    def run_dir(self, seed: int, root: Path = RUNS_DIR) -> Path:
-        return run_dir(self.name, seed, root)
+    @property
+    def tuning_source(self) -> str | None:
+        """The experiment whose tuning decides this one's settings (itself, ``tuned_as``, or None)."""
+        return self.name if self.search else self.tuned_as
+
+    def run_dir(self, fold: int, root: Path = RUNS_DIR) -> Path:
+        return run_dir(self.name, fold, root)
 
 
-def run_dir(experiment: str, seed: int, root: Path = RUNS_DIR) -> Path:
-    """``results/runs/{experiment}/seed{seed}``."""
-    return Path(root) / experiment / f"seed{seed}"
+def run_dir(experiment: str, fold: int, root: Path = RUNS_DIR) -> Path:
+    """``results/runs/{experiment}/fold{fold}``."""
+    return Path(root) / experiment / f"fold{fold}"
 
 
-def experiments_from_config(entries: dict[str, dict[str, Any]], seeds: list[int]) -> dict[str, Experiment]:
+def tuning_dir(experiment: str, fold: int, root: Path = TUNING_DIR) -> Path:
+    """``results/tuning/{experiment}/fold{fold}``."""
+    return Path(root) / experiment / f"fold{fold}"
+
+
+def experiments_from_config(entries: Mapping[str, Mapping[str, Any]], seeds: list[int]) -> dict[str, Experiment]:
     """Parse the config's ``experiments`` mapping; an entry's own ``seeds`` overrides the global ``seeds``.
 
     Raises:
-        ValueError: an entry lacks ``model``/``feature_set``, has unknown keys, or has no seeds.
+        ValueError: an entry lacks ``model``/``feature_set``, has unknown keys, has no seeds, sets both ``search``
+            and ``tuned_as``, or reuses an experiment that is not tuned itself.
     """
     out = {}
     for name, entry in entries.items():
         unknown = sorted(set(entry) - ENTRY_KEYS)
         missing = sorted({"model", "feature_set"} - set(entry))
         if unknown or missing:
-            raise ValueError(f"experiments.{name}: unknown keys {unknown}, missing keys {missing}")
+            raise ValueError(f"experiments.{name}: unknown keys {unknown}, missing keys {missing} "
+                             f"(accepted: {', '.join(sorted(ENTRY_KEYS))})")
         own = tuple(entry.get("seeds", seeds))
         if not own:
             raise ValueError(f"experiments.{name}: no seeds")
-        out[name] = Experiment(name, entry["model"], entry["feature_set"], dict(entry.get("options") or {}), own)
+        if entry.get("search") and entry.get("tuned_as"):
+            raise ValueError(f"experiments.{name}: sets both search and tuned_as, expected at most one")
+        out[name] = Experiment(name, entry["model"], entry["feature_set"], dict(entry.get("options") or {}), own,
+                               entry.get("search"), entry.get("tuned_as"))
+    for exp in out.values():
+        if exp.tuned_as is None:
+            continue
+        source = out.get(exp.tuned_as)
+        if source is None or not source.search:
+            raise ValueError(f"experiments.{exp.name}.tuned_as: '{exp.tuned_as}' is not an experiment with a search "
+                             f"(tuned: {', '.join(sorted(n for n, e in out.items() if e.search)) or 'none'})")
+        if source.is_reference != exp.is_reference:
+            raise ValueError(f"experiments.{exp.name}.tuned_as: '{exp.tuned_as}' is a "
+                             f"{'reference' if source.is_reference else 'neural'} model, {exp.name} is not")
     return out
+
+
+def reference_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """A reference model's options over its defaults.
+
+    Raises:
+        ValueError: an unknown reference, an unknown option, or a value of the wrong type or choice.
+    """
+    if model not in REFERENCE_OPTIONS:
+        raise ValueError(f"reference model '{model}' is not one of {', '.join(REFERENCE_MODELS)}")
+    defaults = REFERENCE_OPTIONS[model]
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValueError(f"reference model '{model}': unknown options {unknown} (accepted: {', '.join(sorted(defaults))})")
+    for key, value in options.items():
+        default = defaults[key]
+        if key in REFERENCE_CHOICES and value not in REFERENCE_CHOICES[key]:
+            raise ValueError(f"reference model '{model}': option '{key}' is {value!r}, expected one of "
+                             f"{', '.join(REFERENCE_CHOICES[key])}")
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"reference model '{model}': option '{key}' is {value!r}, expected a number")
+    return {**defaults, **options}

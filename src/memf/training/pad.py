@@ -25,10 +25,10 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from memf.core.io import DataError, read_json, read_parquet_checked, write_parquet
 from memf.data.contract import FIELD_ENTITIES, MODALITIES
-from memf.data.dataset import SPLIT_CODE, load_clean
+from memf.data.dataset import load_clean
 from memf.features.store import ClipShard, field_vectors, read_clip_shard, read_field_shard
-from memf.core.io import DataError, write_parquet
 from memf.training.padded import Padded, write_padded
 
 log = logging.getLogger(__name__)
@@ -205,8 +205,9 @@ def pad_feature_set(
         extractors[kind] = {**meta["identity"], "weights": meta["weights_id"], "dim": meta["dim"]}
     padded = Padded(
         stream_id=np.array([s["row"]["stream_id"] for s in kept], dtype=object),
-        split=np.array([SPLIT_CODE[s["row"]["split"]] for s in kept], np.int8),
+        fold=np.array([s["row"]["fold"] for s in kept], np.int8),
         target=np.array([s["row"]["target"] for s in kept], np.float32),
+        folds=int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"]),
         arrays=arrays,
         attrs={"feature_set": feature_set, "extractors": extractors, "fields": fields,
                "caps": {"max_items": max_items, "max_clips": max_clips}},
@@ -217,3 +218,129 @@ def pad_feature_set(
     log.info("feature set %s: %d streams kept, %d dropped, %d records; items axis %d, clip axes %s",
              feature_set, n, report.dropped_streams, len(records), m_items, c_len)
     return report
+
+
+# --- the latent feature set (the latent ceiling) --------------------------------------------------------------------
+
+LATENT_COLUMNS = {"stream_id": "string", "entity": "string", "object_id": "string", "position": "integer",
+                  "factor": "string", "value": "float"}
+
+
+def _categorical_levels(ground_truth_json: str | Path | None) -> dict[tuple[str, str], int]:
+    """(entity, factor) -> number of levels of each categorical latent, from ``ground_truth.json``."""
+    if ground_truth_json is None or not Path(ground_truth_json).exists():
+        return {}
+    kinds = read_json(ground_truth_json).get("latent_factors", {})
+    out = {}
+    for entity, factors in kinds.items():
+        for factor, kind in factors.items():
+            if kind.startswith("categorical(") and kind.endswith(")"):
+                out[(entity, factor)] = int(kind[len("categorical("):-1])
+    return out
+
+
+def pad_latents(
+    *,
+    data_dir: str | Path,
+    latents: str | Path,
+    max_items: int,
+    max_clips: int,
+    out: str | Path,
+    ground_truth_json: str | Path | None = None,
+) -> Padded:
+    """Build ``latent.h5``: the simulator's true latent factors in the padded layout, for the streams, items and clips
+    that validation kept (the same streams and folds as every other feature set).
+
+    Every factor is one numeric field of its entity (commodity factors per item); a categorical factor (listed as
+    ``categorical(n)`` under ``latent_factors`` of ``ground_truth.json``) becomes n one-hot fields. Video and audio
+    factors are the clip vectors. Anchor and room have no text or image field (0 fields). Items and clips are taken in
+    position order up to the caps, as :func:`pad_feature_set` does.
+
+    Raises:
+        DataError: the latents file is malformed, or a kept stream, item or clip has no latent row.
+    """
+    ds = load_clean(data_dir)
+    frame = pl.from_arrow(read_parquet_checked(latents, LATENT_COLUMNS))
+    assert isinstance(frame, pl.DataFrame)
+    levels = _categorical_levels(ground_truth_json)
+    streams = ds.streams.sort("stream_id")
+    sids = streams["stream_id"].to_list()
+    n = len(sids)
+    row_of = {s: i for i, s in enumerate(sids)}
+
+    def columns(entity: str) -> list[tuple[str, int | None]]:
+        """(factor, one-hot level or None) of an entity's fields, factors sorted by name."""
+        names = sorted(frame.filter(pl.col("entity") == entity)["factor"].unique().to_list())
+        return [(f, k) for f in names for k in (range(levels[(entity, f)]) if (entity, f) in levels else [None])]
+
+    def fill(entity: str, key_of: dict[str, tuple[int, ...]], shape: tuple[int, ...]
+             ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """[*shape, fields] values of ``entity``, [*shape] which positions got a row, and the field names."""
+        cols = columns(entity)
+        index = {(f, k): j for j, (f, k) in enumerate(cols)}
+        arr = np.zeros((*shape, len(cols)), np.float32)
+        seen = np.zeros(shape, bool)
+        for sid, oid, factor, value in frame.filter(pl.col("entity") == entity).select(
+                "stream_id", "object_id", "factor", "value").iter_rows():
+            where = key_of.get(f"{sid}\0{oid}")
+            if where is None:
+                continue
+            if (entity, factor) in levels:
+                arr[where][index[(factor, int(value))]] = 1.0
+            else:
+                arr[where][index[(factor, None)]] = value
+            seen[where] = True
+        return arr, seen, [f if k is None else f"{f}={k}" for f, k in cols]
+
+    fields: dict[str, dict[str, list[str]]] = {}
+    arrays: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    for entity, owner in (("anchor", streams["anchor_id"].to_list()), ("room", sids)):
+        keys = {f"{s}\0{o}": (i,) for i, (s, o) in enumerate(zip(sids, owner, strict=True))}
+        arr, seen, names = fill(entity, keys, (n,))
+        missing += [f"{entity} of stream {sids[i]}" for i in np.flatnonzero(~seen)[:3]]
+        arrays[f"{entity}/numeric"] = arr
+        arrays[f"{entity}/text"] = np.zeros((n, 0, 1), np.float32)
+        arrays[f"{entity}/image"] = np.zeros((n, 0, 1), np.float32)
+        fields[entity] = {"text": [], "image": [], "numeric": names}
+    items = ds.items.sort("stream_id", "position").group_by("stream_id", maintain_order=True).agg(pl.col("item_id"))
+    m = max(1, min(max_items, max((len(v) for v in items["item_id"].to_list()), default=1)))
+    keys = {f"{s}\0{iid}": (row_of[s], j) for s, ids in items.iter_rows() if s in row_of
+            for j, iid in enumerate(ids[:max_items])}
+    arr, seen, names = fill("commodity", keys, (n, m))
+    mask = np.zeros((n, m), bool)
+    for i, j in keys.values():
+        mask[i, j] = True
+    missing += [f"item {k.split(chr(0))[1]}" for k, w in keys.items() if not seen[w]][:3]
+    arrays["commodity/numeric"], arrays["commodity/mask"] = arr, mask
+    arrays["commodity/text"] = np.zeros((n, m, 0, 1), np.float32)
+    arrays["commodity/image"] = np.zeros((n, m, 0, 1), np.float32)
+    fields["commodity"] = {"text": [], "image": [], "numeric": names}
+    for kind in ("video", "audio"):
+        clips = (ds.clips.filter(pl.col("kind") == kind).sort("stream_id", "position")
+                 .group_by("stream_id", maintain_order=True).agg(pl.col("clip_id")))
+        c = max(1, min(max_clips, max((len(v) for v in clips["clip_id"].to_list()), default=1)))
+        keys = {f"{s}\0{cid}": (row_of[s], j) for s, ids in clips.iter_rows() if s in row_of
+                for j, cid in enumerate(ids[:max_clips])}
+        arr, seen, names = fill(kind, keys, (n, c))
+        kmask = np.zeros((n, c), bool)
+        for i, j in keys.values():
+            kmask[i, j] = True
+        missing += [f"{kind} clip {k.split(chr(0))[1]}" for k, w in keys.items() if not seen[w]][:3]
+        arrays[f"{kind}/x"], arrays[f"{kind}/mask"] = arr, kmask
+        fields[kind] = {"factors": names}
+    if missing:
+        raise DataError(f"{latents}: no latent factors for {', '.join(missing[:3])}")
+    padded = Padded(
+        stream_id=np.array(sids, dtype=object),
+        fold=streams["fold"].to_numpy().astype(np.int8),
+        target=streams["target"].to_numpy().astype(np.float32),
+        folds=int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"]),
+        arrays=arrays,
+        attrs={"feature_set": "latent", "extractors": {"latent": str(latents)}, "fields": fields,
+               "caps": {"max_items": max_items, "max_clips": max_clips}},
+    )
+    write_padded(out, padded)
+    log.info("latent feature set: %d streams; fields %s", n, {e: len(v.get("numeric", v.get("factors", [])))
+                                                              for e, v in fields.items()})
+    return padded

@@ -1,53 +1,49 @@
-"""Simple reference models a practitioner tries first, written as runs in the same format as the trained models.
+"""Reference models a practitioner tries first, fitted on one fold and written as runs like the trained models.
 
-- ``mean``: predicts the training split's mean target for every stream.
-- ``ridge``: ridge regression on pooled features, standardised on the train split; the penalty is chosen by
-  scikit-learn's ``RidgeCV`` with a predefined train/validation split, then the model is refitted on train alone.
-- ``hgb``: scikit-learn's ``HistGradientBoostingRegressor`` on the same pooled features, fitted on train and grown
-  ``step`` iterations at a time (``warm_start``); growth stops after ``patience`` steps without a better validation MSE,
-  and the number of iterations with the lowest validation MSE is kept.
+- ``mean``: the training part's mean target for every stream.
+- ``ridge``: ridge regression (penalty ``alpha``) on pooled features standardised on the training part.
+- ``hgb``: scikit-learn's ``HistGradientBoostingRegressor`` on the same features, grown ``step`` iterations at a time
+  (``warm_start``) until ``patience`` steps pass without a better validation MSE; the number of iterations with the
+  lowest validation MSE is kept. With ``pca: k`` every block of pooled features (one per entity and modality, numeric
+  fields and counts excepted) is first reduced to its first k principal components, fitted on the training part: the
+  recipe that won the SMP 2025 video-popularity track (frozen features, average pooling, PCA, boosted trees).
 
-Pooled features (:func:`pooled_features`): per entity and modality, the mean over fields, items and clips (masked:
-padded items and clips are left out), concatenated. Numeric fields are kept one feature per field (a mean over
-different scalar fields would mix units). The test split is never used for any choice.
+Pooled features (:func:`pooled_features`, option ``pooling``):
+
+- ``mean``: per entity and modality, the mean over fields, items and clips (masked: padded items and clips are left
+  out); numeric fields are kept one feature per field (a mean over different scalar fields would mix units).
+- ``set``: every anchor and room field kept apart; over a stream's items and clips the mean, max, min and sd of each
+  field (masked), and the number of items, video clips and audio clips. What a mean cannot see (the best item, the
+  spread of prices, how many items a stream sells) is then a feature.
+
+Every transform (scaler, PCA) is fitted on the fold's training part; the validation part decides hgb's iterations and,
+through the tuning (:mod:`memf.training.tuning`), every option; the test part decides nothing.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
 from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import Ridge, RidgeCV
-from sklearn.model_selection import PredefinedSplit
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
-from memf.training.padded import Padded, read_padded
-from memf.training.matrix import REFERENCE_MODELS
-from memf.training.runs import predictions_frame, write_run_core
+from memf.training.matrix import reference_options
+from memf.training.padded import Padded
+from memf.training.prepare import FoldData
 
-log = logging.getLogger(__name__)
-
-#: Options each reference accepts (from the experiment's ``options``), with defaults.
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
-    "mean": {},
-    "ridge": {"alphas": [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5]},
-    "hgb": {
-        "max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 10, "l2_regularization": 1.0,
-        "step": 10, "patience": 3,  # boost `step` iterations at a time; stop after `patience` steps without a better val MSE
-    },
-}
-#: Entity -> (batch key, mask key or None) blocks pooled in this order.
+#: (batch key, mask key or None) blocks pooled in this order.
 POOLED_BLOCKS: tuple[tuple[str, str | None], ...] = (
     ("anchor/text", None), ("anchor/image", None), ("anchor/numeric", None),
     ("commodity/text", "commodity/mask"), ("commodity/image", "commodity/mask"), ("commodity/numeric", "commodity/mask"),
     ("room/text", None), ("room/image", None), ("room/numeric", None),
     ("video/x", "video/mask"), ("audio/x", "audio/mask"),
 )
+COUNT_KEYS: tuple[str, ...] = ("commodity/mask", "video/mask", "audio/mask")
 
 
 def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -56,56 +52,87 @@ def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (x * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)
 
 
-def pooled_features(padded: Padded) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """[S, F] pooled features of every stream and the (batch key, width) of each block, in :data:`POOLED_BLOCKS` order."""
+def _set_stats(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean, max, min and sd over axis 1 of ``x`` [S, K, ...] at the real positions: [S, 4 * prod(...)]."""
+    flat = x.reshape(x.shape[0], x.shape[1], -1)  # [S, K, F]
+    m = mask[:, :, None]
+    n = np.maximum(mask.sum(axis=1), 1)[:, None].astype(np.float64)  # [S, 1]
+    mean = np.where(m, flat, 0.0).sum(axis=1) / n
+    sd = np.sqrt(np.maximum(np.where(m, flat**2, 0.0).sum(axis=1) / n - mean**2, 0.0))
+    any_real = mask.any(axis=1)[:, None]
+    high = np.where(any_real, np.where(m, flat, -np.inf).max(axis=1), 0.0)
+    low = np.where(any_real, np.where(m, flat, np.inf).min(axis=1), 0.0)
+    return np.concatenate([mean, high, low, sd], axis=1)
+
+
+def pooled_features(padded: Padded, pooling: str = "mean") -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """[S, F] pooled features of every stream and the (block name, width) of each block, in order.
+
+    Blocks are named by batch key; ``set`` pooling adds one block ``counts`` (items, video clips, audio clips).
+    """
     blocks: list[np.ndarray] = []
     names: list[tuple[str, int]] = []
     for key, mask_key in POOLED_BLOCKS:
         x = padded.arrays[key].astype(np.float64)
-        if mask_key is not None:
-            x = _masked_mean(x, padded.arrays[mask_key])  # items or clips -> one vector per stream
-        if not key.endswith("/numeric") and x.ndim == 3:
-            x = x.mean(axis=1)  # fields -> one vector per modality: [S, L, D] -> [S, D]
+        if pooling == "set":
+            x = _set_stats(x, padded.arrays[mask_key]) if mask_key is not None else x.reshape(len(x), -1)
+        else:
+            if mask_key is not None:
+                x = _masked_mean(x, padded.arrays[mask_key])  # items or clips -> one vector per stream
+            if not key.endswith("/numeric") and x.ndim == 3:
+                x = x.mean(axis=1)  # fields -> one vector per modality: [S, L, D] -> [S, D]
         blocks.append(x)
         names.append((key, x.shape[1]))
+    if pooling == "set":
+        counts = np.stack([padded.arrays[k].sum(axis=1) for k in COUNT_KEYS], axis=1).astype(np.float64)
+        blocks.append(counts)
+        names.append(("counts", counts.shape[1]))
     return np.concatenate(blocks, axis=1), names
 
 
-def _options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    if name not in DEFAULT_OPTIONS:
-        raise ValueError(f"reference model '{name}' is not one of {', '.join(REFERENCE_MODELS)}")
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS[name]))
-    if unknown:
-        raise ValueError(f"reference model '{name}': unknown options {unknown}, expected a subset of {sorted(DEFAULT_OPTIONS[name])}")
-    return DEFAULT_OPTIONS[name] | options
+def _reducer(blocks: list[tuple[str, int]], components: int, n_train: int) -> ColumnTransformer:
+    """Per block PCA to ``components`` (capped by the block's width and the training rows); numeric and counts pass."""
+    parts, start = [], 0
+    for name, width in blocks:
+        cols = list(range(start, start + width))
+        start += width
+        if name.endswith("/numeric") or name == "counts":
+            parts.append((name, "passthrough", cols))
+        else:
+            k = min(components, width, n_train)
+            parts.append((name, PCA(n_components=k, svd_solver="full"), cols))
+    return ColumnTransformer(parts)
 
 
-def fit_reference(name: str, padded: Padded, options: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Fit reference model ``name`` on the train split (validation for its one choice); predict every stream.
+def fit_reference(name: str, data: FoldData, options: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit reference model ``name`` on the fold's training part (validation for hgb's length); predict every stream.
 
     Returns:
         predictions [S] for all streams, and a JSON-able description of the fitted model (the choices made).
     """
-    opts = _options(name, options)
-    train, val = padded.index("train"), padded.index("val")
-    y = padded.target.astype(np.float64)
+    opts = reference_options(name, options)
+    train, val = data.rows["train"], data.rows["val"]
+    y = data.padded.target.astype(np.float64)
     if name == "mean":
         value = float(y[train].mean())
-        return np.full(len(padded), value), {"mean": value}
-    x, blocks = pooled_features(padded)
-    scaler = StandardScaler().fit(x[train])
-    xs = scaler.transform(x)
-    info: dict[str, Any] = {"features": [[key, width] for key, width in blocks], "n_features": int(x.shape[1])}
+        return np.full(len(data.padded), value), {"mean": value}
+    x, blocks = pooled_features(data.padded, opts["pooling"])
+    info: dict[str, Any] = {"features": [[key, width] for key, width in blocks], "n_features": int(x.shape[1]),
+                            "pooling": opts["pooling"]}
+    steps: list[Any] = [StandardScaler()]
+    if name == "hgb" and opts["pca"] > 0:
+        steps.append(_reducer(blocks, int(opts["pca"]), len(train)))
+    prep = make_pipeline(*steps).fit(x[train])
+    xs = prep.transform(x)
+    info["n_model_features"] = int(xs.shape[1])
     if name == "ridge":
-        rows = np.concatenate([train, val])
-        folds = PredefinedSplit(np.r_[np.full(len(train), -1), np.zeros(len(val), dtype=int)])
-        search = RidgeCV(alphas=opts["alphas"], cv=folds, scoring="neg_mean_squared_error").fit(xs[rows], y[rows])
-        model = Ridge(alpha=search.alpha_).fit(xs[train], y[train])
-        info.update(alpha=float(search.alpha_), alphas=list(opts["alphas"]), intercept=float(model.intercept_))
+        model = Ridge(alpha=float(opts["alpha"])).fit(xs[train], y[train])
+        info.update(alpha=float(opts["alpha"]), intercept=float(model.intercept_))
         return model.predict(xs), info
-    step, patience = opts.pop("step"), opts.pop("patience")
-    max_iter = opts.pop("max_iter")
-    model = HistGradientBoostingRegressor(early_stopping=False, warm_start=True, random_state=seed, **opts)
+    step, patience, max_iter = int(opts["step"]), int(opts["patience"]), int(opts["max_iter"])
+    hgb = {k: opts[k] for k in ("learning_rate", "max_leaf_nodes", "min_samples_leaf", "l2_regularization")}
+    hgb["max_leaf_nodes"], hgb["min_samples_leaf"] = int(hgb["max_leaf_nodes"]), int(hgb["min_samples_leaf"])
+    model = HistGradientBoostingRegressor(early_stopping=False, warm_start=True, random_state=seed, **hgb)
     best, best_mse, n_iter = 0, float("inf"), 0
     while n_iter < max_iter and n_iter - best < patience * step:
         n_iter = min(n_iter + step, max_iter)
@@ -116,38 +143,6 @@ def fit_reference(name: str, padded: Padded, options: dict[str, Any], seed: int)
                 if mse < best_mse:
                     best, best_mse = i + 1, mse
     pred = next(p for i, p in enumerate(model.staged_predict(xs)) if i == best - 1)
-    info.update(opts, max_iter=max_iter, iterations=best, fitted_iterations=n_iter, val_mse=best_mse)
+    info.update(hgb, pca=int(opts["pca"]), max_iter=max_iter, iterations=best, fitted_iterations=n_iter,
+                val_mse=best_mse)
     return pred, info
-
-
-def run_reference(
-    padded_path: str | Path,
-    out_dir: str | Path,
-    *,
-    experiment: str,
-    model_name: str,
-    options: dict[str, Any],
-    feature_set: str,
-    seed: int,
-    ground_truth: str | Path | None = None,
-    threads: int = 1,
-) -> dict[str, Any]:
-    """Fit one reference model and write its run folder (metrics.json, predictions.parquet, model.json).
-
-    ``threads`` caps the OpenMP/BLAS threads scikit-learn uses (the job's Snakemake threads): an uncapped
-    gradient-boosting fit on a busy machine is several times slower than a single-threaded one.
-    """
-    padded = read_padded(padded_path)
-    started = time.perf_counter()
-    with threadpool_limits(threads):
-        pred, info = fit_reference(model_name, padded, options, seed)
-    seconds = time.perf_counter() - started
-    log.info("%s seed %d: reference %s fitted in %.1f s (%s)", experiment, seed, model_name, seconds, info)
-    meta = {"experiment": experiment, "model": model_name, "options": options, "feature_set": feature_set, "seed": seed, "fitted": info}
-    return write_run_core(
-        out_dir,
-        predictions_frame(padded.stream_id, padded.split, padded.target, pred),
-        {"experiment": experiment, "model": model_name, "feature_set": feature_set, "seed": seed, "epoch": None, "train_seconds": seconds},
-        meta,
-        ground_truth,
-    )
