@@ -23,6 +23,7 @@ from memf.data.contract import DEFAULT_COLUMNS
 from memf.core.io import atomic_path, write_json, write_parquet
 from memf.simulate import attributes, render, vocab
 from memf.simulate.defects import WAV_HEADER_KEEP, DefectPlan, garbage_bytes, plan_defects
+from memf.simulate.factors import latent_factors, latents_table
 from memf.simulate.latent import World, simulate_latents
 from memf.simulate.params import SimulatorConfig, column_sources
 
@@ -279,7 +280,7 @@ def simulate(root: str | Path, cfg: dict[str, Any], columns: dict[str, dict[str,
 
     Args:
         root: output folder (created); receives streams/anchors/items/clips.parquet, ``media/``,
-            ground_truth.parquet/.json, defects.parquet and dataset.json.
+            ground_truth.parquet/.json, latents.parquet, defects.parquet and dataset.json.
         cfg: the ``simulator`` section of config.yaml.
         columns: the config's ``columns`` mapping (entity -> modality -> column names); None means
             ``contract.DEFAULT_COLUMNS``. The i-th listed column holds the i-th paper attribute of its entity and
@@ -304,6 +305,8 @@ def simulate(root: str | Path, cfg: dict[str, Any], columns: dict[str, dict[str,
     write_parquet(root / "items.parquet", items)
     write_parquet(root / "clips.parquet", clips)
     write_parquet(root / "ground_truth.parquet", world.ground_truth_table(writer.stream_ids))
+    write_parquet(root / "latents.parquet",
+                  latents_table(world.latents, writer.stream_ids, writer.anchor_ids, writer.item_ids))
     write_parquet(root / "defects.parquet", defects)
 
     report = world.report()
@@ -313,7 +316,7 @@ def simulate(root: str | Path, cfg: dict[str, Any], columns: dict[str, dict[str,
         if fraction > 0 and counts[name] == 0:
             log.warning("simulator.defects.%s = %g damaged nothing: no candidate objects under this column mapping",
                         name, fraction)
-    write_json(root / "ground_truth.json", {**report, "defects": counts})
+    write_json(root / "ground_truth.json", {**report, "defects": counts, "latent_factors": latent_factors()})
     sizes = {
         "streams": streams.num_rows, "anchors": anchors.num_rows, "items": items.num_rows,
         "video_clips": kinds.count("video"), "audio_clips": kinds.count("audio"), "images": writer.n_images,
