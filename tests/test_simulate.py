@@ -23,39 +23,11 @@ from memf.core.io import DataError, read_parquet_checked, write_parquet
 from memf.simulate import SimulatorConfig, column_sources, read_latents, simulate, simulate_latents
 from memf.simulate import render
 from memf.simulate.factors import FACTORS
+from simulate_support import TINY, files, read, tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY: dict = {
-    "seed": 3,
-    "n_streams": 14,
-    "n_anchors": 5,
-    "items_per_stream": [1, 4],
-    "clips_per_stream": [1, 3],
-    "image_size": 32,
-    "video": {"frames": 4, "size": 32, "fps": 4},
-    "audio": {"seconds": 0.25, "sample_rates": [8000, 16000, 22050]},
-    "effects": {"anchor": 0.45, "commodity": 0.55, "room": 0.3, "video": 0.3, "audio": 0.15, "interaction": 0.15,
-                "noise": 0.4},
-    "log_sales_mean": 5.0,
-    "defects": {"missing_modality": 0.0, "corrupt_image": 0.0, "truncated_video": 0.0, "corrupt_audio": 0.0,
-                "no_audio_stream": 0.0},
-}
 TABLES = ("streams", "anchors", "items", "clips", "ground_truth", "latents", "defects")
-
-
-def tiny(**changes) -> dict:
-    cfg = copy.deepcopy(TINY)
-    cfg.update(changes)
-    return cfg
-
-
-def read(root: Path, table: str) -> pl.DataFrame:
-    return pl.read_parquet(root / f"{table}.parquet")
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
