@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import subprocess
@@ -18,42 +19,15 @@ import yaml
 from PIL import Image
 
 from memf.data.contract import DEFAULT_COLUMNS, required_columns
-from memf.core.io import read_parquet_checked
-from memf.simulate import SimulatorConfig, column_sources, simulate, simulate_latents
+from memf.core.io import DataError, read_parquet_checked, write_parquet
+from memf.simulate import SimulatorConfig, column_sources, read_latents, simulate, simulate_latents
 from memf.simulate import render
+from memf.simulate.factors import FACTORS
+from simulate_support import TINY, files, read, tiny
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY: dict = {
-    "seed": 3,
-    "n_streams": 14,
-    "n_anchors": 5,
-    "items_per_stream": [1, 4],
-    "clips_per_stream": [1, 3],
-    "image_size": 32,
-    "video": {"frames": 4, "size": 32, "fps": 4},
-    "audio": {"seconds": 0.25, "sample_rates": [8000, 16000, 22050]},
-    "effects": {"anchor": 0.45, "commodity": 0.55, "room": 0.3, "video": 0.3, "audio": 0.15, "interaction": 0.15,
-                "noise": 0.4},
-    "log_sales_mean": 5.0,
-    "defects": {"missing_modality": 0.0, "corrupt_image": 0.0, "truncated_video": 0.0, "corrupt_audio": 0.0,
-                "no_audio_stream": 0.0},
-}
-TABLES = ("streams", "anchors", "items", "clips", "ground_truth", "defects")
-
-
-def tiny(**changes) -> dict:
-    cfg = copy.deepcopy(TINY)
-    cfg.update(changes)
-    return cfg
-
-
-def read(root: Path, table: str) -> pl.DataFrame:
-    return pl.read_parquet(root / f"{table}.parquet")
-
-
-def files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+TABLES = ("streams", "anchors", "items", "clips", "ground_truth", "latents", "defects")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +49,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset: Path,
     again = tmp_path / "again"
     simulate(again, tiny(), DEFAULT_COLUMNS)
     first, second = files(dataset), files(again)
-    assert first.keys() == second.keys()
+    assert "latents.parquet" in first and first.keys() == second.keys()
     assert [name for name in first if first[name] != second[name]] == []
     assert not any(name.rsplit("/", 1)[-1].startswith(".") for name in first), "temporary files left behind"
 
@@ -83,6 +57,37 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(dataset: Path,
     simulate(other, tiny(seed=4), DEFAULT_COLUMNS)
     for table in ("streams", "items", "anchors"):
         assert not read(other, table).equals(read(dataset, table))
+
+
+#: Fingerprint of a small damaged dataset (``tiny(n_streams=6)``, every defect at 0.25) written before the latents
+#: file and the worlds existed: the default world must keep writing it byte for byte. The library versions are pinned
+#: (pyproject.toml); an upgrade of an encoder (Pillow, PyAV/x264, soundfile, pyarrow) may change it, and then the pin
+#: is renewed on purpose, after checking with the previous release that only the encoder changed.
+PINNED_FINGERPRINT = "8cb82e88617217460fcaec95b47d20e2a4622f12d946053635919d05b39ace13"
+#: ground_truth.json keys of that dataset (the later keys are not part of the fingerprint).
+PINNED_REPORT_KEYS = ("calibration", "contribution_sd", "coupling", "defects", "effects", "expected_log_sales",
+                      "importance", "log_sales_mean", "n_streams", "oracle_r2", "target")
+
+
+def fingerprint(root: Path) -> str:
+    """SHA-256 over every file's bytes except those that gained content since the pin (dataset.json records new
+    settings, latents.parquet is new), plus the pinned keys of ground_truth.json."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if not p.is_file() or rel in ("dataset.json", "ground_truth.json", "latents.parquet"):
+            continue
+        h.update(rel.encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    report = json.loads((root / "ground_truth.json").read_text())
+    h.update(json.dumps({k: report[k] for k in PINNED_REPORT_KEYS}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def test_default_world_reproduces_the_dataset_pinned_before_the_worlds(tmp_path: Path) -> None:
+    root = tmp_path / "pinned"
+    simulate(root, tiny(n_streams=6, defects={k: 0.25 for k in TINY["defects"]}), DEFAULT_COLUMNS)
+    assert fingerprint(root) == PINNED_FINGERPRINT
 
 
 def test_tables_follow_the_contract(dataset: Path) -> None:
@@ -161,6 +166,58 @@ def test_ground_truth_matches_sales(dataset: Path) -> None:
     for kind in ("variance_share", "covariance_share", "entity_covariance_share"):
         assert sum(report["importance"][kind].values()) == pytest.approx(1.0)
     assert report["effects"] == TINY["effects"]
+
+
+def test_latents_file_lists_every_object_and_factor_under_the_raw_tables_ids(dataset: Path) -> None:
+    latents = read_latents(dataset)
+    streams, items, clips = read(dataset, "streams"), read(dataset, "items"), read(dataset, "clips")
+    assert latents.select("stream_id", "entity", "object_id", "factor").is_unique().all()
+    declared = json.loads((dataset / "ground_truth.json").read_text())["latent_factors"]
+    assert declared == {
+        "anchor": {"reach": "continuous", "skill": "continuous"},
+        "commodity": {"appeal": "continuous", "price": "continuous", "discount": "continuous",
+                      "category": "categorical(17)"},
+        "room": {"attractiveness": "continuous", "duration": "continuous"},
+        "video": {"energy": "continuous"},
+        "audio": {"energy": "continuous", "tempo": "continuous"},
+    }
+    keys = ["stream_id", "object_id", "position"]
+    objects = {
+        "anchor": streams.select("stream_id", object_id="anchor_id", position=pl.lit(0)),
+        "commodity": items.select("stream_id", object_id="item_id", position="position"),
+        "room": streams.select("stream_id", object_id="stream_id", position=pl.lit(0)),
+        "video": clips.filter(pl.col("kind") == "video").select("stream_id", object_id="clip_id", position="position"),
+        "audio": clips.filter(pl.col("kind") == "audio").select("stream_id", object_id="clip_id", position="position"),
+    }
+    for entity, names in declared.items():
+        rows = latents.filter(pl.col("entity") == entity)
+        for name in names:  # one row per object and factor, exactly the objects of the raw tables, in their order
+            got = rows.filter(pl.col("factor") == name).select(keys).cast({"position": pl.Int64})
+            assert got.equals(objects[entity].cast({"position": pl.Int64})), (entity, name)
+        assert rows.height == len(names) * objects[entity].height
+    assert latents.height == sum(len(names) * objects[e].height for e, names in declared.items())
+    assert latents["stream_id"].to_list() == sorted(latents["stream_id"].to_list())
+
+    # The values are the latents the world was drawn with: anchors per stream, items, rooms and clips in order.
+    lat = simulate_latents(tiny()).latents
+    per_stream = {"anchor": lat.stream_anchor, "room": np.arange(lat.n_streams)}
+    for factor in FACTORS:
+        values = latents.filter((pl.col("entity") == factor.entity) & (pl.col("factor") == factor.name))["value"]
+        truth = np.asarray(getattr(lat, factor.attribute), dtype=np.float64)
+        expected = truth[per_stream[factor.entity]] if factor.entity in per_stream else truth
+        np.testing.assert_array_equal(values.to_numpy(), expected, err_msg=f"{factor.entity}.{factor.name}")
+
+
+def test_read_latents_refuses_a_broken_file(dataset: Path, tmp_path: Path) -> None:
+    good = read_latents(dataset)
+    write_parquet(tmp_path / "latents.parquet", good.with_columns(pl.col("position").cast(pl.String)))
+    with pytest.raises(DataError, match="'position'"):
+        read_latents(tmp_path)
+    write_parquet(tmp_path / "latents.parquet", good.with_columns(entity=pl.lit("shop")))
+    with pytest.raises(DataError, match="'shop'"):
+        read_latents(tmp_path)
+    with pytest.raises(DataError, match="latents.parquet"):
+        read_latents(tmp_path / "nowhere")
 
 
 def test_latents_reproduce_the_papers_target_statistics() -> None:

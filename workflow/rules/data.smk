@@ -8,6 +8,7 @@ if config["dataset"]["simulate"]:
             RAW_TABLES,
             str(RAW / "ground_truth.parquet"),
             str(RAW / "ground_truth.json"),
+            str(RAW / "latents.parquet"),
             str(RAW / "defects.parquet"),
             str(RAW / "dataset.json"),
         log:

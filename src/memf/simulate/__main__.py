@@ -1,6 +1,6 @@
 """Command line: write a simulated raw dataset outside the workflow.
 
-    python -m memf.simulate --root DIR [--config config.yaml] [--n-streams N] [--seed S]
+    python -m memf.simulate --root DIR [--config config.yaml] [--n-streams N] [--seed S] [--world W]
 
 Reads the ``simulator`` and ``columns`` sections of the config (``columns`` defaults to the paper's tables).
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from memf.data.contract import DEFAULT_COLUMNS
+from memf.simulate.worlds import WORLDS
 from memf.simulate.writer import simulate
 
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="pipeline config (default: %(default)s)")
     parser.add_argument("--n-streams", type=int, help="override simulator.n_streams")
     parser.add_argument("--seed", type=int, help="override simulator.seed")
+    parser.add_argument("--world", choices=list(WORLDS), help="override simulator.world")
     args = parser.parse_args(argv)
 
     with open(args.config, encoding="utf-8") as fh:
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg["n_streams"] = args.n_streams
     if args.seed is not None:
         cfg["seed"] = args.seed
+    if args.world is not None:
+        cfg["world"] = args.world
     summary = simulate(args.root, cfg, config.get("columns", DEFAULT_COLUMNS))
     print(
         f"wrote {summary.n_streams} streams, {summary.n_anchors} anchors, {summary.n_items} items, "

@@ -1,7 +1,7 @@
-"""Latent factors, their contributions to log(sales), and the ground truth (docs/simulator.md has the formulas).
+"""Latent factors of the default world and their raw contributions to log(sales) (docs/simulator.md has the formulas).
 
-Every quantity here is a plain NumPy array; nothing is rendered. :func:`simulate_latents` is the fast path used to
-check the target's distribution on thousands of streams; :mod:`memf.simulate.writer` renders the same world to media.
+Every quantity here is a plain NumPy array; nothing is rendered. The worlds (:mod:`memf.simulate.worlds`) add their
+own latents to these; :mod:`memf.simulate.truth` turns them into the ground truth.
 """
 
 from __future__ import annotations
@@ -11,10 +11,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-from sklearn.metrics import r2_score
 
-from memf.simulate.params import SimulatorConfig
 from memf.simulate.vocab import CATEGORIES
 
 #: Correlation of the anchor's latents with what the anchor sells and shows: item appeal and room attractiveness
@@ -60,6 +57,11 @@ class Latents:
     audio_offsets: np.ndarray  # [S + 1]
     audio_energy: np.ndarray  # [U]
     audio_tempo: np.ndarray  # [U]
+    # Latents that only some worlds draw (memf.simulate.worlds); None in the others.
+    item_photo_colour: np.ndarray | None = None  # [I] int, index into vocab.COLOURS: the colour the photo shows
+    item_title_colour: np.ndarray | None = None  # [I] int, index into vocab.COLOURS: the colour the title names
+    anchor_field: np.ndarray | None = None  # [A] int, index into vocab.BROADCASTER_FIELDS
+    anchor_audience: np.ndarray | None = None  # [A] price level of the anchor's audience
 
     @property
     def n_streams(self) -> int:
@@ -130,7 +132,8 @@ def draw_latents(
     )
 
 
-def _ragged_mean(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def ragged_mean(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """[S] mean of each stream's values (CSR ``offsets``, every stream non-empty)."""
     return np.add.reduceat(values, offsets[:-1]) / np.diff(offsets)
 
 
@@ -140,12 +143,12 @@ def raw_contributions(lat: Latents) -> dict[str, np.ndarray]:
     k = lat.anchor_skill[lat.stream_anchor]
     off = lat.item_offsets
     best = np.maximum.reduceat(lat.item_appeal, off[:-1])
-    mean_price = _ragged_mean(lat.item_price, off)
-    spread = np.sqrt(np.maximum(_ragged_mean(lat.item_price**2, off) - mean_price**2, 0.0))
+    mean_price = ragged_mean(lat.item_price, off)
+    spread = np.sqrt(np.maximum(ragged_mean(lat.item_price**2, off) - mean_price**2, 0.0))
     w = COMMODITY_WEIGHTS
     commodity = (
         w["best_appeal"] * best
-        + w["discount"] * _ragged_mean(lat.item_discount, off)
+        + w["discount"] * ragged_mean(lat.item_discount, off)
         + w["price"] * mean_price
         + w["spread"] * spread
         + w["n_items"] * np.log(np.diff(off))
@@ -155,10 +158,17 @@ def raw_contributions(lat: Latents) -> dict[str, np.ndarray]:
         "anchor": (r + k) / math.sqrt(2.0),
         "commodity": commodity,
         "room": ROOM_WEIGHTS["attractiveness"] * lat.room_attractiveness + ROOM_WEIGHTS["duration"] * lat.room_duration,
-        "video": _ragged_mean(lat.video_energy, lat.video_offsets),
-        "audio": _ragged_mean(audio_clip, lat.audio_offsets),
+        "video": ragged_mean(lat.video_energy, lat.video_offsets),
+        "audio": ragged_mean(audio_clip, lat.audio_offsets),
         "interaction": k * best,
     }
+
+
+@functools.lru_cache(maxsize=4)
+def calibration_sample(items_per_stream: tuple[int, int], clips_per_stream: tuple[int, int]) -> Latents:
+    """The Monte Carlo population (fixed seed, one anchor per stream) that the calibrations are measured on."""
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    return draw_latents(rng, CALIBRATION_STREAMS, CALIBRATION_STREAMS, items_per_stream, clips_per_stream)
 
 
 @functools.lru_cache(maxsize=16)
@@ -168,106 +178,18 @@ def calibration(items_per_stream: tuple[int, int], clips_per_stream: tuple[int, 
     Standardising with population values (not the sample's) keeps a stream's contribution independent of the other
     streams drawn, so a dataset of 20 streams and one of 20,000 follow the same law.
     """
-    rng = np.random.default_rng(CALIBRATION_SEED)
-    lat = draw_latents(rng, CALIBRATION_STREAMS, CALIBRATION_STREAMS, items_per_stream, clips_per_stream)
+    lat = calibration_sample(items_per_stream, clips_per_stream)
     return {name: (float(v.mean()), float(v.std())) for name, v in raw_contributions(lat).items()}
 
 
-@dataclass(frozen=True)
-class World:
-    """Latents plus the ground truth of one simulated dataset (no media)."""
-
-    config: SimulatorConfig
-    latents: Latents
-    contributions: dict[str, np.ndarray]  # name -> [S], scaled to sd effects[name]
-    noise: np.ndarray  # [S]
-    calibration: dict[str, tuple[float, float]]
-
-    @property
-    def expected_log_sales(self) -> np.ndarray:
-        """[S] noiseless log(sales + 1)."""
-        return self.config.log_sales_mean + sum(self.contributions[name] for name in CONTRIBUTIONS)
-
-    @property
-    def log_sales(self) -> np.ndarray:
-        """[S] expected + noise, before rounding to whole sales."""
-        return self.expected_log_sales + self.noise
-
-    @property
-    def sales(self) -> np.ndarray:
-        """[S] float64 sales: round(exp(log_sales) - 1), clipped at 0."""
-        return np.maximum(np.round(np.expm1(self.log_sales)), 0.0)
-
-    @property
-    def target(self) -> np.ndarray:
-        """[S] log(sales + 1), the pipeline's target."""
-        return np.log1p(self.sales)
-
-    def ground_truth_table(self, stream_ids: list[str]) -> pa.Table:
-        cols: dict[str, pa.Array] = {
-            "stream_id": pa.array(stream_ids, pa.string()),
-            "expected_log_sales": pa.array(self.expected_log_sales, pa.float64()),
-        }
-        for name in CONTRIBUTIONS:
-            cols[f"contrib_{name}"] = pa.array(self.contributions[name], pa.float64())
-        cols["noise"] = pa.array(self.noise, pa.float64())
-        cols["log_sales"] = pa.array(self.log_sales, pa.float64())
-        return pa.table(cols)
-
-    def report(self) -> dict[str, object]:
-        """Effect sizes, target statistics, oracle R^2 and the true importance of each entity."""
-        expected = self.expected_log_sales
-        target = self.target
-        centred = expected - expected.mean()
-        var = {name: float(np.var(self.contributions[name])) for name in CONTRIBUTIONS}
-        total_var = sum(var.values())
-        var_expected = float(np.var(expected))
-        cov_share = {
-            name: float(np.mean((self.contributions[name] - self.contributions[name].mean()) * centred) / var_expected)
-            if var_expected > 0 else 0.0
-            for name in CONTRIBUTIONS
-        }
-        entity_cov = {name: cov_share[name] for name in ("anchor", "commodity", "room", "video", "audio")}
-        entity_cov["anchor"] += cov_share["interaction"] / 2
-        entity_cov["commodity"] += cov_share["interaction"] / 2
-        return {
-            "effects": dict(self.config.effects),
-            "log_sales_mean": self.config.log_sales_mean,
-            "coupling": COUPLING,
-            "calibration": {name: {"mean": m, "sd": sd} for name, (m, sd) in self.calibration.items()},
-            "n_streams": self.latents.n_streams,
-            "oracle_r2": float(r2_score(target, expected)) if len(target) > 1 else None,
-            "target": _stats(target),
-            "expected_log_sales": _stats(expected),
-            "contribution_sd": {name: math.sqrt(v) for name, v in var.items()},
-            "importance": {
-                "variance_share": {name: (v / total_var if total_var > 0 else 0.0) for name, v in var.items()},
-                "covariance_share": cov_share,
-                "entity_covariance_share": entity_cov,
-            },
-        }
-
-
-def _stats(x: np.ndarray) -> dict[str, float]:
-    return {
-        "mean": float(np.mean(x)), "sd": float(np.std(x, ddof=1)) if len(x) > 1 else 0.0,
-        "min": float(np.min(x)), "median": float(np.median(x)), "max": float(np.max(x)),
-    }
-
-
-def simulate_latents(cfg: SimulatorConfig | dict) -> World:
-    """Draw the latents, contributions, noise and sales of ``cfg.n_streams`` streams, without rendering media.
-
-    The writer calls this first, so a dataset's ground truth equals ``simulate_latents`` of the same settings.
-    """
-    if not isinstance(cfg, SimulatorConfig):
-        cfg = SimulatorConfig.from_dict(cfg)
-    rng = np.random.default_rng(cfg.seed)
-    lat = draw_latents(rng, cfg.n_streams, cfg.n_anchors, cfg.items_per_stream, cfg.clips_per_stream)
-    cal = calibration(cfg.items_per_stream, cfg.clips_per_stream)
+@functools.lru_cache(maxsize=16)
+def population_variance(items_per_stream: tuple[int, int], clips_per_stream: tuple[int, int],
+                        effects: tuple[float, ...]) -> float:
+    """Population variance of the default world's expected log(sales) when contribution ``CONTRIBUTIONS[i]`` has sd
+    ``effects[i]``: the sum of the contributions' variances and covariances (they are correlated through the
+    coupling), on the calibration sample."""
+    lat = calibration_sample(items_per_stream, clips_per_stream)
+    cal = calibration(items_per_stream, clips_per_stream)
     raw = raw_contributions(lat)
-    contributions = {
-name: cfg.effects[name] * (raw[name] - cal[name][0]) / cal[name][1] for name in CONTRIBUTIONS
-    }
-    noise = cfg.effects["noise"] * rng.standard_normal(cfg.n_streams)
-    return World(config=cfg, latents=lat, contributions=contributions, noise=noise, calibration=cal)
+    total = sum(sd * (raw[name] - cal[name][0]) / cal[name][1] for name, sd in zip(CONTRIBUTIONS, effects, strict=True))
+    return float(np.var(total))

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from memf.data.contract import DEFAULT_COLUMNS, FIELD_ENTITIES, KEY_COLUMNS, MODALITIES, ENTITY_TABLE
+from memf.simulate.worlds import WORLDS
 
 #: Entities whose contribution to log(sales) has its own standard deviation in ``effects``.
 EFFECT_KEYS: tuple[str, ...] = ("anchor", "commodity", "room", "video", "audio", "interaction", "noise")
@@ -43,6 +44,8 @@ class SimulatorConfig:
     effects: dict[str, float]
     log_sales_mean: float
     defects: dict[str, float]
+    world: str  # a key of worlds.WORLDS
+    worlds: dict[str, dict[str, float]]  # world -> its settings (defaults filled in), for every world with settings
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> SimulatorConfig:
@@ -55,7 +58,7 @@ class SimulatorConfig:
             "seed", "n_streams", "n_anchors", "items_per_stream", "clips_per_stream", "image_size", "video",
             "audio", "effects", "log_sales_mean", "defects",
         }
-        _check_keys("simulator", cfg, required)
+        _check_keys("simulator", cfg, required, optional={"world", "worlds"})
         video = cfg["video"]
         _check_keys("simulator.video", video, {"frames", "size", "fps"})
         audio = cfg["audio"]
@@ -82,7 +85,11 @@ class SimulatorConfig:
             effects={k: float(cfg["effects"][k]) for k in EFFECT_KEYS},
             log_sales_mean=float(cfg["log_sales_mean"]),
             defects={k: float(cfg["defects"][k]) for k in DEFECT_KEYS},
+            world=str(cfg.get("world", "default")),
+            worlds=_world_settings(cfg.get("worlds", {})),
         )
+        if out.world not in WORLDS:
+            raise ValueError(f"simulator.world: {out.world!r}, expected one of {list(WORLDS)}")
         if out.image_size < 16:
             raise ValueError(f"simulator.image_size: {out.image_size}, expected >= 16")
         if out.video.size < 16 or out.video.size % 2:
@@ -108,15 +115,31 @@ class SimulatorConfig:
         return out
 
 
-def _check_keys(where: str, obj: Any, required: set[str]) -> None:
+def _check_keys(where: str, obj: Any, required: set[str], optional: set[str] | frozenset[str] = frozenset()) -> None:
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: got {type(obj).__name__}, expected a mapping")
     missing = sorted(required - obj.keys())
-    unknown = sorted(obj.keys() - required)
+    unknown = sorted(obj.keys() - required - optional)
     if missing:
         raise ValueError(f"{where}: missing key(s) {missing}")
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}, expected only {sorted(required)}")
+        raise ValueError(f"{where}: unknown key(s) {unknown}, expected only {sorted(required | optional)}")
+
+
+def _world_settings(cfg: Any) -> dict[str, dict[str, float]]:
+    """``simulator.worlds`` checked and completed: every world with settings gets all of them (the defaults of
+    ``worlds.WORLDS`` for those left out). Each setting is a share of variance, a fraction in [0, 1]."""
+    with_settings = {name: cls.defaults for name, cls in WORLDS.items() if cls.defaults}
+    _check_keys("simulator.worlds", cfg, set(), optional=set(with_settings))
+    out: dict[str, dict[str, float]] = {}
+    for name, defaults in with_settings.items():
+        given = cfg.get(name, {})
+        _check_keys(f"simulator.worlds.{name}", given, set(), optional=set(defaults))
+        out[name] = {key: float(given.get(key, default)) for key, default in defaults.items()}
+        for key, value in out[name].items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"simulator.worlds.{name}.{key}: {value}, expected a fraction in [0, 1]")
+    return out
 
 
 def _positive_int(where: str, value: Any) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from memf.simulate.vocab import CATEGORIES
+from memf.simulate.vocab import CATEGORIES, COLOURS
 
 #: Encodings of generated images: name -> (file suffix, Pillow mode, Pillow format). Non-RGB modes exercise the
 #: pipeline's conversion to RGB.
@@ -35,6 +35,8 @@ IMAGE_ENCODINGS: dict[str, tuple[str, str, str]] = {
 IMAGE_MIX: dict[str, dict[str, float]] = {
     "anchor": {"jpeg": 0.7, "png": 0.15, "png_rgba": 0.15},
     "item": {"jpeg": 0.6, "png": 0.2, "png_palette": 0.1, "png_grey": 0.1},
+    # cross_modal world: a product's colour carries signal, so its photo is never greyscale.
+    "item_colour": {"jpeg": 0.6, "png": 0.3, "png_palette": 0.1},
     "room": {"jpeg": 0.8, "jpeg_grey": 0.1, "png_rgba": 0.1},
 }
 
@@ -81,18 +83,25 @@ def anchor_avatar(rng: np.random.Generator, size: int, reach: float, skill: floa
 
 
 def item_photo(
-    rng: np.random.Generator, size: int, appeal: float, price: float, discount: float, category: int
+    rng: np.random.Generator, size: int, appeal: float, price: float, discount: float, category: int,
+    colour: int | None = None,
 ) -> np.ndarray:
     """[H, W, 3] uint8 product photo: saturation and brightness follow appeal, stripe frequency the price level,
-    the height of a red "sale" banner the discount depth; the hue is the category's."""
-    hue = CATEGORIES[category].hue + 0.04 * rng.standard_normal()
+    the height of a red "sale" banner the discount depth; the hue is the category's and the product (an oval) has the
+    complementary hue. With ``colour`` (an index into ``vocab.COLOURS``, ``cross_modal`` world) the whole photo takes
+    that colour's hue instead, the product is drawn in it at saturation 0.9, so the colour shows whatever the item's
+    appeal, and the banner is white, so the photo's mean hue is the colour's (the random draws are the default
+    photo's)."""
+    jitter = rng.standard_normal()
+    hue = CATEGORIES[category].hue + 0.04 * jitter if colour is None else COLOURS[colour].hue + 0.015 * jitter
     sat = 0.15 + 0.8 * sigmoid(1.5 * appeal)
     val = 0.3 + 0.65 * sigmoid(1.2 * appeal)
     img, yy, xx = _picture(rng, size, hue, sat, val, 1.5 + 12.0 * sigmoid(1.2 * price))
+    product = _hsv(hue + 0.5, sat * 0.6, val) if colour is None else _hsv(hue, 0.9, max(val, 0.6))
     _blob(img, yy, xx, rng.uniform(0.35, 0.55), rng.uniform(0.35, 0.65), rng.uniform(0.15, 0.3),
-          rng.uniform(0.12, 0.25), _hsv(hue + 0.5, sat * 0.6, val))
+          rng.uniform(0.12, 0.25), product)
     banner = 0.05 + 0.35 * sigmoid(1.5 * discount)
-    img[yy > 1.0 - banner] = _hsv(0.0, 0.9, 0.9)
+    img[yy > 1.0 - banner] = _hsv(0.0, 0.9, 0.9) if colour is None else _hsv(0.0, 0.0, 0.95)
     return _to_uint8(rng, img)
 
 

@@ -2,6 +2,7 @@
 
 Latents choose the keywords: premium or budget words follow an item's price level, "爆款"/"hot" its appeal, the
 discount phrase its discount depth, anchor tags the anchor's skill and reach, room titles the room's attractiveness.
+Some worlds (memf.simulate.worlds) name more latents: an item's colour in its title, an anchor's field and audience.
 Brand, shop and nickname choices add realistic nuisance variation. All brands and shops are invented.
 """
 
@@ -77,6 +78,40 @@ BROADCASTER_FIELDS: tuple[tuple[str, float, tuple[str, ...]], ...] = (
     ("美妆护肤", 3.0, ("美妆", "个护")), ("鞋包配饰", 2.0, ("鞋包", "配饰")), ("母婴童装", 2.0, ("童装", "母婴")),
     ("珠宝饰品", 1.0, ("珠宝", "配饰")), ("美食", 1.0, ("食品", "全品类")), ("Fashion", 1.5, ("女装", "男装")),
 )
+#: What each anchor field sells (English category names of :data:`CATEGORIES`): the ``fit`` world's match of an
+#: anchor's field with an item's category.
+FIELD_SELLS: dict[str, tuple[str, ...]] = {
+    "服饰穿搭": ("dress", "T-shirt", "hoodie", "knit sweater", "down jacket", "wool coat", "jeans", "skirt", "shirt",
+             "pajamas"),
+    "女装": ("dress", "knit sweater", "wool coat", "skirt", "shirt"),
+    "美妆护肤": ("face cream", "lipstick"),
+    "鞋包配饰": ("sneakers", "handbag", "necklace"),
+    "母婴童装": ("kids set", "pajamas", "snack box"),
+    "珠宝饰品": ("necklace", "handbag"),
+    "美食": ("snack box",),
+    "Fashion": ("dress", "T-shirt", "hoodie", "jeans", "sneakers", "handbag"),
+}
+#: Audience price-level tags of an anchor, from budget to premium (``fit`` world; index = quartile).
+AUDIENCE_TAGS: tuple[tuple[str, ...], ...] = (
+    ("学生党福利", "平价好物", "budget picks"), ("性价比", "实惠"), ("品质生活", "精致"), ("高端客群", "轻奢", "luxury"),
+)
+
+
+@dataclass(frozen=True)
+class Colour:
+    """A colour family of the ``cross_modal`` world: its words and the hue of a product photo showing it."""
+
+    zh: str
+    en: str
+    hue: float
+
+
+#: Well-separated hues, so a photo's mean hue tells its colour family.
+COLOURS: tuple[Colour, ...] = (
+    Colour("红色", "red", 0.0), Colour("橙色", "orange", 0.08), Colour("黄色", "yellow", 0.16),
+    Colour("绿色", "green", 0.33), Colour("蓝色", "blue", 0.6), Colour("紫色", "purple", 0.78),
+)
+
 NICK_HEADS: tuple[str, ...] = (
     "小", "阿", "大", "Coco", "Lily", "Amy", "糖糖", "婷婷", "雅", "Mia", "晴天", "月月", "Vivi", "安安", "Kiki",
 )
@@ -134,8 +169,11 @@ def discount_phrase(rng: np.random.Generator, discount: float) -> str:
     return phrase
 
 
-def item_text(rng: np.random.Generator, appeal: float, price: float, discount: float, category: int) -> dict[str, str]:
-    """Paper Table 2 text attributes of one commodity."""
+def item_text(rng: np.random.Generator, appeal: float, price: float, discount: float, category: int,
+              colour: int | None = None) -> dict[str, str]:
+    """Paper Table 2 text attributes of one commodity; ``colour`` (an index into :data:`COLOURS`, ``cross_modal``
+    world) names the item's colour in its title, before the category and in the category's language. It takes no
+    random draw, so the rest of the item (text and numbers) is the default world's."""
     cat = CATEGORIES[category]
     brand = brand_for(rng, price)
     style = _pick(rng, PREMIUM_WORDS) if _tier(rng, price, 2) else _pick(rng, BUDGET_WORDS)
@@ -147,7 +185,11 @@ def item_text(rng: np.random.Generator, appeal: float, price: float, discount: f
         words.append(_pick(rng, HOT_WORDS))
     if hot == 0:
         words.append(_pick(rng, COLD_WORDS))
-    words += [style, cat.zh if rng.random() < 0.8 else cat.en]
+    chinese = rng.random() < 0.8
+    words.append(style)
+    if colour is not None:
+        words.append(COLOURS[colour].zh if chinese else COLOURS[colour].en)
+    words.append(cat.zh if chinese else cat.en)
     return {
         "title": " ".join(words),
         "itemRights": discount_phrase(rng, discount),
@@ -170,6 +212,16 @@ def anchor_text(rng: np.random.Generator, reach: float, skill: float) -> dict[st
         "nick": _pick(rng, NICK_HEADS) + _pick(rng, NICK_TAILS),
         "tags": ",".join(tags),
     }
+
+
+def anchor_profile(rng: np.random.Generator, field: int, audience: float, tags: str) -> dict[str, str]:
+    """The anchor text that the ``fit`` world sets from its latents, replacing :func:`anchor_text`'s: the field
+    (an index into :data:`BROADCASTER_FIELDS`) and a category it goes with, and ``tags`` with an audience tag of the
+    audience's price level appended. ``rng`` is a stream of its own, so the anchor's other values stay the default
+    world's."""
+    name, _, categories = BROADCASTER_FIELDS[field]
+    return {"broadCasterField": name, "categoryName": _pick(rng, categories),
+            "tags": f"{tags},{_pick(rng, AUDIENCE_TAGS[_tier(rng, audience, 4)])}"}
 
 
 def room_text(rng: np.random.Generator, attractiveness: float, main_category: int) -> dict[str, str]:

@@ -1,8 +1,11 @@
 """Writing a simulated raw dataset: tables, media, ground truth and defect records (docs/simulator.md).
 
-Randomness: the latents come from ``default_rng(seed)`` (:func:`memf.simulate.latent.simulate_latents`); every
-object's attributes and media use their own generator ``default_rng([seed, kind, index, purpose])``, so an object's
-values do not depend on the order of rendering or on which other columns are written.
+Randomness: the latents come from ``default_rng(seed)`` and the world's own stream
+(:func:`memf.simulate.truth.simulate_latents`); every object's attributes and media use their own generator
+``default_rng([seed, kind, index, purpose])``, so an object's values do not depend on the order of rendering or on
+which other columns are written. The latents a world adds (an item's colours, an anchor's field and audience) are
+handed to the renderers without changing the default world's random draws (an anchor's world text has its own
+stream), so a world changes exactly what it renders differently.
 """
 
 from __future__ import annotations
@@ -23,15 +26,17 @@ from memf.data.contract import DEFAULT_COLUMNS
 from memf.core.io import atomic_path, write_json, write_parquet
 from memf.simulate import attributes, render, vocab
 from memf.simulate.defects import WAV_HEADER_KEEP, DefectPlan, garbage_bytes, plan_defects
-from memf.simulate.latent import World, simulate_latents
+from memf.simulate.factors import FACTORS, latents_table
+from memf.simulate.truth import World, simulate_latents
 from memf.simulate.params import SimulatorConfig, column_sources
 
 log = logging.getLogger(__name__)
 
 # Codes of the per-object random streams.
 ANCHOR, ITEM, ROOM, VIDEO, AUDIO = 1, 2, 3, 4, 5
-# Purposes: text and numbers, media, damaged media, the room's colour (shared by its cover and its video clips).
-ATTRIBUTES, MEDIA, DAMAGE, HUE = 0, 1, 2, 3
+# Purposes: text and numbers, media, damaged media, the room's colour (shared by its cover and its video clips), the
+# text a world sets from its own latents.
+ATTRIBUTES, MEDIA, DAMAGE, HUE, WORLD = 0, 1, 2, 3, 4
 
 _ARROW_TYPE = {"text": pa.string(), "image": pa.string(), "numeric": pa.float64()}
 
@@ -97,6 +102,11 @@ def _fields(sources: dict[str, dict[str, dict[str, str]]], entity: str, values: 
     return {col: values[paper] for mod in ("text", "numeric") for col, paper in sources[entity][mod].items()}
 
 
+def _at(values: np.ndarray | None, index: int) -> Any:
+    """``values[index]`` as a Python scalar, or None where the world does not draw that latent."""
+    return None if values is None else values[index].item()
+
+
 def _image_column(sources: dict[str, dict[str, dict[str, str]]], entity: str) -> str | None:
     cols = list(sources[entity]["image"])
     return cols[0] if cols else None
@@ -127,8 +137,9 @@ class _Writer:
     # --- media -------------------------------------------------------------------------------------------------
     def _image(self, kind: str, index: int, folder: str, name: str,
                rgb_fn: Callable[[np.random.Generator], np.ndarray], object_id: str,
-               stream_id: str | None, table: str, column: str) -> str:
-        """Render, encode and write one image as ``folder/name.<ext>``; return its relative path."""
+               stream_id: str | None, table: str, column: str, mix: str | None = None) -> str:
+        """Render, encode and write one image as ``folder/name.<ext>``; return its relative path. ``mix`` names the
+        encoding mix (``render.IMAGE_MIX``), by default the kind's."""
         code = {"anchor": ANCHOR, "item": ITEM, "room": ROOM}[kind]
         self.n_images += 1
         if (kind, index) in self.plan.corrupt_images:
@@ -137,7 +148,7 @@ class _Writer:
             self._defect("corrupt_image", "garbage_bytes", table, object_id, stream_id, column, rel)
             return rel
         rng = _rng(self.cfg.seed, code, index, MEDIA)
-        encoding = render.choose_encoding(rng, kind)
+        encoding = render.choose_encoding(rng, mix or kind)
         rel = f"{folder}/{name}{render.IMAGE_ENCODINGS[encoding][0]}"
         _write_bytes(self.root, rel, render.encode_image(rgb_fn(rng), encoding))
         return rel
@@ -154,6 +165,9 @@ class _Writer:
             reach, skill = float(self.lat.anchor_reach[a]), float(self.lat.anchor_skill[a])
             rng = _rng(self.cfg.seed, ANCHOR, a, ATTRIBUTES)
             values = {**vocab.anchor_text(rng, reach, skill), **attributes.anchor_numeric(rng, reach, skill)}
+            if self.lat.anchor_field is not None:  # fit world: the field and audience are latents
+                values.update(vocab.anchor_profile(_rng(self.cfg.seed, ANCHOR, a, WORLD), int(self.lat.anchor_field[a]),
+                                                   float(self.lat.anchor_audience[a]), values["tags"]))
             row = {"anchor_id": self.anchor_ids[a], **_fields(self.sources, "anchor", values)}
             col = self.image_cols["anchor"]
             if col is not None:
@@ -220,8 +234,9 @@ class _Writer:
         lat = self.lat
         appeal, price = float(lat.item_appeal[i]), float(lat.item_price[i])
         discount, category = float(lat.item_discount[i]), int(lat.item_category[i])
+        photo_colour, title_colour = _at(lat.item_photo_colour, i), _at(lat.item_title_colour, i)
         rng = _rng(self.cfg.seed, ITEM, i, ATTRIBUTES)
-        values = {**vocab.item_text(rng, appeal, price, discount, category),
+        values = {**vocab.item_text(rng, appeal, price, discount, category, title_colour),
                   **attributes.item_numeric(rng, price, discount, category)}
         row = {"stream_id": sid, "item_id": self.item_ids[i], "position": pos,
                **_fields(self.sources, "commodity", values)}
@@ -229,8 +244,8 @@ class _Writer:
         if col is not None:
             row[col] = self._image(
                 "item", i, folder, self.item_ids[i],
-                lambda r: render.item_photo(r, self.cfg.image_size, appeal, price, discount, category),
-                self.item_ids[i], sid, "items", col,
+                lambda r: render.item_photo(r, self.cfg.image_size, appeal, price, discount, category, photo_colour),
+                self.item_ids[i], sid, "items", col, mix="item" if photo_colour is None else "item_colour",
             )
         return row
 
@@ -279,7 +294,7 @@ def simulate(root: str | Path, cfg: dict[str, Any], columns: dict[str, dict[str,
 
     Args:
         root: output folder (created); receives streams/anchors/items/clips.parquet, ``media/``,
-            ground_truth.parquet/.json, defects.parquet and dataset.json.
+            ground_truth.parquet/.json, latents.parquet, defects.parquet and dataset.json.
         cfg: the ``simulator`` section of config.yaml.
         columns: the config's ``columns`` mapping (entity -> modality -> column names); None means
             ``contract.DEFAULT_COLUMNS``. The i-th listed column holds the i-th paper attribute of its entity and
@@ -304,6 +319,8 @@ def simulate(root: str | Path, cfg: dict[str, Any], columns: dict[str, dict[str,
     write_parquet(root / "items.parquet", items)
     write_parquet(root / "clips.parquet", clips)
     write_parquet(root / "ground_truth.parquet", world.ground_truth_table(writer.stream_ids))
+    write_parquet(root / "latents.parquet", latents_table(
+        world.latents, writer.stream_ids, writer.anchor_ids, writer.item_ids, FACTORS + world.model.factors))
     write_parquet(root / "defects.parquet", defects)
 
     report = world.report()

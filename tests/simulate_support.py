@@ -1,0 +1,42 @@
+"""Shared by the simulator tests: a tiny simulator config and readers of a written dataset."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import polars as pl
+
+#: 14 streams of 32-pixel media and quarter-second clips: a whole dataset in about half a second.
+TINY: dict = {
+    "seed": 3,
+    "n_streams": 14,
+    "n_anchors": 5,
+    "items_per_stream": [1, 4],
+    "clips_per_stream": [1, 3],
+    "image_size": 32,
+    "video": {"frames": 4, "size": 32, "fps": 4},
+    "audio": {"seconds": 0.25, "sample_rates": [8000, 16000, 22050]},
+    "effects": {"anchor": 0.45, "commodity": 0.55, "room": 0.3, "video": 0.3, "audio": 0.15, "interaction": 0.15,
+                "noise": 0.4},
+    "log_sales_mean": 5.0,
+    "defects": {"missing_modality": 0.0, "corrupt_image": 0.0, "truncated_video": 0.0, "corrupt_audio": 0.0,
+                "no_audio_stream": 0.0},
+}
+
+
+def tiny(**changes) -> dict:
+    """A copy of :data:`TINY` with top-level keys replaced."""
+    cfg = copy.deepcopy(TINY)
+    cfg.update(changes)
+    return cfg
+
+
+def read(root: Path, table: str) -> pl.DataFrame:
+    """``root/<table>.parquet``."""
+    return pl.read_parquet(root / f"{table}.parquet")
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under ``root``."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
