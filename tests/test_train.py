@@ -1,4 +1,5 @@
-"""memf.training.train: determinism, validation-only model selection, resume, safetensors round trip, run folder contents."""
+"""memf.training: one (experiment, fold) job: the run folder, determinism, validation-only choices (the tuning
+included), resume of epochs, seeds and studies, safetensors round trip."""
 
 import json
 
@@ -11,123 +12,175 @@ from train_support import tiny_builder, tiny_padded
 
 from memf.core.io import DataError, read_json
 from memf.core.metrics import METRICS, regression_metrics
+from memf.training.fit import JobSpec, fit_experiment, load_models
+from memf.training.loop import predict, train_model
+from memf.training.matrix import TRAINED_FILES
 from memf.training.padded import Padded, write_padded
-from memf.training.runs import TRAINED_FILES, read_predictions
-from memf.training.train import CHECKPOINT_DIR, TrainConfig, load_model, predict, run_training
+from memf.training.prepare import fold_data
+from memf.training.runs import read_predictions
+from memf.training.settings import TrainConfig, TuningSettings, parse_space
 
 torch.set_num_threads(1)
 CFG = {"epochs": 12, "batch_size": 16, "lr": 3e-3, "patience": 4, "checkpoint_every": 1, "device": "cpu"}
+SPACE = parse_space("t", {"train.lr": {"log_uniform": [1e-3, 1e-2]}, "model.width": {"choice": [8, 16]}})
+TUNING = TuningSettings(trials=3, startup_trials=1, prune_warmup_epochs=2)
 
 
-def _run(tmp_path, padded: Padded, name="run", cfg=CFG, seed=0, model="tiny", **kwargs):
+def _job(tmp_path, padded: Padded, name="run", cfg=CFG, seeds=(0,), model="tiny", fold=0, space=None,
+         builder=tiny_builder, **spec):
     path = tmp_path / f"{name}.h5"
     write_padded(path, padded)
-    return run_training(
-        path, tmp_path / name, experiment=name, model_name=model, options={"dropout": 0.2}, feature_set="demo",
-        seed=seed, train_cfg=cfg, builder=tiny_builder, **kwargs,
-    )
+    job = JobSpec(experiment=name, model=model, feature_set="demo", fold=fold, seeds=tuple(seeds),
+                  options={"dropout": 0.2}, space=space, **spec)
+    return fit_experiment(path, tmp_path / name, job, cfg, tuning_dir=tmp_path / "tuning" / name, tuning=TUNING,
+                          builder=builder)
 
 
-def test_run_writes_every_file_and_metrics_match_predictions(tmp_path):
-    metrics = _run(tmp_path, tiny_padded(100))
+def test_job_writes_every_file_and_metrics_match_predictions(tmp_path):
+    metrics = _job(tmp_path, tiny_padded(100), seeds=(0, 1))
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == sorted(TRAINED_FILES)  # the checkpoint folder is removed at the end
+    assert sorted(p.name for p in run.iterdir()) == sorted(TRAINED_FILES)  # the .partial folder is gone
     preds = read_predictions(run / "predictions.parquet")
-    assert preds.height == 100 and set(preds["split"]) == {"train", "val", "test"}
-    test = preds.filter(pl.col("split") == "test")
-    again = regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
+    assert preds.height == 200 and set(preds["seed"]) == {0, 1} and set(preds["split"]) == {"train", "val", "test"}
     on_disk = read_json(run / "metrics.json")
-    for name in METRICS:
-        assert on_disk[name] == pytest.approx(again[name], abs=1e-12) == metrics[name]
     hist = pl.read_parquet(run / "history.parquet")
-    assert hist.height == on_disk["epochs_run"] and 1 <= on_disk["epoch"] <= on_disk["epochs_run"]
-    assert {f"test_{m}" for m in METRICS} | {f"val_{m}" for m in METRICS} | {"train_loss", "lr", "epoch"} <= set(hist.columns)
-    # The chosen epoch is the one with the lowest validation MSE.
-    assert hist["epoch"][int(hist["val_mse"].arg_min())] == on_disk["epoch"]
+    for seed in (0, 1):
+        part = preds.filter(pl.col("seed") == seed)
+        test = part.filter(pl.col("split") == "test")
+        again = regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
+        for name in METRICS:
+            assert on_disk["seeds"][str(seed)]["test"][name] == pytest.approx(again[name], abs=1e-12)
+        h = hist.filter(pl.col("seed") == seed)
+        # The chosen epoch is the one with the lowest validation MSE; the test curves are there for Fig. 3.
+        assert h["epoch"][int(h["val_mse"].arg_min())] == on_disk["seeds"][str(seed)]["epoch"]
+        assert {f"test_{m}" for m in METRICS} <= set(h.columns)
+    assert on_disk["n"] == {"train": 60, "val": 20, "test": 20}
     attn = pl.read_parquet(run / "attention.parquet")
-    assert attn.height == test.height * 25
-    sums = attn.group_by("stream_id", "query").agg(pl.col("weight").sum())["weight"].to_numpy()
+    assert attn.height == 2 * 20 * 25
+    sums = attn.group_by("seed", "stream_id", "query").agg(pl.col("weight").sum())["weight"].to_numpy()
     np.testing.assert_allclose(sums, 1.0, rtol=1e-5)
     meta = read_json(run / "model.json")
-    assert meta["model"] == "tiny" and meta["epoch"] == on_disk["epoch"] and meta["attention_labels"][0] == "anchor"
-    assert set(meta["metrics"]) == set(METRICS)
-
-
-def test_model_without_attention_writes_an_empty_attention_table(tmp_path):
-    _run(tmp_path, tiny_padded(60), model="tiny_noattn", cfg={**CFG, "epochs": 2})
-    attn = pl.read_parquet(tmp_path / "run" / "attention.parquet")
-    assert attn.height == 0 and attn.columns == ["stream_id", "query", "key", "weight"]
+    assert meta["model"] == "tiny" and meta["fold"] == 0 and meta["attention_labels"][0] == "anchor"
+    assert set(meta["numeric_scaler"]) == {"anchor/numeric", "room/numeric", "commodity/numeric"}
+    best = read_json(tmp_path / "tuning" / "run" / "best.json")
+    assert best["params"] == {} and best["source"] == "fixed" and best["trials"] == 0
 
 
 def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
     padded = tiny_padded(80)
-    a = _run(tmp_path, padded, "a", seed=3)
-    b = _run(tmp_path, padded, "b", seed=3)
-    c = _run(tmp_path, padded, "c", seed=4)
-    assert all(a[m] == b[m] for m in METRICS)
-    assert any(a[m] != c[m] for m in METRICS)
+    a = _job(tmp_path, padded, "a", seeds=(3,))["seeds"]["3"]["test"]
+    b = _job(tmp_path, padded, "b", seeds=(3,))["seeds"]["3"]["test"]
+    c = _job(tmp_path, padded, "c", seeds=(4,))["seeds"]["4"]["test"]
+    assert a == b
+    assert a != c
 
 
-def test_selection_never_looks_at_test(tmp_path):
+def test_tuning_and_selection_never_read_test_targets(tmp_path):
+    """Corrupting the fold's test targets leaves every trial, the choice and the weights as they were."""
     clean = tiny_padded(80)
     corrupt = tiny_padded(80)
-    test = corrupt.split == 2
+    test = corrupt.fold == 0
     corrupt.target[test] = np.random.default_rng(1).normal(50.0, 30.0, size=test.sum()).astype(np.float32)
-    a = _run(tmp_path, clean, "clean")
-    b = _run(tmp_path, corrupt, "corrupt")
-    assert a["epoch"] == b["epoch"] and a["epochs_run"] == b["epochs_run"]
-    wa, wb = load_file(tmp_path / "clean" / "model.safetensors"), load_file(tmp_path / "corrupt" / "model.safetensors")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _job(tmp_path / "a", clean, space=SPACE, source="t")
+    b = _job(tmp_path / "b", corrupt, space=SPACE, source="t")
+    ta = pl.read_parquet(tmp_path / "a/tuning/run/trials.parquet").drop("seconds")
+    tb = pl.read_parquet(tmp_path / "b/tuning/run/trials.parquet").drop("seconds")
+    assert ta.height == 3 and ta.equals(tb)
+    assert read_json(tmp_path / "a/tuning/run/best.json")["params"] == read_json(tmp_path / "b/tuning/run/best.json")["params"]
+    assert a["seeds"]["0"]["epoch"] == b["seeds"]["0"]["epoch"]
+    wa = load_file(tmp_path / "a/run/weights.safetensors")
+    wb = load_file(tmp_path / "b/run/weights.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert a["mse"] != b["mse"]  # the test metrics themselves did see the corrupted targets
+    assert a["seeds"]["0"]["test"]["mse"] != b["seeds"]["0"]["test"]["mse"]  # the test score did see them
+
+
+def test_numeric_standardisation_is_fitted_on_the_training_part_only():
+    padded = tiny_padded(60)
+    other = tiny_padded(60)
+    data = fold_data(padded, 1)  # fold 1: test = fold id 1, validation = fold id 2, train = the rest
+    train = data.rows["train"]
+    mask = np.ones(60, bool)
+    mask[train] = False
+    for key in ("anchor/numeric", "room/numeric", "commodity/numeric"):
+        other.arrays[key][mask] += 100.0  # every validation and test stream changes
+    moved = fold_data(other, 1)
+    for key, (mean, sd) in data.scaler.stats.items():
+        np.testing.assert_allclose(moved.scaler.stats[key][0], mean)
+        np.testing.assert_allclose(moved.scaler.stats[key][1], sd)
+        z = data.padded.arrays[key][train]
+        if key != "commodity/numeric":
+            np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
+    # Padded items stay zero after standardisation.
+    item_pad = ~data.padded.arrays["commodity/mask"]
+    assert (data.padded.arrays["commodity/numeric"][item_pad] == 0).all()
 
 
 class Interrupt(Exception):
     pass
 
 
-def test_resume_after_interruption_gives_the_same_result(tmp_path):
-    padded = tiny_padded(80)
-    full = _run(tmp_path, padded, "full")
+def test_epoch_checkpoint_resume_gives_the_same_result(tmp_path):
+    data = fold_data(tiny_padded(80), 0)
+    cfg = TrainConfig.from_dict(CFG)
+
+    def run(ckpt, hook=None):
+        torch.manual_seed(0)
+        model = tiny_builder("tiny", data.padded.dims(), dropout=0.2)
+        result = train_model(model, data, cfg, 0, "cpu", checkpoint_dir=ckpt, run_fingerprint="fp", on_epoch_end=hook)
+        return model, result
+
+    full_model, full = run(tmp_path / "full")
 
     def stop(epoch, row):
         if epoch == 4:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        _run(tmp_path, padded, "cut", on_epoch_end=stop)
-    state = read_json(tmp_path / "cut" / CHECKPOINT_DIR / "state.json")
-    assert state["progress"]["epoch"] == 4
-    resumed = _run(tmp_path, padded, "cut")
-    assert resumed["resumed_from_epoch"] == 4
-    assert all(full[m] == resumed[m] for m in METRICS) and full["epoch"] == resumed["epoch"]
-    wa, wb = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert not (tmp_path / "cut" / CHECKPOINT_DIR).exists()
+        run(tmp_path / "cut", stop)
+    assert read_json(tmp_path / "cut" / "state.json")["progress"]["epoch"] == 4
+    model, resumed = run(tmp_path / "cut")
+    assert resumed.resumed_from == 4 and resumed.best_epoch == full.best_epoch
+    assert resumed.history == full.history
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), full_model.state_dict().values()))
 
 
-def test_checkpoint_of_another_run_is_not_resumed(tmp_path):
+def test_a_finished_seed_is_kept_when_the_job_dies_later(tmp_path):
     padded = tiny_padded(60)
+    built = []
 
-    def stop(epoch, row):
-        if epoch == 2:
+    def dies_on_second_seed(name, dims, **options):
+        built.append(options)
+        if len(built) == 2:
             raise Interrupt
+        return tiny_builder(name, dims, **options)
 
     with pytest.raises(Interrupt):
-        _run(tmp_path, padded, "x", on_epoch_end=stop)
-    metrics = _run(tmp_path, padded, "x", cfg={**CFG, "lr": 1e-3})  # other settings: a different fingerprint
-    assert metrics["resumed_from_epoch"] is None
+        _job(tmp_path, padded, "x", seeds=(0, 1), builder=dies_on_second_seed)
+    assert (tmp_path / "x" / ".partial" / "seed0" / "done.json").exists()
+    built.clear()
+    again = _job(tmp_path, padded, "x", seeds=(0, 1), builder=lambda *a, **k: built.append(k) or tiny_builder(*a, **k))
+    assert len(built) == 1  # seed 0 came back from .partial; only seed 1 trained
+    reference = _job(tmp_path, padded, "y", seeds=(0, 1))
+    for seed in ("0", "1"):
+        assert again["seeds"][seed]["test"] == reference["seeds"][seed]["test"]
 
 
 def test_safetensors_round_trip_reproduces_predictions(tmp_path):
     padded = tiny_padded(60)
-    _run(tmp_path, padded, cfg={**CFG, "epochs": 3})
-    model, meta = load_model(tmp_path / "run", builder=tiny_builder)
-    assert (tmp_path / "run" / "model.safetensors").read_bytes()[:8] != b"\x80\x04"  # not a pickle
-    rows = np.arange(len(padded))
-    pred, _ = predict(model, padded, rows, "cpu", 7, meta["target_mean"], meta["target_sd"])
-    saved = read_predictions(tmp_path / "run" / "predictions.parquet")["y_pred"].to_numpy()
-    np.testing.assert_allclose(pred, saved, rtol=1e-6, atol=1e-6)
-    header = json.loads(__import__("safetensors").safe_open(str(tmp_path / "run" / "model.safetensors"), "pt").metadata()["memf"])
+    _job(tmp_path, padded, cfg={**CFG, "epochs": 3}, seeds=(0, 1))
+    models, meta = load_models(tmp_path / "run", builder=tiny_builder)
+    assert (tmp_path / "run" / "weights.safetensors").read_bytes()[:8] != b"\x80\x04"  # not a pickle
+    data = fold_data(padded, 0)
+    saved = read_predictions(tmp_path / "run" / "predictions.parquet")
+    for seed, model in models.items():
+        scale = meta["per_seed"][str(seed)]
+        pred, _ = predict(model, data.padded, np.arange(len(padded)), "cpu", 7, scale["target_mean"], scale["target_sd"])
+        np.testing.assert_allclose(pred, saved.filter(pl.col("seed") == seed)["y_pred"].to_numpy(), rtol=1e-6, atol=1e-6)
+    from safetensors import safe_open
+
+    header = json.loads(safe_open(str(tmp_path / "run" / "weights.safetensors"), "pt").metadata()["memf"])
     assert header["model"] == "tiny" and header["dims"] == meta["dims"]
 
 
@@ -136,10 +189,13 @@ def test_bad_config_and_bad_data_are_refused(tmp_path):
         TrainConfig.from_dict({"epoch": 3})
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig.from_dict({"epochs": 0})
-    padded = tiny_padded(30)
-    padded.split[:] = 0
-    with pytest.raises(DataError, match="val split"):
-        _run(tmp_path, padded)
+    with pytest.raises(DataError, match="the val part has 0 streams"):
+        fold_data(_no_val(tiny_padded(30)), 0)
+
+
+def _no_val(padded: Padded) -> Padded:
+    padded.fold[padded.fold == 1] = 2  # fold 0's validation part (fold 1) is empty
+    return padded
 
 
 def test_real_memf_model_trains_and_reports_entity_attention(tmp_path):
@@ -147,11 +203,10 @@ def test_real_memf_model_trains_and_reports_entity_attention(tmp_path):
 
     path = tmp_path / "p.h5"
     write_padded(path, tiny_padded(40))
-    metrics = run_training(
-        path, tmp_path / "memf", experiment="memf", model_name="memf",
-        options={"width": 16, "heads": 2, "layers": 1, "dropout": 0.0, "drop_entities": ["audio"]},
-        feature_set="demo", seed=0, train_cfg={**CFG, "epochs": 2}, builder=build_model,
-    )
-    assert np.isfinite(metrics["r2"])
+    job = JobSpec(experiment="memf", model="memf", feature_set="demo", fold=2, seeds=(0,),
+                  options={"width": 16, "heads": 2, "layers": 1, "dropout": 0.0, "drop_entities": ["audio"]})
+    metrics = fit_experiment(path, tmp_path / "memf", job, {**CFG, "epochs": 2}, tuning_dir=tmp_path / "t",
+                             builder=build_model)
+    assert np.isfinite(metrics["seeds"]["0"]["test"]["r2"]) and metrics["seeds"]["0"]["n_parameters"] > 0
     attn = pl.read_parquet(tmp_path / "memf" / "attention.parquet")
     assert attn["query"].unique(maintain_order=True).to_list() == ["anchor", "commodity", "room", "video"]

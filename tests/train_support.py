@@ -20,8 +20,9 @@ ENTITY_KEYS = {
 }
 
 
-def tiny_padded(n: int = 60, seed: int = 0, noise: float = 0.3) -> Padded:
-    """``n`` streams (60% train, 20% val, 20% test) whose target is a linear function of the pooled features plus noise."""
+def tiny_padded(n: int = 60, seed: int = 0, noise: float = 0.3, folds: int = 5) -> Padded:
+    """``n`` streams in ``folds`` folds (stream i in fold i mod folds: fold 0 tests streams 0, 5, 10, ..., validates
+    on 1, 6, 11, ...) whose target is a linear function of the pooled features plus noise."""
     rng = np.random.default_rng(seed)
     m, c = 3, 2
     arrays = {
@@ -48,13 +49,11 @@ def tiny_padded(n: int = 60, seed: int = 0, noise: float = 0.3) -> Padded:
         + 0.4 * arrays["video/x"][:, 0, 0]
     )
     target = 5.0 + signal + noise * rng.normal(size=n)
-    split = np.zeros(n, dtype=np.int8)
-    split[int(0.6 * n):int(0.8 * n)] = 1
-    split[int(0.8 * n):] = 2
     return Padded(
         stream_id=np.array([f"s{i:04d}" for i in range(n)]),
-        split=split,
+        fold=(np.arange(n) % folds).astype(np.int8),
         target=target.astype(np.float32),
+        folds=folds,
         arrays={k: v.astype(np.float32) for k, v in arrays.items()} | masks,
     )
 

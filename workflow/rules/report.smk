@@ -1,26 +1,36 @@
-# Tables (paper Tables 7-10, Fig. 5) and figures (Figs. 3-6, Table 9 bars), recomputed from the runs' predictions.
+# Tables (paper Tables 7-10, Fig. 5, references, ceilings, tuning) and figures (Figs. 3-6, Table 9 bars, the tuning
+# budget), recomputed from the runs' predictions; all of them in `snakemake --report report.html` (docs/report.md).
 
 
 include: "stage2_common.smk"
+
+
+def report_table(path):
+    """A table's HTML page goes into the report (shown inline, with its caption); the CSV and Markdown do not."""
+    if not path.endswith(".html"):
+        return path
+    name = Path(path).stem
+    kind = name if name in ("tuning", "entity_importance") else "table"
+    return report(path, category="Tables", caption=f"../report/{kind}.rst", labels={"table": name})
 
 
 rule tables:
     input:
         unpack(get_ground_truth),
         runs=get_table_runs,
-        ground_truth_json=[GROUND_TRUTH_JSON] if IMPORTANCE_TABLE else [],
+        tuning=get_tuning_records,
+        ground_truth_json=[GROUND_TRUTH_JSON] if SIMULATED else [],
     output:
-        [report(path, category="Tables") if path.endswith(".md") else path for path in table_outputs()],
+        [report_table(path) for path in table_outputs()],
     log:
         "logs/report/tables.log",
     params:
-        tables=EVALUATION["tables"],
+        evaluation=EVALUATION,
         experiments=config["experiments"],
         seeds=config["seeds"],
-        compare_to=EVALUATION["compare_to"],
-        bootstrap=EVALUATION["bootstrap"],
+        folds=FOLDS,
         importance_table=IMPORTANCE_TABLE,
-        importance_truth=EVALUATION["importance"]["truth"],
+        code=code_version("report"),
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     resources:
         mem_mb=2000,
@@ -34,8 +44,9 @@ rule figures:
     input:
         tables=[f"{TABLES_DIR}/{table}.csv" for table in BAR_FIGURES.values()],
         run=get_figure_run,
+        tuning=get_tuning_records,
     output:
-        [report(path, category="Figures") for path in figure_outputs()],
+        [report(path, category="Figures", caption=f"../report/{Path(path).stem}.rst") for path in figure_outputs()],
     log:
         "logs/report/figures.log",
     params:
@@ -43,6 +54,7 @@ rule figures:
         bars=lambda wildcards, input: dict(zip(BAR_FIGURES, input.tables)),
         titles=[EVALUATION["tables"][table].get("title", table) for table in BAR_FIGURES.values()],
         run_dir=lambda wildcards, input: str(Path(input.run[0]).parent) if input.run else None,
+        code=code_version("report"),
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     resources:
         mem_mb=2000,

@@ -113,12 +113,9 @@ def get_figure_run(wildcards=None):
 
 
 def table_outputs():
-    out = [f"{TABLES_DIR}/{name}.{ext}" for name in TABLES for ext in ("csv", "md")]
-    if TUNED:
-        out += [f"{TABLES_DIR}/tuning.{ext}" for ext in ("csv", "md")]
-    if IMPORTANCE_TABLE:
-        out += [f"{TABLES_DIR}/entity_importance.{ext}" for ext in ("csv", "md", "json")]
-    return out
+    names = TABLES + (["tuning"] if TUNED else []) + (["entity_importance"] if IMPORTANCE_TABLE else [])
+    out = [f"{TABLES_DIR}/{name}.{ext}" for name in names for ext in ("csv", "md", "html")]
+    return out + ([f"{TABLES_DIR}/entity_importance.json"] if IMPORTANCE_TABLE else [])
 
 
 def figure_outputs():

@@ -9,8 +9,10 @@ with job_log(sm.log[0]):
     draw_figures(
         sm.params.out_dir,
         run_dir=sm.params.run_dir,
-        run_label=f"{figures['experiment']} seed {figures['seed']}",
+        run_seed=figures["seed"],
+        run_label=f"{figures['experiment']} fold {figures['fold']} seed {figures['seed']}",
         bars={name: (csv, title) for (name, csv), title in zip(sm.params.bars.items(), sm.params.titles, strict=True)},
+        tuning_records=list(sm.input.tuning),
         attention_streams=figures["attention_streams"],
         sample_seed=figures["sample_seed"],
     )

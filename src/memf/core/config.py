@@ -248,7 +248,8 @@ def evaluation_plan(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str
     """The evaluation section restricted to the experiments that exist, and one note per thing left out.
 
     A smaller matrix (a user's config with a few experiments) gets the table rows, comparisons, ceilings and figures
-    it has: a table keeps the rows whose experiments exist (a table left with no row is not written), a comparison or
+    it has: a table keeps the rows whose experiments exist (a table left with fewer than two rows compares nothing and
+    is not written), a comparison or
     a ceiling naming an absent experiment is dropped, and the run figures are drawn only for an existing experiment.
     """
     experiments = config["experiments"]
@@ -258,10 +259,11 @@ def evaluation_plan(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str
     for name, spec in evaluation["tables"].items():
         rows = {e: label for e, label in spec["rows"].items() if e in experiments}
         gone = [e for e in spec["rows"] if e not in experiments]
-        if gone:
-            notes.append(f"evaluation.tables.{name}: rows without an experiment left out: {', '.join(gone)}"
-                         + ("" if rows else " (no row left: the table is not written)"))
-        if rows:
+        if gone and len(rows) > 1:
+            notes.append(f"evaluation.tables.{name}: rows without an experiment left out: {', '.join(gone)}")
+        elif gone:
+            notes.append(f"evaluation.tables.{name}: {len(rows)} of its rows have an experiment; not written")
+        if len(rows) > 1:
             tables[name] = {**spec, "rows": rows}
     evaluation["tables"] = tables
     compare = {fs: e for fs, e in evaluation["compare_to"].items() if e in experiments}

@@ -19,6 +19,7 @@ Each table lists experiments (config ``evaluation.tables.<name>.rows``: experime
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from collections import Counter
@@ -191,8 +192,7 @@ class TableBuilder:
         out = [self.row(name, label) for name, label in rows.items()]
         if self.ground_truth is not None:
             out.append(self.oracle_row(self.runs(next(iter(rows)))))
-        return pl.DataFrame(out, schema=_schema(), orient="row") if False else pl.DataFrame(
-            [{k: r.get(k) for k in _schema()} for r in out], schema=_schema())
+        return pl.DataFrame([{k: r.get(k) for k in _schema()} for r in out], schema=_schema())
 
 
 def _schema() -> dict[str, pl.DataType]:
@@ -233,12 +233,13 @@ def caption(level: float, n_boot: int, latent: dict[str, Any] | None) -> str:
     )
 
 
-def markdown_table(frame: pl.DataFrame, title: str, level: float, note: str) -> str:
-    """The table for people: pooled metrics with the run spread, ceilings, the R² comparison and verdict."""
+def table_cells(frame: pl.DataFrame, level: float) -> tuple[list[str], list[list[str]]]:
+    """The table for people (header, rows): pooled metrics with the run spread, ceilings, the R² comparison, the
+    verdict and the settings."""
     refs = sorted({r for r in frame["compared_to"].to_list() if r})
     head = ["Method", "Features", "Runs", "Params"] + [METRIC_LABELS[m] for m in METRICS]
     head += ["of oracle", "of latent", f"ΔR² vs {'/'.join(refs) or 'MEMF'} [{level:.0%} CI]", "Verdict", "Settings"]
-    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in frame.iter_rows(named=True):
         runs = f"{r['n_folds']}×{r['n_seeds']}" if r["n_seeds"] else ""
         cells = [r["label"], r["feature_set"] or "", runs, "" if r["n_parameters"] is None else f"{r['n_parameters']:,}"]
@@ -249,10 +250,37 @@ def markdown_table(frame: pl.DataFrame, title: str, level: float, note: str) -> 
         d = r["r2_diff"]
         cells.append("" if d is None else f"{d:+.3f} [{r['r2_lo']:+.3f}, {r['r2_hi']:+.3f}]")
         cells += [r["verdict"] or "", r["settings"] or ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    n = frame["n_streams"].max()
-    lines += ["", f"{n} streams. {note}", ""]
-    return "\n".join(lines)
+        rows.append(cells)
+    return head, rows
+
+
+def markdown(title: str, head: list[str], rows: list[list[str]], note: str) -> str:
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join([*lines, "", note, ""])
+
+
+def html_page(title: str, head: list[str], rows: list[list[str]], note: str) -> str:
+    """A self-contained HTML page of one table: what ``snakemake --report`` shows inline."""
+    esc = html.escape
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>\n" for cells in rows)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title><style>"
+        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
+        "th{background:#eee}</style></head><body>\n"
+        f"<h2>{esc(title)}</h2>\n<table>\n<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>\n"
+        + body + f"</table>\n<p>{esc(note)}</p>\n</body></html>\n"
+    )
+
+
+def write_table(out_dir: Path, name: str, frame: pl.DataFrame, title: str, head: list[str], rows: list[list[str]],
+                note: str) -> list[Path]:
+    """``{name}.csv`` (every number), ``{name}.md`` and ``{name}.html`` (for people)."""
+    write_csv(out_dir / f"{name}.csv", frame)
+    write_text(out_dir / f"{name}.md", markdown(title, head, rows, note))
+    write_text(out_dir / f"{name}.html", html_page(title, head, rows, note))
+    return [out_dir / f"{name}.{ext}" for ext in ("csv", "md", "html")]
 
 
 def tuning_table(records: Sequence[str | Path], experiments: dict[str, Experiment]) -> pl.DataFrame:
@@ -275,22 +303,23 @@ def tuning_table(records: Sequence[str | Path], experiments: dict[str, Experimen
     return pl.DataFrame(rows).sort("experiment", "fold")
 
 
-def tuning_markdown(frame: pl.DataFrame) -> str:
+def tuning_cells(frame: pl.DataFrame) -> tuple[list[str], list[list[str]], str]:
+    """The tuning record for people: per tuned experiment, trials by state over its folds, and a note."""
     per = frame.group_by("experiment", maintain_order=True).agg(
         pl.col("model").first(), pl.col("search").first(), pl.col("fold").count().alias("folds"),
         pl.col("trials").sum(), pl.col("complete").sum(), pl.col("pruned").sum(), pl.col("failed").sum(),
         pl.col("best_val_r2").mean(), pl.col("seconds").sum())
-    lines = ["# Tuning: the same trial budget for every tuned experiment", "",
-             "| Experiment | Model | Search space | Folds | Trials | Complete | Pruned | Failed | Best val R² (mean over folds) | Trial seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in per.iter_rows(named=True):
-        lines.append(f"| {r['experiment']} | {r['model']} | {r['search']} | {r['folds']} | {r['trials']} | "
-                     f"{r['complete']} | {r['pruned']} | {r['failed']} | {_fmt(r['best_val_r2'])} | {r['seconds']:.0f} |")
-    equal = per["trials"].n_unique() == 1
-    lines += ["", "Trials per experiment: " + ("equal" if equal else "NOT equal") + f" ({', '.join(map(str, per['trials'].unique().sort().to_list()))}). "
-              "Each fold's study is scored on that fold's validation part only; the test part never enters a choice. "
-              "Per-fold choices: tuning.csv and results/tuning/{experiment}/fold{k}/trials.parquet.", ""]
-    return "\n".join(lines)
+    head = ["Experiment", "Model", "Search space", "Folds", "Trials", "Complete", "Pruned", "Failed",
+            "Best val R² (mean over folds)", "Trial seconds"]
+    rows = [[r["experiment"], r["model"], r["search"], str(r["folds"]), str(r["trials"]), str(r["complete"]),
+             str(r["pruned"]), str(r["failed"]), _fmt(r["best_val_r2"]), f"{r['seconds']:.0f}"]
+            for r in per.iter_rows(named=True)]
+    per_fold = sorted(frame["trials"].unique().to_list())
+    note = (f"Trials per (experiment, fold): {'equal' if len(per_fold) == 1 else 'NOT equal'} "
+            f"({', '.join(map(str, per_fold))}). Each fold's study is scored on that fold's validation part only; the "
+            "test part never enters a choice. Per-fold choices: tuning.csv and "
+            "results/tuning/{experiment}/fold{k}/trials.parquet.")
+    return head, rows, note
 
 
 def entity_importance(
@@ -390,30 +419,26 @@ def build_tables(
     written: list[Path] = []
     for name, spec in tables.items():
         frame = builder.table(dict(spec["rows"]))
-        write_csv(out_dir / f"{name}.csv", frame)
-        write_text(out_dir / f"{name}.md", markdown_table(frame, spec.get("title", name), level, note))
-        written += [out_dir / f"{name}.csv", out_dir / f"{name}.md"]
+        head, rows = table_cells(frame, level)
+        n = frame["n_streams"].max()
+        written += write_table(out_dir, name, frame, spec.get("title", name), head, rows, f"{n} streams. {note}")
         log.info("table %s: %d rows", name, frame.height)
     if tuning_records:
         frame = tuning_table(tuning_records, experiments)
-        write_csv(out_dir / "tuning.csv", frame)
-        write_text(out_dir / "tuning.md", tuning_markdown(frame))
-        written += [out_dir / "tuning.csv", out_dir / "tuning.md"]
+        head, rows, tuning_note = tuning_cells(frame)
+        written += write_table(out_dir, "tuning", frame, "Tuning: the same trial budget for every tuned experiment",
+                               head, rows, tuning_note)
     if importance_table is not None and ground_truth_json is not None:
         frame, summary = entity_importance(builder, dict(tables[importance_table]["rows"]), ground_truth_json,
                                            importance_key)
         write_csv(out_dir / "entity_importance.csv", frame)
-        md = [
-            "# Leave-one-entity-out importance vs the simulator's truth", "",
-            "| Entity | Experiment | R² drop (pooled) | LOO rank | True importance | True rank |", "|---|---|---|---|---|---|",
-        ]
-        md += [
-            f"| {r['entity']} | {r['experiment']} | {r['r2_drop']:+.4f} | {r['loo_rank']} | {r['true_importance']:.3f} | {r['true_rank']} |"
-            for r in frame.iter_rows(named=True)
-        ]
-        md += ["", summary["statement"], ""]
-        write_text(out_dir / "entity_importance.md", "\n".join(md))
+        head = ["Entity", "Experiment", "R² drop (pooled)", "LOO rank", "True importance", "True rank"]
+        rows = [[r["entity"], r["experiment"], f"{r['r2_drop']:+.4f}", str(r["loo_rank"]), f"{r['true_importance']:.3f}",
+                 str(r["true_rank"])] for r in frame.iter_rows(named=True)]
+        written += write_table(out_dir, "entity_importance", frame,
+                               "Leave-one-entity-out importance vs the simulator's truth", head, rows,
+                               summary["statement"])
         write_json(out_dir / "entity_importance.json", summary)
-        written += [out_dir / "entity_importance.csv", out_dir / "entity_importance.md", out_dir / "entity_importance.json"]
+        written.append(out_dir / "entity_importance.json")
         log.info("%s", summary["statement"])
     return written

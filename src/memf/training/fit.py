@@ -172,7 +172,7 @@ class _Runner:
                 scores = regression_metrics(y_val, pred[val])
                 return Outcome(scores["mse"], scores["r2"], None, {"iterations": info.get("iterations")})
             _, result, _, _ = self.neural(trial.params, seed, final=False,
-                                          hook=lambda epoch, row: trial.report(epoch, row["val_mse"]))
+                                          hook=lambda epoch, row: trial.report(epoch, row["val_mse"], row["val_r2"]))
             best = result.history[result.best_epoch - 1]
             return Outcome(best["val_mse"], best["val_r2"], result.epochs_run)
 

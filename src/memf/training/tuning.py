@@ -4,8 +4,8 @@
 One study per (experiment, fold), run in the job's own process and recorded in an Optuna journal file
 (``JournalStorage`` + ``JournalFileBackend``: append-only, safe when a job is killed), so a rerun of a killed job
 resumes its study: finished trials are kept, the trial that was running when the job died is marked failed (and not
-counted), and the remaining trials run. The sampler is TPE, re-seeded for every trial from (seed, fold, trial
-number), so a resumed study draws the same settings an uninterrupted one would. The median pruner stops a neural
+counted), and the remaining trials run. The sampler is TPE, re-seeded for every trial from (seed, fold, number
+of finished trials), so a resumed study draws the same settings an uninterrupted one would. The median pruner stops a neural
 trial whose validation MSE trails the median of earlier trials at the same epoch.
 
 The objective sees the training and validation parts only (:class:`Trial` carries no test data): choosing settings
@@ -50,11 +50,18 @@ class Trial:
     params: dict[str, Any]  # "train.lr" -> value, "model.width" -> value (choices decoded from their JSON labels)
     _trial: optuna.Trial | None = None
     _pruner: bool = False
+    _best: float = float("inf")
 
-    def report(self, epoch: int, val_mse: float) -> None:
-        """Record the validation MSE after ``epoch``; raises :class:`Pruned` when the pruner says stop."""
+    def report(self, epoch: int, val_mse: float, val_r2: float) -> None:
+        """Record the validation scores after ``epoch``; raises :class:`Pruned` when the pruner says stop.
+
+        The R² of the best epoch so far is kept, so a pruned trial too has a validation score in the record.
+        """
         if self._trial is None:
             return
+        if val_mse < self._best:
+            self._best = val_mse
+            self._trial.set_user_attr("val_r2", val_r2)
         self._trial.report(val_mse, epoch)
         if self._pruner and self._trial.should_prune():
             raise Pruned(f"trial {self.number} pruned after epoch {epoch} (val MSE {val_mse:.4f})")
@@ -91,8 +98,8 @@ def decode(space: SearchSpace, raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _trial_seed(seed: int, fold: int, number: int, name: str) -> int:
-    return zlib.crc32(json.dumps([seed, fold, number, name]).encode())
+def _trial_seed(seed: int, fold: int, index: int, name: str) -> int:
+    return zlib.crc32(json.dumps([seed, fold, index, name]).encode())
 
 
 def run_study(
@@ -131,8 +138,10 @@ def run_study(
     if done:
         log.info("%s: resuming with %d of %d trials done", name, done, settings.trials)
     while (done := counted()) < settings.trials:
+        # Seeded by the count of finished trials (not the trial number, which a dead job's stale trial bumped), and
+        # TPE reads only finished trials: a resumed study draws what an uninterrupted one would have drawn.
         study.sampler = optuna.samplers.TPESampler(
-            seed=_trial_seed(settings.seed, fold, len(study.trials), name), n_startup_trials=settings.startup_trials
+            seed=_trial_seed(settings.seed, fold, done, name), n_startup_trials=settings.startup_trials
         )
         ot = study.ask(distributions)
         trial = Trial(number=ot.number, params=decode(space, ot.params), _trial=ot, _pruner=prunable)
