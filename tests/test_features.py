@@ -49,7 +49,7 @@ def test_every_kind_is_registered_with_its_modality():
 
 def test_unknown_option_is_refused(tiny_env):
     spec = ExtractorSpec("rn", "torchvision", "resnet18", {"weights": "none", "crop_size": 32})
-    with pytest.raises(ValueError, match=r"unknown options \['crop_size'\]"):
+    with pytest.raises(ValueError, match=r"options.crop_size: unknown option \(accepted: batch_size, crop, "):
         build_extractor(spec, SETTINGS, CPU)
 
 
@@ -210,3 +210,193 @@ def test_tiny_tokenizers_are_the_same_in_every_process():
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)]
     assert runs[0] == runs[1]
+
+
+# --- Preprocessing from the checkpoint --------------------------------------------------------------------------------
+
+
+def _videomae_folder(folder, processor=None, image_size=24):
+    """A tiny VideoMAE of ``image_size`` saved with ``processor`` (none: no preprocessor_config.json)."""
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    torch.manual_seed(0)
+    VideoMAEModel(VideoMAEConfig(image_size=image_size, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32,
+                                 num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    if processor is not None:
+        processor.save_pretrained(folder)
+    return str(folder)
+
+
+def test_videomae_inputs_follow_a_non_default_processor_config(tiny_env, tmp_path):
+    from transformers import VideoMAEImageProcessor
+
+    from memf.data.media import read_video
+
+    proc = VideoMAEImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 24, "width": 24}, resample=3,
+                                  image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3])
+    folder = _videomae_folder(tmp_path / "vm", proc)
+    ext = build_extractor(ExtractorSpec("vm", "videomae", folder), SETTINGS, CPU)
+    clips = clip_paths(tiny_env, "video")[:2]
+    ours = ext.model_inputs([ext.prepare(c) for c in clips])
+    expected = proc([list(read_video(c, 4)) for c in clips], return_tensors="pt")["pixel_values"]
+    assert ours.shape == (2, 4, 3, 24, 24)
+    assert torch.equal(ours, expected)  # exactly what the processor itself returns
+    record = identity(ext.spec, SETTINGS)["preprocessing"]
+    assert record["values"] == {"resize": {"shortest_edge": 28}, "crop": {"height": 24, "width": 24},
+                                "interpolation": "bicubic", "rescale_factor": 1 / 255,
+                                "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]}
+    assert set(record["from"].values()) == {"checkpoint"} and "preprocessor_config.json" in record["reference"]
+    # The tiny model's own config (ImageNet mean and sd, no resize of its 32 px frames) gives other inputs.
+    default = make(tiny_env, "vm")
+    assert not torch.allclose(default.model_inputs([default.prepare(clips[0])])[0, :, :, :24, :24], ours[0])
+
+
+def test_videomae_option_overrides_the_processor_and_is_recorded(tiny_env, tmp_path):
+    from transformers import VideoMAEImageProcessor
+
+    from memf.data.media import read_video
+
+    proc = VideoMAEImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 24, "width": 24})
+    folder = _videomae_folder(tmp_path / "vm", proc)
+    ext = build_extractor(ExtractorSpec("vm", "videomae", folder, {"mean": [0.1, 0.2, 0.3], "resize": 30}), SETTINGS, CPU)
+    clip = clip_paths(tiny_env, "video")[0]
+    expected = proc([list(read_video(clip, 4))], image_mean=[0.1, 0.2, 0.3], size={"shortest_edge": 30},
+                    return_tensors="pt")["pixel_values"]
+    assert torch.equal(ext.model_inputs([ext.prepare(clip)]), expected)
+    record = ext.spec.preprocessing
+    assert record["from"]["mean"] == "option" and record["values"]["mean"] == [0.1, 0.2, 0.3]
+    assert record["from"]["resize"] == "option" and record["values"]["resize"] == {"shortest_edge": 30}
+    assert record["from"]["std"] == "checkpoint"
+
+
+def test_videomae_folder_without_processor_config_needs_every_option(tiny_env, tmp_path):
+    folder = _videomae_folder(tmp_path / "vm", None, image_size=32)
+    with pytest.raises(ValueError, match=r"has no preprocessor_config.json.*\(missing: mean, std, interpolation\)"):
+        build_extractor(ExtractorSpec("vm", "videomae", folder, {"resize": 32, "crop": 32}), SETTINGS, CPU)
+    options = {"resize": 32, "crop": 32, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+               "interpolation": "bilinear"}
+    ext = build_extractor(ExtractorSpec("vm", "videomae", folder, options), SETTINGS, CPU)
+    record = ext.spec.preprocessing
+    assert record["from"] == {**{k: "option" for k in options}, "rescale_factor": "default"}
+    # Those options are what the tiny model's processor config says: the same inputs.
+    clip, tiny = clip_paths(tiny_env, "video")[0], make(tiny_env, "vm")
+    assert torch.equal(ext.model_inputs([ext.prepare(clip)]), tiny.model_inputs([tiny.prepare(clip)]))
+
+
+def test_videomae_preprocessing_must_give_the_models_frame_size(tmp_path):
+    from transformers import VideoMAEImageProcessor
+
+    folder = _videomae_folder(tmp_path / "vm", VideoMAEImageProcessor(size={"shortest_edge": 32},
+                                                                     crop_size={"height": 32, "width": 32}))
+    with pytest.raises(ValueError, match=r"frames of \(32, 32\).*expects 24 x 24"):
+        build_extractor(ExtractorSpec("vm", "videomae", folder), SETTINGS, CPU)
+
+
+def _wav2vec2_folder(tiny_env, folder, **feature_extractor):
+    import shutil
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    shutil.copytree(tiny_env.models / "wav2vec2", folder)
+    Wav2Vec2FeatureExtractor(**{"feature_size": 1, "padding_value": 0.0, **feature_extractor}).save_pretrained(folder)
+    return str(folder)
+
+
+def test_wav2vec2_inputs_follow_the_feature_extractor(tiny_env, tmp_path):
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from memf.data.media import read_audio
+
+    clip = clip_paths(tiny_env, "audio")[0]
+    folder = _wav2vec2_folder(tiny_env, tmp_path / "w", sampling_rate=8000, do_normalize=False)
+    ext = build_extractor(ExtractorSpec("w", "wav2vec2", folder), SETTINGS, CPU)
+    assert ext.spec.preprocessing["values"] == {"sample_rate": 8000, "normalize": False}
+    assert set(ext.spec.preprocessing["from"].values()) == {"checkpoint"}
+    wave = ext.prepare(clip)
+    np.testing.assert_array_equal(wave, read_audio(clip, sample_rate=8000))
+    fe = Wav2Vec2FeatureExtractor.from_pretrained(folder)
+    assert torch.equal(ext.model_inputs([wave]), fe(wave, sampling_rate=8000, return_tensors="pt")["input_values"])
+    # The tiny model's config (16 kHz, do_normalize) gives 16 kHz, zero-mean unit-variance inputs.
+    tiny = make(tiny_env, "w2v")
+    wave16 = tiny.prepare(clip)
+    assert wave16.size == 2 * wave.size
+    fe16 = Wav2Vec2FeatureExtractor.from_pretrained(tiny_env.models / "wav2vec2")
+    np.testing.assert_allclose(tiny.model_inputs([wave16]).numpy(),
+                               fe16(wave16, sampling_rate=16000, return_tensors="np")["input_values"], atol=1e-5)
+    # An option overrides do_normalize and is recorded as such.
+    forced = build_extractor(ExtractorSpec("w", "wav2vec2", folder, {"normalize": True}), SETTINGS, CPU)
+    assert forced.spec.preprocessing["from"] == {"sample_rate": "checkpoint", "normalize": "option"}
+    normalising = Wav2Vec2FeatureExtractor.from_pretrained(folder, do_normalize=True)
+    np.testing.assert_allclose(forced.model_inputs([wave]).numpy(),
+                               normalising(wave, sampling_rate=8000, return_tensors="np")["input_values"], atol=1e-5)
+
+
+def test_wav2vec2_folder_without_processor_config_is_refused_unless_options_say(tiny_env, tmp_path):
+    import shutil
+
+    folder = tmp_path / "w"
+    shutil.copytree(tiny_env.models / "wav2vec2", folder)
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(ValueError, match=r"no preprocessor_config.json.*\(missing: sample_rate, normalize\)"):
+        build_extractor(ExtractorSpec("w", "wav2vec2", str(folder)), SETTINGS, CPU)
+    ext = build_extractor(ExtractorSpec("w", "wav2vec2", str(folder), {"sample_rate": 16000, "normalize": True}), SETTINGS, CPU)
+    assert ext.spec.preprocessing["from"] == {"sample_rate": "option", "normalize": "option"}
+
+
+def _photo(tmp_path, size=(300, 260)):
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 256, size=(13, 15, 3), dtype=np.uint8)
+    from PIL import Image
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(small).resize(size, Image.Resampling.BICUBIC).save(path)
+    return str(path)
+
+
+def test_torchvision_enum_preset_gives_its_transforms_inputs(tmp_path):
+    from PIL import Image
+    from torchvision.models import ResNet50_Weights
+
+    from memf.data.media import read_image
+    from memf.features.image import normalise, resize_crop, torchvision_preprocessing
+
+    path = _photo(tmp_path)
+    pre = torchvision_preprocessing("resnet50", "IMAGENET1K_V2", {})  # the preset only: no weights are downloaded
+    assert pre.values["resize"] == 232 and pre.values["crop"] == 224
+    assert set(pre.sources.values()) == {"checkpoint"} and pre.reference == "ResNet50_Weights.IMAGENET1K_V2.transforms()"
+    crop = resize_crop(read_image(path), pre)
+    ours = normalise(torch.tensor(crop).permute(2, 0, 1), pre)
+    assert torch.equal(ours, ResNet50_Weights.IMAGENET1K_V2.transforms()(Image.open(path).convert("RGB")))
+    v1 = torchvision_preprocessing("resnet50", "IMAGENET1K_V1", {})
+    assert v1.values["resize"] == 256 and not np.array_equal(resize_crop(read_image(path), v1), crop)
+    # weights none or a file: the DEFAULT weights' preset (V2 for ResNet50), labelled default; options override.
+    none = torchvision_preprocessing("resnet50", "none", {"crop": 200, "interpolation": "bicubic"})
+    assert none.values["resize"] == 232 and none.sources["resize"] == "default"
+    assert none.values["crop"] == 200 and none.sources["crop"] == "option"
+    preset = ResNet50_Weights.IMAGENET1K_V2.transforms()
+    preset.crop_size, preset.interpolation = [200], __import__("torchvision").transforms.InterpolationMode.BICUBIC
+    crop = resize_crop(read_image(path), none)
+    assert torch.equal(normalise(torch.tensor(crop).permute(2, 0, 1), none), preset(Image.open(path).convert("RGB")))
+
+
+def test_every_architecture_has_an_image_classification_preset():
+    from memf.features.image import torchvision_preprocessing
+    from memf.features.spec import TORCHVISION_ARCHITECTURES
+
+    for arch in TORCHVISION_ARCHITECTURES:
+        pre = torchvision_preprocessing(arch, "none", {})
+        assert pre.values["crop"] == 224 and pre.values["antialias"] is True, arch
+
+
+def test_resolved_preprocessing_is_in_shard_metadata_and_manifest(tiny_env, tmp_path):
+    from memf.features.store import write_manifest
+
+    out, fails = tmp_path / "shard-0.parquet", tmp_path / "shard-0.failures.parquet"
+    extract_shard(data_dir=tiny_env.data, extractors=tiny_env.extractors(), name="rn", columns=DEFAULT_COLUMNS,
+                  extraction={"shards": 1, "device": "cpu", "workers": 1}, shard=0, out=out, failures_out=fails)
+    _, meta = read_field_shard(out)
+    record = meta["identity"]["preprocessing"]
+    assert record["values"]["resize"] == 36 and record["from"]["resize"] == "option"
+    assert record["values"]["mean"] == [0.485, 0.456, 0.406] and record["from"]["mean"] == "default"
+    manifest = write_manifest([out], [fails], tmp_path / "manifest.json")
+    assert manifest["preprocessing"] == record
