@@ -400,3 +400,132 @@ def test_resolved_preprocessing_is_in_shard_metadata_and_manifest(tiny_env, tmp_
     assert record["values"]["mean"] == [0.485, 0.456, 0.406] and record["from"]["mean"] == "default"
     manifest = write_manifest([out], [fails], tmp_path / "manifest.json")
     assert manifest["preprocessing"] == record
+
+
+# --- Extractor mistakes caught when the workflow loads ----------------------------------------------------------------
+
+
+def test_kind_options_are_the_classes_options(monkeypatch):
+    from memf.features import base
+    from memf.features.spec import KIND_OPTIONS
+
+    for kind in KINDS:
+        assert extractor_class(kind).defaults == KIND_OPTIONS[kind], kind
+    # A class declaring other defaults than spec.py's is refused when it registers.
+    monkeypatch.delitem(base._REGISTRY, "torchvision")
+    with pytest.raises(ValueError, match=r"defaults .* differ from memf.features.spec.KIND_OPTIONS"):
+        @base.register
+        class Drifted(base.MediaExtractor):
+            kind = "torchvision"
+            modality = "image"
+            defaults = {"weights": "none"}
+
+
+def test_check_extractors_accepts_a_clean_config(tiny_env):
+    from memf.features.spec import check_extractors
+
+    assert check_extractors(tiny_env.extractors(), built_models=set()) == []
+    built = {"kind": "videomae", "model": "results/models/videomae-tiny"}  # written by the tiny_model rule later
+    assert check_extractors({"vm": built}, built_models={"results/models/videomae-tiny/"}) == []
+    online = {"bert": {"kind": "transformers-text", "model": "bert-base-chinese", "options": {"revision": "main"}}}
+    assert check_extractors(online, built_models=set()) == []  # not offline: the hub is asked in the job
+
+
+def test_check_extractors_on_the_demo_config_imports_no_torch():
+    code = (
+        "import sys, yaml; from memf.features.spec import check_extractors\n"
+        "cfg = yaml.safe_load(open('config.yaml'))\n"
+        "built = {f'results/models/{n}' for n in cfg['tiny_models']}\n"
+        "print(check_extractors(cfg['extractors'], built_models=built), 'torch' in sys.modules, 'torchvision' in sys.modules)\n"
+    )
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["[]", "False", "False"]
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"kind": "torchvison", "model": "resnet18"},
+     "extractors.x.kind: 'torchvison' is not an extractor kind (accepted: log-standard, torchvision, transformers-text, "
+     "videomae, wav2vec2)"),
+    ({"kind": "torchvision", "model": "resnet18", "options": {"widht": 3}},
+     "extractors.x.options.widht: unknown option (accepted: batch_size, crop, interpolation, mean, resize, seed, std, weights)"),
+    ({"kind": "torchvision", "model": "resnet18", "options": {"crop": 0}},
+     "extractors.x.options.crop: 0 is not accepted (expected an integer >= 1 (side of the centre crop))"),
+    ({"kind": "torchvision", "model": "resnet18", "options": {"interpolation": "lanczos"}},
+     "extractors.x.options.interpolation: 'lanczos' is not accepted (expected nearest or bilinear or bicubic)"),
+    ({"kind": "transformers-text", "model": "bert-base-chinese", "options": {"pooling": "max"}},
+     "extractors.x.options.pooling: 'max' is not accepted (expected mean or cls)"),
+    ({"kind": "wav2vec2", "model": "facebook/wav2vec2-base", "options": {"normalize": "yes"}},
+     "extractors.x.options.normalize: 'yes' is not accepted (expected true or false)"),
+    ({"kind": "torchvision", "model": "resnet51"},
+     "extractors.x.model: 'resnet51' is not a torchvision architecture memf builds (accepted: resnet18, resnet34, resnet50, "
+     "resnet101, resnet152, densenet121)"),
+    ({"kind": "torchvision", "model": "resnet18", "options": {"weights": "IMAGENET1K_V2"}},
+     "extractors.x.options.weights: 'IMAGENET1K_V2' is not a weights name of resnet18 (accepted: none, a weights file, "
+     "IMAGENET1K_V1, DEFAULT)"),
+    ({"kind": "torchvision", "model": "resnet18", "options": {"weights": "weights/rn18.safetensors"}},
+     "extractors.x.options.weights: file 'weights/rn18.safetensors' does not exist (expected none, an existing "
+     ".safetensors/.pt file or a torchvision weights name)"),
+    ({"kind": "videomae"}, "extractors.x.model: None is missing (expected a Hugging Face hub id or a local model folder)"),
+    ({"kind": "videomae", "model": "results/models/videomae-tni"},
+     "extractors.x.model: folder 'results/models/videomae-tni' does not exist (expected a hub id or an existing model folder)"),
+    ({"kind": "log-standard", "model": "resnet18"}, "extractors.x.model: 'resnet18', but kind log-standard uses no model (expected null)"),
+])
+def test_check_extractors_names_each_mistake(entry, message):
+    from memf.features.spec import check_extractors
+
+    assert check_extractors({"x": entry}, built_models={"results/models/videomae-tiny"}) == [message]
+
+
+def test_check_extractors_looks_into_local_folders(tiny_env, tmp_path):
+    import shutil
+
+    from memf.features.spec import check_extractors
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert check_extractors({"b": {"kind": "transformers-text", "model": str(empty)}}, built_models=set()) == [
+        f"extractors.b.model: folder '{empty}' has no config.json (expected a model saved with save_pretrained)"]
+    bare = tmp_path / "w"
+    shutil.copytree(tiny_env.models / "wav2vec2", bare)
+    (bare / "preprocessor_config.json").unlink()
+    entry = {"kind": "wav2vec2", "model": str(bare), "options": {"sample_rate": 16000}}
+    assert check_extractors({"w": entry}, built_models=set()) == [
+        f"extractors.w.model: folder '{bare}' has no preprocessor_config.json; give options sample_rate, normalize "
+        "instead (missing: normalize)"]
+    entry["options"]["normalize"] = True
+    assert check_extractors({"w": entry}, built_models=set()) == []
+
+
+def test_check_extractors_offline_cache_hit_and_miss(tiny_env, tmp_path):
+    """A tiny BERT saved in the hub cache layout of $HF_HOME (refs/main -> snapshots/<commit>/): found offline by the
+    check and loaded by transformers; an id or revision not in the cache is named with the command that fetches it."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--memf-test--tiny-bert"
+    shutil.copytree(tiny_env.models / "bert", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "import json; from memf.features.spec import check_extractors\n"
+        "ex = {'hit': {'kind': 'transformers-text', 'model': 'memf-test/tiny-bert'},\n"
+        "      'miss': {'kind': 'transformers-text', 'model': 'memf-test/absent'},\n"
+        "      'rev': {'kind': 'transformers-text', 'model': 'memf-test/tiny-bert', 'options': {'revision': 'v2'}}}\n"
+        "print(json.dumps(check_extractors(ex, built_models=set())))\n"
+        "from transformers import AutoModel; print(AutoModel.from_pretrained('memf-test/tiny-bert').config.hidden_size)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": __import__("os").environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    cache = tmp_path / "hf" / "hub"
+    assert __import__("json").loads(lines[0]) == [
+        f"extractors.miss.model: 'memf-test/absent' is not in the offline Hugging Face cache {cache} (HF_HUB_OFFLINE=1); "
+        "fetch it with: hf download memf-test/absent",
+        f"extractors.rev.model: 'memf-test/tiny-bert' at revision 'v2' is not in the offline Hugging Face cache {cache} "
+        "(HF_HUB_OFFLINE=1); fetch it with: hf download memf-test/tiny-bert --revision v2",
+    ]
+    assert lines[-1] == "32"  # the layout is the real one: transformers loads the hit offline
