@@ -129,7 +129,7 @@ class Extractor(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: ExtractorSpec, settings: ExtractionSettings, device: torch.device) -> None:
-        problems = option_problems(f"extractor '{spec.name}' ({self.kind})", self.kind, spec.options)
+        problems = option_problems(f"extractors.{spec.name}", self.kind, spec.options)
         if problems:
             raise ValueError("\n".join(problems))
         self.spec = spec
