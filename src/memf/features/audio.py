@@ -1,9 +1,11 @@
 """Audio clips: one wav2vec 2.0 vector per clip (paper section 4.1).
 
-Each clip is decoded in an isolated worker to mono float32 and resampled to ``sample_rate`` (16 kHz, what wav2vec 2.0
-was trained on) by :func:`memf.data.media.read_audio`. Long clips are cut into chunks of ``chunk_seconds``; a tail shorter
-than ``min_chunk_seconds`` joins the chunk before it. Each chunk is normalised to zero mean and unit variance
-(``normalize``, as ``Wav2Vec2FeatureExtractor`` does for wav2vec2-base), its vector is the mean of the last hidden state
+Preprocessing is the checkpoint's ``Wav2Vec2FeatureExtractor`` (its ``preprocessor_config.json``): ``sampling_rate``
+and ``do_normalize``, overridden by options ``sample_rate`` and ``normalize`` (a local folder without a processor
+config needs both). Each clip is decoded in an isolated worker to mono float32 and resampled to that rate by
+:func:`memf.data.media.read_audio`. Long clips are cut into chunks of ``chunk_seconds``; a tail shorter than
+``min_chunk_seconds`` joins the chunk before it. With ``do_normalize`` each chunk is normalised to zero mean and unit
+variance on the device, as the feature extractor does to each input; its vector is the mean of the last hidden state
 over time, and the clip vector is the mean of its chunk vectors weighted by chunk length. Chunks are batched only with
 chunks of exactly the same length, so no padding (which group-normalised feature encoders are not invariant to) is
 ever added.
@@ -12,14 +14,16 @@ ever added.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from memf.features.base import MediaExtractor, load_hf_model, register
-from memf.features.spec import ExtractionSettings, ExtractorSpec
 from memf.data.media import MediaError, read_audio
+from memf.features.base import MediaExtractor, Preprocessing, load_hf_model, load_processor_config, register
+from memf.features.spec import PROCESSOR_KINDS, ExtractionSettings, ExtractorSpec
+
+AUDIO_VALUES: tuple[str, ...] = ("sample_rate", "normalize")
 
 
 def chunk_bounds(n_samples: int, chunk: int, min_chunk: int) -> list[tuple[int, int]]:
@@ -34,21 +38,20 @@ def chunk_bounds(n_samples: int, chunk: int, min_chunk: int) -> list[tuple[int, 
 class Wav2Vec2(MediaExtractor):
     kind: ClassVar[str] = "wav2vec2"
     modality: ClassVar[str] = "audio"
-    defaults: ClassVar[dict[str, Any]] = {
-        "sample_rate": 16000,
-        "chunk_seconds": 10.0,
-        "min_chunk_seconds": 1.0,
-        "normalize": True,
-        "batch_size": None,
-        "revision": None,
-    }
 
     def __init__(self, spec: ExtractorSpec, settings: ExtractionSettings, device: torch.device) -> None:
         super().__init__(spec, settings, device)
-        from transformers import Wav2Vec2Model
+        from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-        self.model, self._weights_id = load_hf_model(Wav2Vec2Model, spec, self.options["revision"], device)
-        rate = int(self.options["sample_rate"])
+        revision = self.options["revision"]
+        self.model, self._weights_id = load_hf_model(Wav2Vec2Model, spec, revision, device)
+        extractor, reference = load_processor_config(Wav2Vec2FeatureExtractor, spec, revision, PROCESSOR_KINDS[self.kind],
+                                                     self.options)
+        read = None if extractor is None else {"sample_rate": int(extractor.sampling_rate),
+                                               "normalize": bool(extractor.do_normalize)}
+        self.preprocessing = Preprocessing.resolve(read, "checkpoint", reference, self.options, AUDIO_VALUES)
+        self.record_preprocessing(self.preprocessing)
+        rate = int(self.preprocessing["sample_rate"])
         self.chunk = int(round(float(self.options["chunk_seconds"]) * rate))
         self.min_chunk = int(round(float(self.options["min_chunk_seconds"]) * rate))
         # Shortest input giving one output frame: the feature encoder's receptive field.
@@ -67,10 +70,18 @@ class Wav2Vec2(MediaExtractor):
         return self._weights_id
 
     def prepare(self, path: str) -> np.ndarray:
-        wave = read_audio(path, sample_rate=int(self.options["sample_rate"]))  # [N] float32
+        wave = read_audio(path, sample_rate=int(self.preprocessing["sample_rate"]))  # [N] float32
         if wave.size < self.min_samples:
             raise MediaError(f"{path}: audio has {wave.size} samples, the model needs at least {self.min_samples}")
         return wave
+
+    def model_inputs(self, chunks: list[np.ndarray]) -> torch.Tensor:
+        """``input_values`` ``[B, length]`` on the device for equal-length chunks: with ``normalize``, each chunk to
+        zero mean and unit variance (``Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm``, variance + 1e-7)."""
+        x = self.to_device(np.stack(chunks))  # [B, length] float32
+        if self.preprocessing["normalize"]:
+            x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
+        return x
 
     @torch.inference_mode()
     def embed(self, inputs: list[np.ndarray]) -> np.ndarray:
@@ -85,9 +96,7 @@ class Wav2Vec2(MediaExtractor):
             members = groups[length]
             for start in range(0, len(members), self.batch_size):
                 part = members[start : start + self.batch_size]
-                x = self.to_device(np.stack([w for _, w in part]))  # [B, length] float32
-                if self.options["normalize"]:
-                    x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + 1e-7)
+                x = self.model_inputs([w for _, w in part])  # [B, length] float32
                 with self.autocast():
                     hidden = self.model(input_values=x).last_hidden_state  # [B, frames, D]
                 vectors = hidden.float().mean(dim=1).cpu().numpy()  # [B, D]

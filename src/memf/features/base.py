@@ -10,16 +10,19 @@ numeric "extractor" transforms scalars.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from memf.features.spec import KINDS, ExtractionSettings, ExtractorSpec
+from memf.features.spec import KIND_OPTIONS, KINDS, ExtractionSettings, ExtractorSpec, option_problems
 
 
 def sha256_file(path: Path) -> str:
@@ -58,18 +61,77 @@ def load_hf_model(
     return model, hf_weights_id(spec.model, model, revision)
 
 
+def load_processor_config(processor_cls: Any, spec: ExtractorSpec, revision: str | None, stand_ins: Sequence[str],
+                          options: Mapping[str, Any]) -> tuple[Any | None, str]:
+    """The checkpoint's own processor (``processor_cls.from_pretrained``: ``preprocessor_config.json``) and where it
+    was read from; ``(None, reason)`` for a local folder without one whose options give every value in ``stand_ins``.
+
+    A hub id must carry a processor config (every VideoMAE and wav2vec2 checkpoint on the hub does): a failed load
+    is raised, never replaced by options, so that a network error cannot silently change the inputs.
+    """
+    folder = Path(str(spec.model))
+    if folder.is_dir() and not (folder / "preprocessor_config.json").is_file():
+        missing = [o for o in stand_ins if options.get(o) is None]
+        if missing:
+            raise ValueError(f"extractor '{spec.name}': {folder} has no preprocessor_config.json, so its preprocessing "
+                             f"must come from options {', '.join(stand_ins)} (missing: {', '.join(missing)})")
+        return None, f"options (no preprocessor_config.json in {folder})"
+    processor = processor_cls.from_pretrained(spec.model, revision=revision)
+    where = folder / "preprocessor_config.json" if folder.is_dir() else f"{spec.model}@{revision or 'main'}"
+    return processor, f"{type(processor).__name__} from {where}"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an extractor prepares its inputs: each value and where it came from.
+
+    ``sources[name]`` is ``checkpoint`` (the loaded weights' torchvision preset or the transformers processor config),
+    ``default`` (for torchvision weights without a preset, ``weights: none`` or a file: the architecture's DEFAULT
+    weights' preset) or ``option`` (given in the config; it overrides the others). ``reference`` names the object
+    the checkpoint or default values were read from. :meth:`record` goes into the extractor's identity, so every
+    shard, manifest and padded file says how its inputs were made.
+    """
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    reference: str
+
+    @classmethod
+    def resolve(cls, read: Mapping[str, Any] | None, origin: str, reference: str, options: Mapping[str, Any],
+                names: Sequence[str]) -> Preprocessing:
+        """Each of ``names`` from the options when given there, else from ``read`` (labelled ``origin``)."""
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name in names:
+            if options.get(name) is not None:
+                values[name], sources[name] = options[name], "option"
+            else:
+                assert read is not None and name in read, f"preprocessing value {name} has no source"
+                values[name], sources[name] = read[name], origin
+        return cls(values, sources, reference)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready ``{"values", "from", "reference"}`` (tuples become lists)."""
+        values = {k: list(v) if isinstance(v, tuple) else v for k, v in self.values.items()}
+        return {"values": values, "from": dict(self.sources), "reference": self.reference}
+
+
 class Extractor(ABC):
     """Base of every extractor. Subclasses set ``kind`` and ``modality`` and are added with :func:`register`."""
 
     kind: ClassVar[str]
     modality: ClassVar[str]
-    #: Option name -> default; options not listed here are refused, so a typo cannot be silently ignored.
+    #: Option name -> default, set by :func:`register` from :data:`memf.features.spec.KIND_OPTIONS` (the one list the
+    #: load-time check also reads); options not listed are refused, so a typo cannot be silently ignored.
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: ExtractorSpec, settings: ExtractionSettings, device: torch.device) -> None:
-        unknown = sorted(set(spec.options) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"extractor '{spec.name}' ({self.kind}): unknown options {unknown}, expected {sorted(self.defaults)}")
+        problems = option_problems(f"extractors.{spec.name}", self.kind, spec.options)
+        if problems:
+            raise ValueError("\n".join(problems))
         self.spec = spec
         self.settings = settings
         self.device = device
@@ -93,6 +155,10 @@ class Extractor(ABC):
         """bf16 autocast on CUDA when ``extraction.precision`` is bf16; a disabled context otherwise."""
         enabled = self.device.type == "cuda" and self.settings.precision == "bf16"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def record_preprocessing(self, preprocessing: Preprocessing) -> None:
+        """Put the resolved preprocessing into the spec, hence into the identity every shard records."""
+        self.spec = dataclasses.replace(self.spec, preprocessing=preprocessing.record())
 
     def to_device(self, array: np.ndarray) -> torch.Tensor:
         """A host array on the extractor's device (through pinned memory on CUDA)."""
@@ -118,11 +184,20 @@ _REGISTRY: dict[str, type[Extractor]] = {}
 
 
 def register(cls: type[Extractor]) -> type[Extractor]:
-    """Class decorator adding an extractor kind to the registry; a kind may be registered once, as listed in KINDS."""
+    """Class decorator adding an extractor kind to the registry; a kind may be registered once, as listed in KINDS.
+
+    The class's options are :data:`memf.features.spec.KIND_OPTIONS` of its kind; a class that declares its own
+    ``defaults`` must declare exactly those, so the load-time check and the class never disagree.
+    """
     if cls.kind in _REGISTRY:
         raise ValueError(f"extractor kind '{cls.kind}' is already registered by {_REGISTRY[cls.kind].__qualname__}")
     if KINDS.get(cls.kind, (None,))[0] != cls.modality:
         raise ValueError(f"extractor kind '{cls.kind}' ({cls.modality}) is not listed with that modality in memf.features.spec.KINDS")
+    declared = cls.__dict__.get("defaults")
+    if declared is not None and dict(declared) != KIND_OPTIONS[cls.kind]:
+        raise ValueError(f"extractor kind '{cls.kind}': {cls.__qualname__}.defaults {declared} differ from "
+                         f"memf.features.spec.KIND_OPTIONS {KIND_OPTIONS[cls.kind]}")
+    cls.defaults = KIND_OPTIONS[cls.kind]
     _REGISTRY[cls.kind] = cls
     return cls
 

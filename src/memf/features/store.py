@@ -192,6 +192,8 @@ def write_manifest(shards: Sequence[str | Path], failures: Sequence[str | Path],
         "rows": sum(s["rows"] for s in per_shard),
         "failures": sum(s["failures"] for s in per_shard),
     }
+    if "preprocessing" in identity:
+        manifest["preprocessing"] = identity["preprocessing"]
     if first.get("stats"):
         manifest["standardisation"] = first["stats"]
     write_json(out, manifest)

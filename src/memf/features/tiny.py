@@ -2,7 +2,11 @@
 checkpoints (``from_pretrained(folder)``).
 
 Each model is built from the real transformers class with a small config (config section ``tiny_models``), seeded,
-and saved with ``save_pretrained`` (config.json + model.safetensors). Text models also get a tokenizer trained with
+and saved with ``save_pretrained`` (config.json + model.safetensors). Media models also get the processor config a
+real checkpoint ships (``preprocessor_config.json``), which the extractors read their preprocessing from: VideoMAE a
+``VideoMAEImageProcessor`` (shorter side to ``image_size``, centre crop ``image_size``, bilinear, ImageNet mean and
+sd, as MCG-NJU/videomae-base), wav2vec2 a ``Wav2Vec2FeatureExtractor`` (16 kHz, zero-mean unit-variance inputs, as
+facebook/wav2vec2-base). Text models also get a tokenizer trained with
 the ``tokenizers`` library on the dataset's text columns: a WordPiece vocabulary saved as a ``BertTokenizer`` (BERT
 normaliser and pre-tokeniser: lower-cased, CJK characters split), or for XLNet a Unigram model with a Metaspace
 pre-tokeniser saved as an ``XLNetTokenizer`` (sentencepiece-style pieces, ``<sep> <cls>`` appended, left padding).
@@ -123,6 +127,23 @@ def _model(kind: str, s: Mapping[str, Any], vocab_size: int | None) -> torch.nn.
     ))
 
 
+def _processor(kind: str, s: Mapping[str, Any]) -> Any | None:
+    """The processor config a real checkpoint of ``kind`` ships, sized for the tiny model; None for text kinds."""
+    from transformers import VideoMAEImageProcessor, Wav2Vec2FeatureExtractor
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+
+    if kind == "videomae":
+        side = int(s["image_size"])
+        return VideoMAEImageProcessor(
+            size={"shortest_edge": side}, crop_size={"height": side, "width": side}, resample=PILImageResampling.BILINEAR,
+            image_mean=list(IMAGENET_DEFAULT_MEAN), image_std=list(IMAGENET_DEFAULT_STD),
+        )
+    if kind == "wav2vec2":
+        return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                        return_attention_mask=False)
+    return None
+
+
 def build_tiny_model(
     kind: str, out_dir: str | Path, *, settings: Mapping[str, Any] | None = None, texts: Sequence[str] = (), seed: int = 0
 ) -> Path:
@@ -130,7 +151,7 @@ def build_tiny_model(
 
     Args:
         kind: bert, xlnet, videomae or wav2vec2.
-        out_dir: the model folder; written to a temporary sibling first and renamed into place when complete.
+        out_dir: the model folder (config.json, model.safetensors, and the tokenizer or processor config); written to a temporary sibling first and renamed into place when complete.
         settings: size overrides of :data:`DEFAULT_SIZES` for this kind.
         texts: tokenizer training corpus (text kinds only; required there).
         seed: seeds the weights.
@@ -157,6 +178,9 @@ def build_tiny_model(
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        processor = _processor(kind, sizes)
+        if processor is not None:
+            processor.save_pretrained(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
