@@ -1,8 +1,15 @@
 # memf: multi-entity multimodal fusion for live-commerce sales prediction (README.md, docs/architecture.md).
 # Stage 1 extracts features per modality into a sharded store; stage 2 pads, tunes, trains and evaluates on it.
+import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
+
+# The workflow's own package, for parsing from an environment that has only Snakemake (the jobs' conda environment
+# installs it: envs/memf.post-deploy.sh reads MEMF_SOURCE).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+os.environ["MEMF_SOURCE"] = workflow.basedir
 
 min_version("9.0")
 

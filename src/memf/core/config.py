@@ -102,11 +102,15 @@ def _check_dataset(config: Mapping[str, Any], workdir: Path) -> list[str]:
 
 
 def _check_feature_sets(config: Mapping[str, Any]) -> list[str]:
+    """The feature sets experiments use name existing extractors of the right modality (unused ones are not built)."""
     from memf.features.spec import kind_modality
 
     out = []
     extractors = config["extractors"]
+    used = {e.get("feature_set") for e in config["experiments"].values()}
     for fs, chosen in config["feature_sets"].items():
+        if fs not in used:
+            continue
         for modality, name in chosen.items():
             if name not in extractors:
                 out.append(f"config key 'feature_sets.{fs}.{modality}': '{name}' is not an extractor "
@@ -120,10 +124,12 @@ def _check_feature_sets(config: Mapping[str, Any]) -> list[str]:
 def _check_extractors(config: Mapping[str, Any]) -> list[str]:
     from memf.features import spec
 
-    check = getattr(spec, "check_extractors", None)
-    if check is None:
-        return []
-    return list(check(config["extractors"], built_models={f"results/models/{n}" for n in config["tiny_models"]}))
+    problems = spec.check_extractors(config["extractors"], built_models={f"results/models/{n}" for n in config["tiny_models"]})
+    out = []
+    for line in problems:
+        key, sep, message = line.partition(": ")
+        out.append(f"config key '{key}': {message}" if sep else f"config key 'extractors': {line}")
+    return out
 
 
 def _check_space(name: str, space: Any, model: str, accepted: frozenset[str], where: str) -> list[str]:
