@@ -5,6 +5,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from memf.data.contract import numeric_accepts
+
 
 validate(config, schema="../schemas/config.schema.yaml")
 

@@ -31,6 +31,8 @@ rule validate:
         CLEAN_TABLES,
         excluded=str(DATA / "excluded.parquet"),
         excluded_csv=str(DATA / "excluded.csv"),
+        truncated=str(DATA / "truncated.parquet"),
+        truncated_csv=str(DATA / "truncated.csv"),
         summary=str(DATA / "summary.csv"),
         summary_md=str(DATA / "summary.md"),
         meta=str(DATA / "dataset.json"),
@@ -43,6 +45,10 @@ rule validate:
         target=config["target"],
         validation=config["validation"],
         split=config["split"],
+        # What each numeric column accepts, not its transform: a transform change that accepts the same values
+        # reruns the numeric features only (docs/data-format.md, "Numeric policy").
+        numeric_accepts=numeric_accepts(config["numeric"], config["columns"]),
+        limits=config["limits"],
     threads: config["validation"]["probe_workers"]
     resources:
         mem_mb=2000,

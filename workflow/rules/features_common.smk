@@ -2,6 +2,7 @@
 import json
 import re
 
+from memf.data.contract import MODALITY_LIMITS
 from memf.features.spec import CLIP_MODALITIES, FEATURE_MODALITIES, identity_json, kind_modality
 
 FEATURES = Path("results/features")
@@ -41,6 +42,11 @@ def manifest_file(modality, extractor):
 def columns_of(modality):
     """The config's column mapping restricted to one modality (so other modalities' columns are not a param)."""
     return {entity: {modality: cols.get(modality, [])} for entity, cols in config["columns"].items()}
+
+
+def limits_of(modality):
+    """The bounds of config `limits` that one modality's extraction depends on."""
+    return {key: config["limits"][key] for key in MODALITY_LIMITS[modality]}
 
 
 def get_model_input(wildcards):

@@ -17,4 +17,6 @@ with job_log(sm.log[0]), claim_device(sm.params.extraction.get("device", "auto")
         failures_out=sm.output.failures,
         device=device,
         threads=sm.threads,
+        numeric=sm.params.numeric,
+        limits=sm.params.limits,
     )

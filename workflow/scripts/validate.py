@@ -16,4 +16,6 @@ with job_log(sm.log[0]):
         val_fraction=sm.params.split["val_fraction"],
         probe_workers=sm.threads,
         probe_timeout_s=sm.params.validation["probe_timeout_s"],
+        numeric_accepts=sm.params.numeric_accepts,
+        limits=sm.params.limits,
     )
