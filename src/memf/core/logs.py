@@ -9,7 +9,6 @@ shows the traceback for every error.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import signal
@@ -19,7 +18,7 @@ import traceback
 from collections.abc import Iterator
 from types import FrameType
 
-from memf.core.io import DataError
+from memf.core.io import DataError, is_disk_full
 
 DEBUG_ENV = "MEMF_DEBUG"
 
@@ -43,7 +42,7 @@ def is_known(exc: BaseException) -> bool:
 
     if isinstance(exc, (DataError, MediaError, ValueError, Terminated, KeyboardInterrupt)):
         return True
-    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    return isinstance(exc, OSError) and is_disk_full(exc)
 
 
 def one_line(exc: BaseException) -> str:
