@@ -154,14 +154,16 @@ def audio_only_mp4(path: Path, seconds: float = 1.0, rate: int = 16_000) -> Path
 
 # --- Memory ---------------------------------------------------------------------------------------------------------
 def run_measured(code: str, timeout: float = 120) -> dict:
-    """Run ``code`` in a fresh Python (memf importable); it must print one JSON object last. Returns that object with
-    ``peak_mib``: the child's peak resident memory, counting its own forked workers (ru_maxrss of the children)."""
+    """Run ``code`` in a fresh Python (memf importable); it sets ``RESULT`` (a JSON-able dict). Returns ``RESULT`` with
+    ``peak_mib``, the process's own peak resident memory (VmHWM: ru_maxrss would count the forking parent's pages), and
+    ``workers_peak_mib``, the largest peak of the workers it forked and waited for (ru_maxrss of the children: their
+    share of the parent's pages at the fork plus what they allocated)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
     wrapper = (
-        "import json, resource, sys\n" + code + "\n"
-        "_peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024\n"
-        "print(json.dumps({**RESULT, 'peak_mib': round(_peak, 1)}))\n"
+        "import json, resource\n" + code + "\n"
+        "_hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+        "print(json.dumps({**RESULT, 'peak_mib': round(int(_hwm) / 1024, 1), 'workers_peak_mib':"
+        " round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}))\n"
     )
     out = subprocess.run([PYTHON, "-c", wrapper], capture_output=True, text=True, timeout=timeout, env=env)
     if out.returncode != 0:
@@ -201,3 +203,21 @@ def fill_up(folder: str | os.PathLike[str]) -> int:
                 written += fh.write(block)
             except OSError:
                 return written
+
+
+def tiny_padded(n_streams: int, dim: int = 8):
+    """A valid :class:`memf.training.padded.Padded` of random values (for writer tests)."""
+    from memf.training.padded import BATCH_KEYS, MASK_KEYS, Padded
+
+    rng = np.random.default_rng(0)
+    shapes = {1: (3,), 2: (3, dim), 3: (2, 3, dim)}
+    arrays = {}
+    for key, rank in BATCH_KEYS.items():
+        shape = (n_streams, *((2,) if key == "commodity/mask" else (3,) if key in MASK_KEYS else shapes[rank]))
+        if key == "commodity/numeric":
+            shape = (n_streams, 2, 3)
+        if key in ("video/x", "audio/x"):
+            shape = (n_streams, 3, dim)
+        arrays[key] = np.ones(shape, bool) if key in MASK_KEYS else rng.standard_normal(shape).astype(np.float32)
+    return Padded(stream_id=np.array([f"s{i}" for i in range(n_streams)], dtype=object),
+                  split=np.zeros(n_streams, np.int8), target=np.zeros(n_streams, np.float32), arrays=arrays)
