@@ -345,3 +345,106 @@ def test_a_corrupt_parquet_table_is_a_one_line_contract_error(raw, tmp_path, dam
     message = str(info.value)
     assert message.startswith(f"{path}: not a readable Parquet file (") and "\n" not in message
     assert not (tmp_path / "out").exists()
+
+
+# --- The workflow: one-line errors, replanning, the lock -----------------------------------------------------------
+def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Snakemake in ``workdir`` (its own Snakefile unless ``-s`` is given)."""
+    snakefile = () if "-s" in args else ("-s", str(workdir / "Snakefile"))
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(workdir), *snakefile, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**ENV, **(env or {})})
+
+
+def test_a_contract_error_is_one_line_without_traceback_unless_debugging(tmp_path):
+    write_dataset(tmp_path / "mydata", n_streams=4)
+    items = pl.read_parquet(tmp_path / "mydata" / "items.parquet").rename({"price": "listPrice"})
+    items.write_parquet(tmp_path / "mydata" / "items.parquet")
+    (tmp_path / "cfg.yaml").write_text("dataset: {root: mydata, simulate: false}\n")
+    args = ("-s", str(ROOT / "Snakefile"), "--configfile", str(tmp_path / "cfg.yaml"), "--until", "validate")
+    out = snakemake(tmp_path, *args)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    errors = [line for line in text.splitlines() if "memf error" in line]
+    assert errors == ["memf error: mydata/items.parquet: missing column 'price' (expected float; "
+                      "found float columns not yet used: listPrice); if the commodity's numeric column has another "
+                      "name, list that name under columns.commodity.numeric instead (log: logs/data/validate.log)"]
+    assert "Traceback" not in text
+    assert "Traceback" in (tmp_path / "logs/data/validate.log").read_text()  # the full story stays in the job's log
+    debug = snakemake(tmp_path, *args, env={"MEMF_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stdout + debug.stderr
+
+
+@pytest.fixture
+def numeric_workdir(tiny_env, tmp_path):
+    """A workflow folder with validated data and the numeric features extracted (one shard): no models needed."""
+    import test_features_workflow as fw
+
+    work = fw.workflow_dir(tiny_env, tmp_path, fw.CONFIG)
+    # The default target of the workflow, restricted to the numeric features.
+    snakefile = (work / "Snakefile").read_text().replace("input: features_targets()",
+                                                          'input: [t for t in features_targets() if "/numeric/" in t]')
+    (work / "Snakefile").write_text(snakefile)
+    out = snakemake(work)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return work
+
+
+NUMERIC_MANIFEST = "results/features/numeric/log-standard/manifest.json"
+NUMERIC_SHARD = "results/features/numeric/log-standard/shard-0.parquet"
+
+
+def planned(work: Path, *targets: str) -> set[str]:
+    import re
+
+    out = snakemake(work, "--dry-run", *targets)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    return set() if "Nothing to be done" in text else {
+        o for line in re.findall(r"^\s+output: (.*)$", text, flags=re.M) for o in line.split(", ")}
+
+
+def set_config(work: Path, **sections) -> None:
+    import yaml
+
+    config = yaml.safe_load((work / "config.yaml").read_text())
+    config.update(sections)
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_a_numeric_policy_change_replans_the_numeric_shards_only(numeric_workdir):
+    work = numeric_workdir
+    assert planned(work) == set()
+    # A bound no numeric feature depends on: nothing to do.
+    set_config(work, limits={"max_text_chars": 50})
+    assert planned(work) == set()
+    set_config(work, numeric={"default": "log1p", "columns": {"anchor": {"score": "signed_log1p"}}})
+    assert planned(work) == {NUMERIC_SHARD, NUMERIC_SHARD.replace(".parquet", ".failures.parquet"), NUMERIC_MANIFEST}
+
+
+def test_a_shard_deleted_by_hand_is_replanned_and_rebuilt_identically(numeric_workdir):
+    work = numeric_workdir
+    before = (work / NUMERIC_SHARD).read_bytes()
+    (work / NUMERIC_SHARD).unlink()
+    assert planned(work) == {NUMERIC_SHARD, NUMERIC_SHARD.replace(".parquet", ".failures.parquet"), NUMERIC_MANIFEST}
+    out = snakemake(work)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (work / NUMERIC_SHARD).read_bytes() == before
+
+
+def test_a_second_snakemake_on_the_same_folder_is_refused_by_the_lock(tiny_env, tmp_path):
+    import test_features_workflow as fw
+
+    work = fw.workflow_dir(tiny_env, tmp_path, fw.CONFIG)
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(work), "-s", str(work / "Snakefile"),
+           NUMERIC_MANIFEST]
+    first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    locks = work / ".snakemake" / "locks"
+    assert wait_until(lambda: locks.is_dir() and any(locks.iterdir()), 60), "the first run never locked the folder"
+    second = snakemake(work, NUMERIC_MANIFEST)
+    first_out, _ = first.communicate(timeout=300)
+    assert second.returncode != 0
+    assert "cannot be locked" in second.stdout + second.stderr
+    assert "rule extract_numeric" not in second.stdout + second.stderr  # it started no job
+    assert first.returncode == 0, first_out[-3000:]
+    log = (work / "logs/features/numeric/log-standard/shard-0.log").read_text()
+    assert log.count("failures in") == 1  # the shard was written once

@@ -73,9 +73,15 @@ def padded_file(feature_set):
 
 
 def features_targets():
-    """The padded file of every feature set used, with the manifests of the extractors they use."""
+    """The padded file of every feature set used, with the manifests and shards of the extractors they use.
+
+    The shards are targets themselves: Snakemake does not rebuild a missing input of an output that is up to date, so
+    without them a shard deleted by hand would stay missing.
+    """
     targets = []
     for fs in used_feature_sets():
         targets.append(padded_file(fs))
-        targets += [manifest_file(m, config["feature_sets"][fs][m]) for m in FEATURE_MODALITIES]
+        for m in FEATURE_MODALITIES:
+            name = config["feature_sets"][fs][m]
+            targets += [manifest_file(m, name), *shard_files(m, name), *failure_files(m, name)]
     return sorted(set(targets))
