@@ -435,8 +435,11 @@ def test_a_second_snakemake_on_the_same_folder_is_refused_by_the_lock(tiny_env, 
     import test_features_workflow as fw
 
     work = fw.workflow_dir(tiny_env, tmp_path, fw.CONFIG)
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(work), "-s", str(work / "Snakefile"),
-           NUMERIC_MANIFEST]
+    # The first run also builds a rule that takes 12 s, so that it certainly holds the lock when the second starts.
+    (work / "Snakefile").write_text((work / "Snakefile").read_text()
+                                    + 'rule hold:\n    output: "hold.txt"\n    shell: "sleep 12 && touch {output}"\n')
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(work), "-s", str(work / "Snakefile"),
+           NUMERIC_MANIFEST, "hold.txt"]
     first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     locks = work / ".snakemake" / "locks"
     assert wait_until(lambda: locks.is_dir() and any(locks.iterdir()), 60), "the first run never locked the folder"
