@@ -29,7 +29,7 @@ class TinyEnv:
             "rn": {"kind": "torchvision", "model": "resnet18", "options": {"weights": "none", "resize": 36, "crop": 32}},
             "vm": {"kind": "videomae", "model": str(m / "videomae")},
             "w2v": {"kind": "wav2vec2", "model": str(m / "wav2vec2"), "options": {"chunk_seconds": 0.4, "min_chunk_seconds": 0.1}},
-            "num": {"kind": "log-standard", "options": {"identity": ["score"]}},
+            "num": {"kind": "log-standard"},
         }
 
 

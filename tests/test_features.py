@@ -168,32 +168,55 @@ def test_identity_names_settings_and_code_version(tiny_env):
     assert identity(other, SETTINGS) != ident
 
 
-def test_numeric_log_transform_and_train_only_standardisation(tiny_env, tmp_path):
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (None, {"commodity.price": "log1p", "anchor.fansCount": "log1p", "anchor.score": "identity",
+                "room.duration": "identity"}),
+        ({"default": "identity", "columns": {"commodity": {"price": "signed_log1p"}}},
+         {"commodity.price": "signed_log1p", "anchor.fansCount": "identity", "anchor.score": "identity",
+          "room.duration": "identity"}),
+    ],
+)
+def test_numeric_fields_take_their_policy_transform_unstandardised(tiny_env, tmp_path, policy, expected):
     out, fails = tmp_path / "num.parquet", tmp_path / "num.failures.parquet"
     extract_shard(data_dir=tiny_env.data, extractors=tiny_env.extractors(), name="num", columns=DEFAULT_COLUMNS,
-                  extraction={"shards": 1}, shard=0, out=out, failures_out=fails)
+                  extraction={"shards": 1}, shard=0, out=out, failures_out=fails, numeric=policy)
     rows, meta = read_field_shard(out)
     ds = load_clean(tiny_env.data)
-    train = ds.streams.filter(pl.col("split") == "train")
-    # price: log1p, standardised with the mean/sd of the training streams' items only.
-    train_prices = np.log1p(ds.items.filter(pl.col("stream_id").is_in(train["stream_id"].implode()))["price"].to_numpy())
-    stats = meta["stats"]["commodity.price"]
-    assert stats["transform"] == "log1p"
-    assert stats["mean"] == pytest.approx(train_prices.mean()) and stats["sd"] == pytest.approx(train_prices.std())
-    price = rows.filter((pl.col("field") == "price")).sort("stream_id", "position")
-    raw = ds.items.sort("stream_id", "position")["price"].to_numpy()
-    np.testing.assert_allclose(price["value"].to_numpy(), (np.log1p(raw) - stats["mean"]) / stats["sd"], rtol=1e-5)
-    # score: identity transform (values may be negative).
-    assert meta["stats"]["anchor.score"]["transform"] == "identity"
-    # Each anchor counts once in the fit, however many training streams share it.
-    n_anchors = train["anchor_id"].n_unique()
-    assert meta["stats"]["anchor.fansCount"]["n_train"] == n_anchors
+    for key, transform in expected.items():
+        assert meta["transforms"][key] == transform
+    assert "stats" not in meta and meta["weights_id"] == "none"
+    # Stored values are exactly the transform of the raw values: nothing fitted, nothing standardised.
+    items = ds.items.sort("stream_id", "position")
+    price = rows.filter(pl.col("field") == "price").sort("stream_id", "position")["value"].to_numpy()
+    raw = items["price"].to_numpy()
+    want = {"log1p": np.log1p(raw), "signed_log1p": np.sign(raw) * np.log1p(np.abs(raw))}[expected["commodity.price"]]
+    np.testing.assert_allclose(price, want, rtol=1e-6)
+    score = rows.filter((pl.col("field") == "score")).sort("stream_id")
+    anchors = dict(zip(ds.anchors["anchor_id"].to_list(), ds.anchors["score"].to_list(), strict=True))
+    np.testing.assert_allclose(score["value"].to_numpy(), [anchors[a] for a in score["owner_id"].to_list()], rtol=1e-6)
 
 
-def test_numeric_negative_count_is_a_data_error(tiny_env):
+def test_numeric_transforms_per_policy(tiny_env):
     ext = make(tiny_env, "num")
-    with pytest.raises(DataError, match="'price': value -2.0 < 0"):
-        ext.transform("price", np.array([1.0, -2.0]))
+    x = np.array([-8.0, -0.5, 0.0, 0.5, 8.0])
+    np.testing.assert_allclose(ext.transform("a.x", "signed_log1p", x), np.sign(x) * np.log1p(np.abs(x)), rtol=1e-6)
+    np.testing.assert_array_equal(ext.transform("a.x", "identity", x), x.astype(np.float32))
+    np.testing.assert_allclose(ext.transform("a.x", "log1p", np.abs(x)), np.log1p(np.abs(x)), rtol=1e-6)
+    with pytest.raises(DataError, match="'commodity.price': value -2 < 0 cannot be log1p-transformed"):
+        ext.transform("commodity.price", "log1p", np.array([1.0, -2.0]))
+    for transform in ("signed_log1p", "identity", "log1p"):
+        with pytest.raises(DataError, match="non-finite value inf"):
+            ext.transform("a.x", transform, np.array([1.0, np.inf]))
+    with pytest.raises(ValueError, match="unknown transform 'log'"):
+        ext.transform("a.x", "log", x)
+
+
+def test_numeric_extractor_takes_no_options(tiny_env):
+    spec = ExtractorSpec("num", "log-standard", None, {"identity": ["score"]})
+    with pytest.raises(ValueError, match=r"unknown options \['identity'\]"):
+        build_extractor(spec, SETTINGS, CPU)
 
 
 def test_tiny_tokenizers_are_the_same_in_every_process():

@@ -115,7 +115,8 @@ def test_bad_values_are_recorded_drops(raw, tmp_path):
     assert "image does not decode" in reasons[("stream", "s001")]
     assert "video does not decode" in reasons[("clip", "s002-video0")]
     assert reasons[("stream", "s002")] == "no valid video clip (missing modality)"
-    assert reasons[("item", "s003-i1")] == "commodity numeric 'price' is negative"
+    assert reasons[("item", "s003-i1")] == ("commodity numeric 'price' is negative (its numeric transform log1p "
+                                            "needs >= 0; see config numeric.columns)")
     assert reasons[("stream", "s004")] == "room numeric 'duration' is not finite"
     assert "escapes the dataset root" in reasons[("clip", "s005-audio1")]
     assert ex.filter(pl.col("object_id") == "s003-i1").row(0, named=True) | {"reason": None} == {
@@ -157,3 +158,83 @@ def test_too_many_drops_fail_loudly(raw, tmp_path):
         p.write_bytes(b"broken")
     with pytest.raises(DataError, match=r"10 of 10 streams excluded \(100%\).*image does not decode"):
         run(raw, tmp_path / "out", max_drop_fraction=0.5)
+
+
+def test_numeric_policy_sets_what_each_column_accepts(raw, tmp_path):
+    # Default policy: score is identity (any finite value), price is log1p (>= 0).
+    edit(raw, "anchors", lambda df: df.with_columns(
+        pl.when(pl.col("anchor_id") == "a1").then(-2.5).when(pl.col("anchor_id") == "a2").then(math.nan)
+        .otherwise(pl.col("score")).alias("score")))
+    edit(raw, "items", lambda df: df.with_columns(
+        pl.when(pl.col("item_id") == "s000-i1").then(-5.0).otherwise(pl.col("price")).alias("price")))
+    run(raw, tmp_path / "default")
+    reasons = {(r["level"], r["object_id"]): r["reason"] for r in excluded(tmp_path / "default").iter_rows(named=True)}
+    assert ("anchor", "a1") not in reasons  # a negative score is kept
+    assert reasons[("anchor", "a2")] == "anchor numeric 'score' is not finite"  # any transform needs finite values
+    assert reasons[("item", "s000-i1")].startswith("commodity numeric 'price' is negative")
+    kept = pl.read_parquet(tmp_path / "default" / "anchors.parquet")
+    assert kept.filter(pl.col("anchor_id") == "a1")["score"][0] == -2.5
+    # With price signed_log1p, a negative price is kept as well.
+    from memf.data.contract import numeric_accepts
+
+    policy = {"default": "log1p", "columns": {"anchor": {"score": "identity"}, "commodity": {"price": "signed_log1p"}}}
+    run(raw, tmp_path / "signed", numeric_accepts=numeric_accepts(policy, DEFAULT_COLUMNS))
+    assert "s000-i1" not in excluded(tmp_path / "signed")["object_id"].to_list()
+    assert "s000-i1" in pl.read_parquet(tmp_path / "signed" / "items.parquet")["item_id"].to_list()
+    # And with score log1p (the old behaviour), the negative score drops the anchor and its streams.
+    strict = {"default": "log1p", "columns": {}}
+    run(raw, tmp_path / "strict", numeric_accepts=numeric_accepts(strict, DEFAULT_COLUMNS))
+    ex = excluded(tmp_path / "strict")
+    assert ex.filter(pl.col("object_id") == "a1")["reason"][0].startswith("anchor numeric 'score' is negative")
+
+
+def test_numeric_policy_names_are_checked():
+    from memf.data.contract import numeric_transforms, unused_numeric_entries
+
+    with pytest.raises(ValueError, match=r"config numeric.columns.anchor.score: transform 'log2'"):
+        numeric_transforms({"default": "log1p", "columns": {"anchor": {"score": "log2"}}}, DEFAULT_COLUMNS)
+    with pytest.raises(ValueError, match=r"config numeric.default: transform 'none'"):
+        numeric_transforms({"default": "none"}, DEFAULT_COLUMNS)
+    # An entry for a column the mapping does not have is ignored (the defaults can stay when columns are remapped).
+    mapping = {"anchor": {"text": [], "image": [], "numeric": ["fans"]}, "commodity": {"text": [], "image": [], "numeric": []},
+               "room": {"text": [], "image": [], "numeric": ["length"]}}
+    assert numeric_transforms(None, mapping) == {"anchor": {"fans": "log1p"}, "commodity": {}, "room": {"length": "log1p"}}
+    assert unused_numeric_entries(None, mapping) == ["numeric.columns.anchor.score", "numeric.columns.room.duration"]
+
+
+def test_a_stream_missing_several_modalities_lists_every_one(raw, tmp_path):
+    edit(raw, "clips", lambda df: df.filter(pl.col("stream_id") != "s001"))
+    edit(raw, "items", lambda df: df.filter(pl.col("stream_id") != "s002"))
+    edit(raw, "clips", lambda df: df.filter(~((pl.col("stream_id") == "s002") & (pl.col("kind") == "audio"))))
+    run(raw, tmp_path / "out")
+    reasons = {r["object_id"]: r["reason"] for r in excluded(tmp_path / "out").filter(pl.col("level") == "stream").iter_rows(named=True)}
+    assert reasons["s001"] == "no valid video clip or audio clip (missing modalities)"
+    assert reasons["s002"] == "no valid commodity or audio clip (missing modalities)"
+
+
+def test_a_missing_attribute_column_names_the_mapping_key_that_fixes_it(raw, tmp_path):
+    edit(raw, "items", lambda df: df.rename({"price": "listPrice"}))
+    with pytest.raises(DataError) as info:
+        run(raw, tmp_path / "out")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message == (f"{raw / 'items.parquet'}: missing column 'price' (expected float; found float columns not yet "
+                       "used: listPrice); if the commodity's numeric column has another name, list that name under "
+                       "columns.commodity.numeric instead")
+    # A fixed column has no mapping: no hint.
+    edit(raw, "items", lambda df: df.rename({"listPrice": "price", "position": "rank"}))
+    with pytest.raises(DataError, match=r"missing column 'position' \(expected integer; found integer columns not yet "
+                                        r"used: rank\)$"):
+        run(raw, tmp_path / "out")
+
+
+def test_texts_over_the_bound_are_kept_and_recorded(raw, tmp_path):
+    edit(raw, "streams", lambda df: df.with_columns(
+        pl.when(pl.col("stream_id") == "s003").then(pl.lit("直播" * 600)).otherwise(pl.col("title")).alias("title")))
+    run(raw, tmp_path / "out", limits={"max_text_chars": 1000})
+    cut = pl.read_parquet(tmp_path / "out" / "truncated.parquet")
+    assert cut.select("level", "object_id", "field", "reason").rows() == [
+        ("stream", "s003", "title", "room text 'title' of 1,200 characters cut to limits.max_text_chars = 1,000 "
+                                    "before tokenising")]
+    assert "s003" in pl.read_parquet(tmp_path / "out" / "streams.parquet")["stream_id"].to_list()
+    assert pl.read_csv(tmp_path / "out" / "truncated.csv").height == 1

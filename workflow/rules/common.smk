@@ -6,6 +6,7 @@ from pathlib import Path
 
 from memf.core.config import ConfigError, evaluation_plan, load_config
 from memf.core.version import code_version
+from memf.data.contract import numeric_accepts
 
 # Every mistake the config can hold is caught here, one line each, before anything is planned (docs/configuration.md).
 try:

@@ -33,6 +33,8 @@ rule validate:
         CLEAN_TABLES,
         excluded=str(DATA / "excluded.parquet"),
         excluded_csv=str(DATA / "excluded.csv"),
+        truncated=str(DATA / "truncated.parquet"),
+        truncated_csv=str(DATA / "truncated.csv"),
         summary=str(DATA / "summary.csv"),
         summary_md=str(DATA / "summary.md"),
         meta=str(DATA / "dataset.json"),
@@ -46,6 +48,10 @@ rule validate:
         max_drop_fraction=config["validation"]["max_drop_fraction"],
         split={k: config["split"][k] for k in ("seed", "folds", "group_by")},
         code=code_version("validate"),
+        # What each numeric column accepts, not its transform: a transform change that accepts the same values
+        # reruns the numeric features only (docs/data-format.md, "Numeric policy").
+        numeric_accepts=numeric_accepts(config["numeric"], config["columns"]),
+        limits=config["limits"],
     threads: config["validation"]["probe_workers"]
     resources:
         mem_mb=2000,

@@ -46,6 +46,9 @@ for _modality in FEATURE_MODALITIES:
             extractors=lambda wildcards: {wildcards.extractor: config["extractors"][wildcards.extractor]},
             shards=config["extraction"]["shards"],
             columns=columns_of(_modality),
+            # Only what this modality depends on: a numeric policy change reruns the numeric shards alone.
+            numeric=config["numeric"] if _modality == "numeric" else None,
+            limits=limits_of(_modality),
         wildcard_constraints:
             extractor=_one_of(extractors_of(_modality)),
             shard=r"\d+",

@@ -2,6 +2,7 @@
 import json
 import re
 
+from memf.data.contract import MODALITY_LIMITS
 from memf.features.spec import CLIP_MODALITIES, FEATURE_MODALITIES, identity_json, kind_modality
 from memf.training.matrix import LATENT_FEATURE_SET
 
@@ -44,6 +45,11 @@ def columns_of(modality):
     return {entity: {modality: cols.get(modality, [])} for entity, cols in config["columns"].items()}
 
 
+def limits_of(modality):
+    """The bounds of config `limits` that one modality's extraction depends on."""
+    return {key: config["limits"][key] for key in MODALITY_LIMITS[modality]}
+
+
 def get_model_input(wildcards):
     """The tiny model folder (or local weight file) an extractor loads, when the workflow builds it."""
     entry = config["extractors"][wildcards.extractor]
@@ -67,5 +73,14 @@ def padded_file(feature_set):
 
 
 def features_targets():
-    """The manifest of every extractor a used feature set names (stage 2 asks for the padded files)."""
-    return sorted({manifest_file(m, config["feature_sets"][fs][m]) for fs in used_feature_sets() for m in FEATURE_MODALITIES})
+    """The manifests and shards of the extractors every used feature set names (stage 2 asks for the padded files).
+
+    The shards are targets themselves: Snakemake does not rebuild a missing input of an output that is up to date, so
+    without them a shard deleted by hand would stay missing.
+    """
+    targets = []
+    for fs in used_feature_sets():
+        for m in FEATURE_MODALITIES:
+            name = config["feature_sets"][fs][m]
+            targets += [manifest_file(m, name), *shard_files(m, name), *failure_files(m, name)]
+    return sorted(set(targets))

@@ -19,4 +19,6 @@ with job_log(sm.log[0]), claim_device(extraction["device"]) as device:
         failures_out=sm.output.failures,
         device=device,
         threads=sm.threads,
+        numeric=sm.params.numeric,
+        limits=sm.params.limits,
     )

@@ -16,4 +16,6 @@ with job_log(sm.log[0]):
         group_by=sm.params.split["group_by"],
         probe_workers=sm.threads,
         probe_timeout_s=sm.config["validation"]["probe_timeout_s"],  # speed only: read from the config, not a param
+        numeric_accepts=sm.params.numeric_accepts,
+        limits=sm.params.limits,
     )

@@ -2,12 +2,15 @@
 
 Every output of the pipeline goes through :func:`atomic_path`: the writer fills a temporary file in the target's own
 folder, and only a complete file is renamed onto the target (``os.replace`` is atomic within one filesystem). A writer
-killed half-way leaves no file at the target, so Snakemake sees the job as not done and reruns it.
+killed half-way leaves no file at the target, so Snakemake sees the job as not done and reruns it. A full disk
+(ENOSPC) is reported as one plain :class:`OSError` naming the target; the temporary file is removed and a previous
+file at the target is left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -42,9 +45,25 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise OSError(errno.ENOSPC, f"no space left on device while writing {target}: nothing was written there "
+                      "(a previous file is unchanged); free some space and rerun") from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC (or a disk quota exceeded), also when a library re-raised it under another errno or as text."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def write_text(target: str | os.PathLike[str], text: str) -> None:
@@ -78,25 +97,41 @@ _TYPE_CHECKS = {
 }
 
 
-def read_parquet_checked(path: str | os.PathLike[str], columns: dict[str, str]) -> pa.Table:
+def read_parquet_checked(
+    path: str | os.PathLike[str], columns: dict[str, str], hints: dict[str, str] | None = None
+) -> pa.Table:
     """Read one Parquet file, checking that each named column exists with the expected type family.
 
     Args:
         path: the file.
         columns: column -> "string" | "integer" | "float" ("float" also accepts integers).
+        hints: column -> what fixes a missing or mistyped column (e.g. the config key that maps it), added to the
+            message.
 
     Raises:
-        DataError: the file is unreadable, or a column is missing or of the wrong type; the message names both.
+        DataError: the file is unreadable (no footer, corrupt pages), or a column is missing or of the wrong type;
+            one line naming the file, the column, what was found and what was expected.
     """
     path = Path(path)
+    hints = hints or {}
     try:
         schema = pq.read_schema(path)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+        raise DataError(f"{path}: not a readable Parquet file ({_plain(exc)})") from exc
     for name, family in columns.items():
         idx = schema.get_field_index(name)
+        hint = f"; {hints[name]}" if name in hints else ""
         if idx < 0:
-            raise DataError(f"{path}: missing column '{name}' (expected {family})")
+            same = [f.name for f in schema if _TYPE_CHECKS[family](f.type) and f.name not in columns]
+            found = f"{family} columns not yet used: {', '.join(same[:12])}" if same else f"no other {family} column"
+            raise DataError(f"{path}: missing column '{name}' (expected {family}; found {found}){hint}")
         if not _TYPE_CHECKS[family](schema.field(idx).type):
-            raise DataError(f"{path}: column '{name}' has type {schema.field(idx).type}, expected {family}")
-    return pq.read_table(path)
+            raise DataError(f"{path}: column '{name}' has type {schema.field(idx).type}, expected {family}{hint}")
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_plain(exc)})") from exc
+
+
+def _plain(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

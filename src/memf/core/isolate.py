@@ -8,17 +8,36 @@ behind it go to the replacement), so one bad clip is a recorded drop, not a fail
 
 Workers are forked (not spawned): Snakemake runs ``script:`` adapters as unguarded ``__main__`` modules, which a spawned
 worker would execute again. The function runs in the child only, so the parent's threads are never used there.
+
+Nothing outlives the caller, however it ends:
+
+- Each worker asks the kernel to SIGKILL it when its parent dies (``prctl(PR_SET_PDEATHSIG)`` on Linux), checks at
+  start that its parent is still the one that forked it, and elsewhere (no ``prctl``) polls its parent's pid. A
+  worker closes the pipes of the other workers it inherited, so each pipe has exactly two ends.
+- Large results are spooled in one folder per call, ``memf-isolate-<pid>-<start time>-*`` under ``/dev/shm`` (or the
+  temporary folder). The call removes it when it ends (``finally``), and so does an ``atexit`` hook. A small janitor
+  process (forked first, holding no pipe, leaving SIGINT to the parent) polls the parent's pid and removes the folder
+  within a second of a SIGKILL of the parent. A folder whose owner is gone (pid not running, or running with another
+  start time) is removed by the next call on the machine, in case the janitor was killed too.
+- A worker ignores SIGINT (the caller handles Ctrl-C and stops its workers) and takes SIGTERM's default action.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import faulthandler
 import multiprocessing as mp
 import os
 import pickle
+import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +52,14 @@ R = TypeVar("R")
 _CTX = mp.get_context("fork")
 SPOOL_BYTES = 32 * 1024  # larger results travel through a file in memory (/dev/shm), not the pipe
 SPOOL_MIN_FREE = 1 << 30  # /dev/shm is used for that only with at least this much free space
+SPOOL_PREFIX = "memf-isolate-"
+_SPOOL_NAME = re.compile(rf"^{SPOOL_PREFIX}(\d+)-(\d+)-")
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+#: Parent ends of every live worker's pipe: a newly forked worker closes those that are not its own.
+_PARENT_ENDS: weakref.WeakSet[Connection] = weakref.WeakSet()
+#: Spool folders of calls still running in this process (removed at exit if a call did not get to).
+_LIVE_SPOOLS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -53,9 +80,95 @@ class Outcome(Generic[R]):
         return self.failure is None
 
 
-def _serve(fn: Callable[[Any], Any], conn: Connection, spool: str) -> None:
+def _start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22); None if there is no such
+    process. 0 where /proc does not exist and the process does."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return 0
+
+
+def _spool_parents() -> list[str]:
+    """Every folder a spool may be in (where stale ones are looked for)."""
+    return sorted({"/dev/shm", tempfile.gettempdir()})
+
+
+def clean_stale_spools(parents: list[str] | None = None) -> list[str]:
+    """Remove spool folders of this user whose process is gone (a job killed with its janitor); returns them."""
+    removed = []
+    for parent in parents if parents is not None else _spool_parents():
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            found = _SPOOL_NAME.match(name)
+            if not found:
+                continue
+            path = os.path.join(parent, name)
+            try:
+                if os.stat(path).st_uid != os.getuid():
+                    continue
+            except OSError:
+                continue
+            pid, started = int(found.group(1)), int(found.group(2))
+            now = _start_time(pid)
+            if now is None or (now and started and now != started):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` dies; exit now if it already has. Where prctl is not
+    available, a thread polls the parent's pid instead."""
+    armed = _LIBC is not None and _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+
+def _janitor(parent: int, spool: str) -> None:
+    """Remove ``spool`` once ``parent`` is gone (its workers die with it); the parent kills this process when it
+    ends normally. Pure Python, so it cannot be stuck in a decoder. SIGTERM ends it (then the parent, signalled too,
+    cleans up itself); SIGINT is left to the parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for other in list(_PARENT_ENDS):
+        other.close()
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    time.sleep(0.2)  # workers killed with the parent may be finishing a write
+    shutil.rmtree(spool, ignore_errors=True)
+
+
+def _serve(fn: Callable[[Any], Any], conn: Connection, spool: str, parent: int) -> None:
     """Worker loop. A result over ``SPOOL_BYTES`` goes through a file in ``spool`` and only its name through the pipe:
     a large send would block this worker until the parent reads, which it does not while it computes."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for other in list(_PARENT_ENDS):
+        other.close()
     faulthandler.disable()  # a decoder crash is reported by the parent as one failure; no interpreter dump in the log
     while True:
         msg = conn.recv()
@@ -102,7 +215,8 @@ class _Worker:
 
     def __init__(self, fn: Callable[[Any], Any], spool: str) -> None:
         self.conn, child = _CTX.Pipe()
-        self.proc = _CTX.Process(target=_serve, args=(fn, child, spool), daemon=True)
+        _PARENT_ENDS.add(self.conn)  # before the fork: the worker closes its copy of this end too
+        self.proc = _CTX.Process(target=_serve, args=(fn, child, spool, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
         self.pending: deque[tuple[int, Any]] = deque()
@@ -123,6 +237,7 @@ class _Worker:
         self.proc.kill()
         self.proc.join()
         self.conn.close()
+        _PARENT_ENDS.discard(self.conn)
 
     def stop(self) -> None:
         try:
@@ -134,6 +249,31 @@ class _Worker:
             self.proc.kill()
             self.proc.join()
         self.conn.close()
+        _PARENT_ENDS.discard(self.conn)
+
+
+class _Spool:
+    """This call's spool folder, named after the process (pid and start time), with its janitor."""
+
+    def __init__(self) -> None:
+        clean_stale_spools()
+        pid = os.getpid()
+        self.path = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{pid}-{_start_time(pid) or 0}-", dir=_spool_parent())
+        _LIVE_SPOOLS.add(self.path)
+        self.janitor = _CTX.Process(target=_janitor, args=(pid, self.path), daemon=True)
+        self.janitor.start()
+
+    def close(self) -> None:
+        self.janitor.kill()
+        self.janitor.join()
+        shutil.rmtree(self.path, ignore_errors=True)
+        _LIVE_SPOOLS.discard(self.path)
+
+
+@atexit.register
+def _remove_live_spools() -> None:
+    for path in list(_LIVE_SPOOLS):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def isolated_map(
@@ -161,9 +301,11 @@ def isolated_map(
     if workers < 1 or prefetch < 1:
         raise ValueError(f"workers and prefetch must be >= 1, got {workers} and {prefetch}")
     queue: deque[tuple[int, T]] = deque(enumerate(items))
+    if not queue:
+        return
     pool: list[_Worker] = []
     bar = tqdm(total=len(items), desc=desc, disable=desc is None, unit="item")
-    spool = tempfile.TemporaryDirectory(prefix="memf-isolate-", dir=_spool_parent())
+    spool = _Spool()  # janitor first, so that it holds no worker's pipe
 
     def refill(worker: _Worker) -> None:
         while queue and len(worker.pending) < prefetch:
@@ -172,14 +314,14 @@ def isolated_map(
     def replace(pos: int, worker: _Worker) -> _Worker:
         """Kill ``worker``; a fresh one takes over its remaining pending items, in order."""
         worker.kill()
-        fresh = pool[pos] = _Worker(fn, spool.name)
+        fresh = pool[pos] = _Worker(fn, spool.path)
         for index, item in worker.pending:
             fresh.submit(index, item)
         return fresh
 
     try:
         for _ in range(min(workers, len(queue))):
-            worker = _Worker(fn, spool.name)
+            worker = _Worker(fn, spool.path)
             pool.append(worker)
             refill(worker)
         while pool:
@@ -218,5 +360,5 @@ def isolated_map(
     finally:
         for worker in pool:
             worker.kill()
-        spool.cleanup()
+        spool.close()
         bar.close()

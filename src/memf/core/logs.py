@@ -1,24 +1,91 @@
-"""Per-job logging for Snakemake script adapters."""
+"""Per-job logging for Snakemake script adapters, and what a job's failure looks like on the console.
+
+A job's failure is one line on the console, ``memf error: <message> (log: <file>)``; the full traceback goes to the
+job's log. Known errors (bad input data, an undecodable file, a bad setting, a full disk, a termination signal) exit
+with that line only, no Python traceback; anything else is a bug and its traceback is shown too. ``MEMF_DEBUG=1``
+shows the traceback for every error.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
+from types import FrameType
+
+from memf.core.io import DataError, is_disk_full
+
+DEBUG_ENV = "MEMF_DEBUG"
+
+
+class Terminated(BaseException):
+    """The job received SIGTERM (a cluster preemption, a time limit, ``kill``). A BaseException, so that no
+    ``except Exception`` swallows it; ``finally`` blocks and context managers still clean up on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+def is_known(exc: BaseException) -> bool:
+    """Errors whose message says everything a user needs: no traceback on the console for these."""
+    from memf.data.media import MediaError
+
+    if isinstance(exc, (DataError, MediaError, ValueError, Terminated, KeyboardInterrupt)):
+        return True
+    return isinstance(exc, OSError) and is_disk_full(exc)
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (KeyboardInterrupt: ``interrupted``)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def exit_status(exc: BaseException) -> int:
+    if isinstance(exc, Terminated):
+        return 128 + exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    return 1
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (elsewhere signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
 def job_log(path: str | os.PathLike[str]) -> Iterator[logging.Logger]:
-    """Send this job's stdout, stderr (progress bars) and logging to ``path``.
+    """Send this job's stdout, stderr (progress bars) and logging to ``path``; turn a failure into one console line.
 
-    An exception is written to the log with its traceback, and its one-line message to the real stderr (the console
-    Snakemake shows), then re-raised so the job fails.
+    An exception is written to the log with its traceback and its one-line message to the real stderr (the console
+    Snakemake shows). A known error (:func:`is_known`) then ends the process with ``SystemExit`` (status 1, or 128 +
+    the signal for a termination) and no traceback, unless ``MEMF_DEBUG=1``; any other exception is re-raised.
+    SIGTERM is turned into :class:`Terminated`, so that workers are stopped, temporary files removed and the job
+    exits promptly with status 143.
     """
     real_stderr = sys.stderr
-    with open(path, "a", encoding="utf-8", buffering=1) as fh:
+    with open(path, "a", encoding="utf-8", buffering=1) as fh, _sigterm_raises():
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
@@ -28,8 +95,12 @@ def job_log(path: str | os.PathLike[str]) -> Iterator[logging.Logger]:
             with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
                 yield logging.getLogger("memf")
         except BaseException as exc:
+            if isinstance(exc, SystemExit):
+                raise
             traceback.print_exc(file=fh)
-            print(f"memf error: {exc} (log: {path})", file=real_stderr)
+            print(f"memf error: {one_line(exc)} (log: {path})", file=real_stderr, flush=True)
+            if is_known(exc) and os.environ.get(DEBUG_ENV) != "1":
+                raise SystemExit(exit_status(exc)) from None
             raise
         finally:
             root.removeHandler(handler)

@@ -5,9 +5,13 @@ Two kinds of bad input are told apart:
 - **Contract errors** stop the run with a one-line :class:`~memf.core.io.DataError` naming the file and the column: a missing
   table, an unreadable file, a missing column or one of the wrong type, a duplicate id.
 - **Bad values** are recorded drops, one row each in ``excluded.parquet``/``excluded.csv`` (level, stream_id,
-  object_id, reason, file, field): unknown references, missing text or media, non-finite or negative numbers, zero
-  sales that the target transform cannot take, media paths that escape the dataset root, media that do not decode.
-  Following the paper (section 4.1), a stream that lacks any modality after this is dropped too, with the reason.
+  object_id, reason, file, field): unknown references, missing text or media, non-finite numbers, negative numbers
+  in a column whose numeric transform needs them >= 0 (config ``numeric``), zero sales that the target transform
+  cannot take, media paths that escape the dataset root, media that do not decode or are over
+  ``limits.max_image_pixels``. Following the paper (section 4.1), a stream that lacks any modality after this is
+  dropped too, with every modality it lacks in the reason.
+- **Inputs cut to a bound** (config ``limits``: a clip longer than the video or audio bound, a text longer than
+  ``max_text_chars``) are kept and listed in ``truncated.parquet``/``truncated.csv`` with the same columns.
 
 If more than ``max_drop_fraction`` of the streams is excluded the run fails loudly, with the reasons counted in the
 message. The kept streams are assigned to cross-validation folds (:mod:`memf.data.folds`): column ``fold`` of
@@ -25,11 +29,12 @@ from typing import Any
 
 import polars as pl
 
-from memf.data.contract import TABLES, columns_from_config, required_columns
+from memf.data import contract
+from memf.data.contract import KEY_COLUMNS, TABLES, Limits, columns_from_config, required_columns
 from memf.data.folds import SPLITS, assign_folds, split_of
 from memf.core.io import DataError, read_parquet_checked, write_json, write_parquet, write_text
 from memf.core.isolate import isolated_map
-from memf.data.media import probe
+from memf.data.media import applied_limits, probe
 
 log = logging.getLogger(__name__)
 
@@ -56,29 +61,42 @@ class _Drops:
         self._seen: set[tuple[str, str]] = set()
 
     def add(self, level: str, object_id: str, reason: str, *, stream_id: str | None = None,
-            file: str | None = None, field: str | None = None) -> None:
-        if (level, object_id) in self._seen:
+            file: str | None = None, field: str | None = None, key: tuple[str, ...] | None = None) -> None:
+        """Record ``object_id`` once (or once per ``key``: a truncation is recorded per object and field)."""
+        key = key or (level, object_id)
+        if key in self._seen:
             return
-        self._seen.add((level, object_id))
+        self._seen.add(key)
         self.rows.append({"level": level, "stream_id": stream_id, "object_id": object_id,
                           "reason": reason, "file": file, "field": field})
 
     def ids(self, level: str) -> set[str]:
-        return {obj for lvl, obj in self._seen if lvl == level}
+        return {r["object_id"] for r in self.rows if r["level"] == level}
 
     def frame(self) -> pl.DataFrame:
         return pl.DataFrame(self.rows, schema=EXCLUDED_SCHEMA)
 
 
+def mapping_hints(columns: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, str]]:
+    """Table -> attribute column -> the ``columns:`` key that maps it (what fixes it when the data names it otherwise)."""
+    hints: dict[str, dict[str, str]] = {t: {} for t in TABLES}
+    for col in columns_from_config(columns):
+        if col.name not in KEY_COLUMNS[col.table]:
+            hints[col.table][col.name] = (f"if the {col.entity}'s {col.modality} column has another name, list that "
+                                          f"name under columns.{col.entity}.{col.modality} instead")
+    return hints
+
+
 def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]]) -> dict[str, pl.DataFrame]:
     """Read and schema-check the four raw tables; raise :class:`DataError` on contract errors."""
     required = required_columns(columns)
+    hints = mapping_hints(columns)
     tables: dict[str, pl.DataFrame] = {}
     for name in TABLES:
         path = root / f"{name}.parquet"
         if not path.is_file():
             raise DataError(f"{path}: missing table '{name}' (see docs/data-format.md)")
-        df = pl.from_arrow(read_parquet_checked(path, required[name]))
+        df = pl.from_arrow(read_parquet_checked(path, required[name], hints=hints[name]))
         id_col = ID_COLUMN[name]
         dup = df[id_col].drop_nulls().is_duplicated()
         if dup.any():
@@ -98,14 +116,21 @@ def _inside(root: Path, rel: str) -> bool:
     return (real_root / rel).resolve().is_relative_to(real_root)
 
 
-def _bad_number(value: Any) -> str | None:
+def _bad_number(value: Any, non_negative: bool = True) -> str | None:
     if value is None:
         return "missing"
     if not math.isfinite(value):
         return "not finite"
-    if value < 0:
+    if non_negative and value < 0:
         return "negative"
     return None
+
+
+def _stream_lacks(missing: list[str]) -> str:
+    """The drop reason of a stream lacking modalities, naming every one (``no valid video clip (missing modality)``)."""
+    if len(missing) == 1:
+        return f"no valid {missing[0]} (missing modality)"
+    return f"no valid {', '.join(missing[:-1])} or {missing[-1]} (missing modalities)"
 
 
 def _probe_task(task: tuple[str, str]) -> dict[str, float]:
@@ -124,16 +149,28 @@ def validate_dataset(
     group_by: str | None = None,
     probe_workers: int = 2,
     probe_timeout_s: float = 30.0,
+    numeric_accepts: dict[str, dict[str, str]] | None = None,
+    limits: Limits | dict[str, Any] | None = None,
 ) -> ValidationResult:
     """Validate the raw dataset at ``root`` and write the clean dataset, with its folds, to ``out_dir``.
 
-    Outputs (all atomic): streams/anchors/items/clips.parquet, excluded.parquet, excluded.csv, summary.csv,
-    summary.md, dataset.json. See docs/data-format.md for the checks and :mod:`memf.data.folds` for the folds.
+    Args:
+        numeric_accepts: entity -> numeric column -> "non-negative" or "finite" (from
+            :func:`memf.data.contract.numeric_accepts` of the config's ``numeric`` policy); None: the default policy.
+        limits: the config's ``limits`` (None: the defaults); media are probed under them and texts checked against
+            ``max_text_chars``.
+
+    Outputs (all atomic): streams/anchors/items/clips.parquet, excluded.parquet/.csv, truncated.parquet/.csv,
+    summary.csv, summary.md, dataset.json. See docs/data-format.md for the checks and :mod:`memf.data.folds` for
+    the folds.
     """
     root, out_dir = Path(root), Path(out_dir)
+    limits = limits if isinstance(limits, Limits) else Limits.from_config(limits)
+    accepts = numeric_accepts if numeric_accepts is not None else contract.numeric_accepts(None, columns)
     tables = load_raw_tables(root, columns)
     streams, anchors, items, clips = (tables[t] for t in TABLES)
     drops = _Drops()
+    truncated = _Drops()
     cols = columns_from_config(columns)
 
     # Values of each entity's own columns: missing text or media, bad numbers, escaping paths.
@@ -144,15 +181,22 @@ def validate_dataset(
         file = str(root / f"{table}.parquet")
         owner_stream = df["stream_id"].to_list() if "stream_id" in df.columns else [None] * df.height
         for col in (c for c in cols if c.table == table):
+            non_negative = accepts.get(col.entity, {}).get(col.name, "non-negative") == "non-negative"
             for obj, stream, value in zip(df[id_col].to_list(), owner_stream, df[col.name].to_list(), strict=True):
                 if col.modality == "numeric":
-                    why = _bad_number(value)
+                    why = _bad_number(value, non_negative)
+                    if why == "negative":
+                        why += " (its numeric transform log1p needs >= 0; see config numeric.columns)"
                     if why:
                         drops.add(level, obj, f"{col.entity} {col.modality} '{col.name}' is {why}",
                                   stream_id=stream, file=file, field=col.name)
                 elif value is None:
                     drops.add(level, obj, f"{col.entity} {col.modality} '{col.name}' is missing",
                               stream_id=stream, file=file, field=col.name)
+                elif col.modality == "text" and len(value) > limits.max_text_chars:
+                    truncated.add(level, obj, f"{col.entity} text '{col.name}' of {len(value):,} characters cut to "
+                                  f"limits.max_text_chars = {limits.max_text_chars:,} before tokenising",
+                                  stream_id=stream, file=file, field=col.name, key=(level, obj, col.name))
                 elif col.modality == "image":
                     if _inside(root, value):
                         media_refs.append(("image", value, level, obj, col.name))
@@ -200,17 +244,24 @@ def validate_dataset(
     media_refs = [r for r in media_refs if r[2] != "anchor" or r[3] in used_anchors]
     tasks = sorted({(kind, path) for kind, path, *_ in media_refs})
     failed: dict[tuple[str, str], str] = {}
-    for outcome in isolated_map(_probe_task, [(k, str(root / p)) for k, p in tasks], workers=probe_workers,
-                                timeout_s=probe_timeout_s, desc="probe media"):
-        if not outcome.ok:
-            failed[tasks[outcome.index]] = outcome.failure.reason
+    cut: dict[tuple[str, str], str] = {}
+    with applied_limits(limits):  # the workers forked here read under the same bounds as the extractors
+        for outcome in isolated_map(_probe_task, [(k, str(root / p)) for k, p in tasks], workers=probe_workers,
+                                    timeout_s=probe_timeout_s, desc="probe media"):
+            if not outcome.ok:
+                failed[tasks[outcome.index]] = outcome.failure.reason
+            elif outcome.value.get("truncated"):
+                cut[tasks[outcome.index]] = outcome.value["truncated"]
     item_stream = dict(zip(items["item_id"].to_list(), items["stream_id"].to_list(), strict=True))
     clip_stream = dict(zip(clips["clip_id"].to_list(), clips["stream_id"].to_list(), strict=True))
     for kind, path, level, obj, field in media_refs:
+        stream = {"item": item_stream, "clip": clip_stream, "stream": {obj: obj}}.get(level, {}).get(obj)
         if (kind, path) in failed:
-            stream = {"item": item_stream, "clip": clip_stream, "stream": {obj: obj}}.get(level, {}).get(obj)
             drops.add(level, obj, f"{kind} does not decode: {failed[(kind, path)]}",
                       stream_id=stream, file=str(root / path), field=field)
+        elif (kind, path) in cut:
+            truncated.add(level, obj, cut[(kind, path)], stream_id=stream, file=str(root / path), field=field,
+                          key=(level, obj, field))
 
     # Cascade to streams: a bad anchor, and (paper section 4.1) a stream lacking a modality, drop the stream.
     bad_anchors = drops.ids("anchor")
@@ -224,11 +275,10 @@ def validate_dataset(
     has_items = set(good_items["stream_id"].to_list())
     has_kind = {kind: set(good_clips.filter(pl.col("kind") == kind)["stream_id"].to_list()) for kind in ("video", "audio")}
     for sid in streams["stream_id"].to_list():
-        if sid not in has_items:
-            drops.add("stream", sid, "no valid commodity (missing modality)", stream_id=sid)
-        for kind in ("video", "audio"):
-            if sid not in has_kind[kind]:
-                drops.add("stream", sid, f"no valid {kind} clip (missing modality)", stream_id=sid)
+        missing = ([] if sid in has_items else ["commodity"]) + [
+            f"{kind} clip" for kind in ("video", "audio") if sid not in has_kind[kind]]
+        if missing:
+            drops.add("stream", sid, _stream_lacks(missing), stream_id=sid)
 
     dropped_streams = drops.ids("stream")
     n_input = streams.height
@@ -239,6 +289,10 @@ def validate_dataset(
             if sid in dropped_streams:
                 drops.add(level, obj, "its stream was excluded", stream_id=sid)
     excluded = drops.frame()
+    dropped = {(r["level"], r["object_id"]) for r in drops.rows}
+    cut_rows = [r for r in truncated.rows if (r["level"], r["object_id"]) not in dropped
+                and (r["level"] == "anchor" or r["stream_id"] not in dropped_streams)]
+    cut_frame = pl.DataFrame(cut_rows, schema=EXCLUDED_SCHEMA)
     fraction = len(dropped_streams) / max(n_input, 1)
     if fraction > max_drop_fraction:
         counts = Counter(r["reason"].split(":")[0] for r in drops.rows if r["level"] == "stream")
@@ -263,11 +317,13 @@ def validate_dataset(
     out_clips = good_clips.filter(pl.col("stream_id").is_in(kept_ids)).sort(["stream_id", "kind", "position", "clip_id"])
     out_anchors = anchors.filter(pl.col("anchor_id").is_in(kept["anchor_id"].unique().to_list())).sort("anchor_id")
 
+    cut_frame = cut_frame.filter((pl.col("level") != "anchor") | pl.col("object_id").is_in(out_anchors["anchor_id"].implode()))
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, df in (("streams", kept), ("anchors", out_anchors), ("items", out_items), ("clips", out_clips),
-                     ("excluded", excluded)):
+                     ("excluded", excluded), ("truncated", cut_frame)):
         write_parquet(out_dir / f"{name}.parquet", df)
     write_text(out_dir / "excluded.csv", excluded.write_csv())
+    write_text(out_dir / "truncated.csv", cut_frame.write_csv())
     summary = fold_summary(kept, folds)
     write_text(out_dir / "summary.csv", summary.write_csv())
     write_text(out_dir / "summary.md", _markdown(summary))
@@ -279,10 +335,15 @@ def validate_dataset(
         "streams_in": n_input,
         "streams_kept": n,
         "excluded": dict(Counter(r["level"] for r in drops.rows)),
+        "truncated": dict(Counter(cut_frame["level"].to_list())),
+        "numeric_accepts": accepts,
+        "limits": limits.as_dict(),
         "folds": {"k": folds, "seed": split_seed, "group_by": group_by, "test_sizes": sizes},
     })
     for level, count in sorted(Counter(r["level"] for r in drops.rows).items()):
         log.info("excluded %d %s rows", count, level)
+    for row in cut_frame.iter_rows(named=True):
+        log.warning("truncated %s %s %s: %s", row["level"], row["object_id"], row["field"], row["reason"])
     log.info("kept %d of %d streams; test streams per fold %s", n, n_input, sizes)
     return ValidationResult(n_input=n_input, n_kept=n, n_excluded_streams=len(dropped_streams), fold_sizes=sizes)
 

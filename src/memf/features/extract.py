@@ -3,6 +3,10 @@
 :func:`extract_shard` is what the ``extract_{modality}`` rules call. Media files are decoded in isolated workers
 (:func:`memf.core.isolate.isolated_map`) and embedded in batches taken in input order, so a shard's bytes do not depend on
 which worker finished first. Every input that yields no feature is written to the shard's failures file.
+
+The job's bounds (config ``limits``) hold for every decoder it runs (:func:`memf.data.media.applied_limits`, inherited
+by the forked workers) and for texts (cut to ``max_text_chars`` before tokenising); numeric fields take their
+column's transform from the numeric policy (config ``numeric``) and are stored unstandardised.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import polars as pl
 import pyarrow as pa
 import torch
 
-from memf.data.contract import FIELD_ENTITIES
+from memf.data.contract import FIELD_ENTITIES, MODALITY_LIMITS, Limits, numeric_transforms, unused_numeric_entries
 from memf.data.dataset import CleanDataset, load_clean
+from memf.data.media import applied_limits
 from memf.features.base import Extractor, MediaExtractor, build_extractor
-from memf.features.numeric import LogStandard
+from memf.features.numeric import NumericTransform
 from memf.features.spec import ExtractionSettings, ExtractorSpec, identity
 from memf.features.store import (
     ClipShard,
@@ -162,16 +167,18 @@ def _meta(extractor: Extractor, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _text_shard(extractor: TransformersText, rows: pl.DataFrame, label: str) -> tuple[pa.Table, Failures]:
+def _text_shard(
+    extractor: TransformersText, rows: pl.DataFrame, label: str, limits: Limits, meta: dict[str, Any]
+) -> tuple[pa.Table, Failures]:
     missing = rows.filter(pl.col("value").is_null())
     failures = [_failure(r, "missing text") for r in missing.iter_rows(named=True)]
     rows = rows.filter(pl.col("value").is_not_null())
-    vectors = extractor.embed_texts(rows["value"].to_list(), desc=label)
-    return field_table(rows, vectors, _meta(extractor)), failures
+    vectors = extractor.embed_texts(rows["value"].to_list(), desc=label, max_chars=limits.max_text_chars)
+    return field_table(rows, vectors, meta), failures
 
 
 def _image_shard(
-    extractor: MediaExtractor, ds: CleanDataset, rows: pl.DataFrame, label: str
+    extractor: MediaExtractor, ds: CleanDataset, rows: pl.DataFrame, label: str, meta: dict[str, Any]
 ) -> tuple[pa.Table, Failures]:
     failures = [_failure(r, "missing image path") for r in rows.filter(pl.col("value").is_null()).iter_rows(named=True)]
     rows = rows.filter(pl.col("value").is_not_null())
@@ -182,41 +189,35 @@ def _image_shard(
     ok = np.array([reasons[i] is None for i in index], dtype=bool)
     for r, i in zip(rows.filter(pl.Series(~ok)).iter_rows(named=True), index[~ok], strict=True):
         failures.append(_failure(r, reasons[i], file=r["value"]))
-    return field_table(rows.filter(pl.Series(ok)), vectors[index[ok]], _meta(extractor)), failures
+    return field_table(rows.filter(pl.Series(ok)), vectors[index[ok]], meta), failures
 
 
 def _numeric_shard(
-    extractor: LogStandard, full: CleanDataset, ds: CleanDataset, columns: Mapping[str, Mapping[str, list[str]]]
+    extractor: NumericTransform, ds: CleanDataset, columns: Mapping[str, Mapping[str, list[str]]],
+    numeric: Mapping[str, Any] | None,
 ) -> tuple[pa.Table, Failures]:
-    train = full.streams.filter(pl.col("split") == "train")
-    train_ds = CleanDataset(
-        root=full.root,
-        streams=train,
-        anchors=full.anchors,
-        items=full.items.filter(pl.col("stream_id").is_in(train["stream_id"].implode())),
-        clips=full.clips,
-    )
-    fit_rows = field_rows(train_ds, columns, "numeric")
-    # An anchor counts once in the fit however many training streams it appears in.
-    fit_rows = fit_rows.filter(pl.col("entity") != "anchor").vstack(
-        fit_rows.filter(pl.col("entity") == "anchor").unique(["owner_id", "field"], keep="first", maintain_order=True)
-    )
-    present = fit_rows.filter(pl.col("value").is_not_null())
-    for (entity, field), part in present.group_by(["entity", "field"], maintain_order=True):
-        extractor.fit(f"{entity}.{field}", field, part["value"].to_numpy())
+    """Each numeric field's values under its column's transform (the policy ``numeric``); no statistics are fitted."""
+    transforms = numeric_transforms(numeric, columns)
+    for key in unused_numeric_entries(numeric, columns):
+        log.warning("config %s names no numeric column of the column mapping: ignored", key)
     rows = field_rows(ds, columns, "numeric")
     failures = [_failure(r, "missing value") for r in rows.filter(pl.col("value").is_null()).iter_rows(named=True)]
     rows = rows.filter(pl.col("value").is_not_null())
     values = np.zeros(rows.height, dtype=np.float32)
     keys = (rows["entity"] + "." + rows["field"]).to_numpy()
+    raw = rows["value"].to_numpy()
     for key in sorted(set(keys.tolist())):
         sel = keys == key
-        values[sel] = extractor.apply(key, key.split(".", 1)[1], rows["value"].to_numpy()[sel])
+        entity, field = key.split(".", 1)
+        values[sel] = extractor.transform(key, transforms[entity][field], raw[sel])
     rows = rows.with_columns(value=pl.Series(values))
-    return field_table(rows, None, _meta(extractor, stats=extractor.stats)), failures
+    applied = {f"{e}.{f}": t for e, cols in transforms.items() for f, t in cols.items()}
+    return field_table(rows, None, _meta(extractor, transforms=applied)), failures
 
 
-def _clip_shard(extractor: MediaExtractor, ds: CleanDataset, label: str) -> tuple[ClipShard, Failures]:
+def _clip_shard(
+    extractor: MediaExtractor, ds: CleanDataset, label: str, meta: dict[str, Any]
+) -> tuple[ClipShard, Failures]:
     clips = ds.clips.filter(pl.col("kind") == extractor.modality).sort("stream_id", "position")
     paths = clips["path"].to_list()
     vectors, reasons = embed_files(extractor, [str(ds.media_path(p)) for p in paths], desc=label)
@@ -237,7 +238,7 @@ def _clip_shard(extractor: MediaExtractor, ds: CleanDataset, label: str) -> tupl
         positions=kept["position"].to_numpy().astype(np.int32),
         stream_ids=stream_ids,
         offsets=offsets,
-        meta=_meta(extractor),
+        meta=meta,
     )
     return shard, failures
 
@@ -254,6 +255,8 @@ def extract_shard(
     failures_out: str | Path,
     device: str | torch.device = "cpu",
     threads: int | None = None,
+    numeric: Mapping[str, Any] | None = None,
+    limits: Mapping[str, Any] | None = None,
 ) -> ShardReport:
     """Extract shard ``shard`` (of ``extraction["shards"]``) of extractor ``name`` into ``out`` and ``failures_out``.
 
@@ -269,6 +272,9 @@ def extract_shard(
         device: where the model runs (the caller claims it: ``memf.core.gpu.claim_device``).
         threads: CPU cores of the job: torch's intra-op threads and the number of decoding workers (overriding
             ``extraction["workers"]``); None keeps both as they are.
+        numeric: the config's ``numeric`` policy (numeric extractors; None: the default policy).
+        limits: the config's ``limits`` (or just those of this modality; None: the defaults). The bounds this
+            modality depends on are recorded in the shard's metadata.
     """
     start = time.perf_counter()
     n_shards = int(extraction["shards"])
@@ -280,25 +286,28 @@ def extract_shard(
         torch.set_num_threads(max(1, threads))
         settings = dataclasses.replace(settings, workers=max(1, threads))
     torch.manual_seed(0)
-    full = load_clean(data_dir)
-    ds = full.shard(shard, n_shards)
+    bounds = Limits.from_config(limits)
+    ds = load_clean(data_dir).shard(shard, n_shards)
     extractor = build_extractor(spec, settings, torch.device(device))
     label = f"{spec.modality}/{name} shard {shard}"
     log.info("%s: %d streams, device %s, weights %s, dim %d",
              label, ds.streams.height, device, extractor.weights_id, extractor.dim)
-    if spec.modality in ("video", "audio"):
-        clip_shard, failures = _clip_shard(extractor, ds, label)
-        write_clip_shard(out, clip_shard)
-        rows = len(clip_shard.clip_ids)
-    else:
-        if spec.modality == "text":
-            table, failures = _text_shard(extractor, field_rows(ds, columns, "text"), label)
-        elif spec.modality == "image":
-            table, failures = _image_shard(extractor, ds, field_rows(ds, columns, "image"), label)
+    own = {k: getattr(bounds, k) for k in MODALITY_LIMITS[spec.modality]}
+    meta = _meta(extractor, limits=own) if own else _meta(extractor)
+    with applied_limits(bounds):
+        if spec.modality in ("video", "audio"):
+            clip_shard, failures = _clip_shard(extractor, ds, label, meta)
+            write_clip_shard(out, clip_shard)
+            rows = len(clip_shard.clip_ids)
         else:
-            table, failures = _numeric_shard(extractor, full, ds, columns)
-        write_field_shard(out, table)
-        rows = table.num_rows
+            if spec.modality == "text":
+                table, failures = _text_shard(extractor, field_rows(ds, columns, "text"), label, bounds, meta)
+            elif spec.modality == "image":
+                table, failures = _image_shard(extractor, ds, field_rows(ds, columns, "image"), label, meta)
+            else:
+                table, failures = _numeric_shard(extractor, ds, columns, numeric)
+            write_field_shard(out, table)
+            rows = table.num_rows
     write_failures(failures_out, failures)
     report = ShardReport(spec.modality, name, shard, rows, len(failures), time.perf_counter() - start)
     log.info("%s: %d rows, %d failures in %.1f s (%.1f rows/s)", label, rows, len(failures), report.seconds,

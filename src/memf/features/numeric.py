@@ -1,10 +1,14 @@
-"""Numeric fields: the paper's log transform, then standardisation fitted on the training split only.
+"""Numeric fields: each column's transform from the numeric policy (config ``numeric``); nothing is fitted here.
 
-Every numeric column is ``log1p``-transformed (counts, prices, durations; a value below 0 is a data error) except the
-columns named in option ``identity`` (e.g. ``score``), which are kept as they are. Each (entity, field) is then
-standardised with the mean and standard deviation (ddof 0) of its transformed values over the ``train`` split:
-anchors referenced by training streams (each anchor once), items of training streams, training streams' rooms. A
-field that is constant on the training split gets sd 1. The fitted statistics go into every shard and the manifest.
+The policy (:func:`memf.data.contract.numeric_transforms`) gives every numeric column one transform:
+
+- ``log1p``: ``log(1 + x)``, the paper's transform for counts and money; a value below 0 is a data error here
+  (validation drops such rows first, so reaching this means the data was validated under another policy);
+- ``signed_log1p``: ``sign(x) * log(1 + |x|)``, for signed quantities (growth rates, temperatures): any finite value;
+- ``identity``: the value as it is (scores, rates): any finite value.
+
+Stage 1 stores the transformed values unstandardised: standardisation is fitted in stage 2, per cross-validation
+fold on that fold's training part. The kind keeps its historical name ``log-standard``.
 """
 
 from __future__ import annotations
@@ -14,21 +18,32 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from memf.core.io import DataError
+from memf.data.contract import NUMERIC_TRANSFORMS
 from memf.features.base import Extractor, register
 from memf.features.spec import ExtractionSettings, ExtractorSpec
-from memf.core.io import DataError
+
+
+def apply_transform(transform: str, values: np.ndarray) -> np.ndarray:
+    """``transform`` of float64 ``values`` (no checks; see :meth:`NumericTransform.transform`)."""
+    values = np.asarray(values, dtype=np.float64)
+    if transform == "log1p":
+        return np.log1p(values)
+    if transform == "signed_log1p":
+        return np.sign(values) * np.log1p(np.abs(values))
+    if transform == "identity":
+        return values
+    raise ValueError(f"unknown numeric transform '{transform}', expected one of {sorted(NUMERIC_TRANSFORMS)}")
 
 
 @register
-class LogStandard(Extractor):
+class NumericTransform(Extractor):
     kind: ClassVar[str] = "log-standard"
     modality: ClassVar[str] = "numeric"
-    defaults: ClassVar[dict[str, Any]] = {"identity": ["score"]}
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: ExtractorSpec, settings: ExtractionSettings, device: torch.device) -> None:
         super().__init__(spec, settings, device)
-        self.identity_fields = frozenset(self.options["identity"])
-        self.stats: dict[str, dict[str, Any]] = {}
 
     @property
     def dim(self) -> int:
@@ -36,35 +51,17 @@ class LogStandard(Extractor):
 
     @property
     def weights_id(self) -> str:
-        return "fitted-on-train"
+        return "none"
 
-    def transform(self, field: str, values: np.ndarray) -> np.ndarray:
-        """``log1p`` (or the identity for ``identity`` fields) of finite values; raises :class:`DataError` otherwise."""
+    def transform(self, key: str, transform: str, values: np.ndarray) -> np.ndarray:
+        """float32 ``transform`` of ``key``'s ("entity.field") values; raises :class:`DataError` on a value the
+        transform does not accept (non-finite, or negative under log1p)."""
         values = np.asarray(values, dtype=np.float64)
+        if transform not in NUMERIC_TRANSFORMS:
+            raise ValueError(f"numeric field '{key}': unknown transform '{transform}', expected one of {sorted(NUMERIC_TRANSFORMS)}")
         if not np.isfinite(values).all():
-            raise DataError(f"numeric field '{field}': non-finite value {values[~np.isfinite(values)][0]}")
-        if field in self.identity_fields:
-            return values
-        if (values < 0).any():
-            raise DataError(f"numeric field '{field}': value {values.min()} < 0 cannot be log1p-transformed (list it under identity)")
-        return np.log1p(values)
-
-    def fit(self, key: str, field: str, train_values: np.ndarray) -> None:
-        """Fit the standardisation of ``key`` ("entity.field") on its training values."""
-        if len(train_values) == 0:
-            raise DataError(f"numeric field '{key}': no training values to fit the standardisation on")
-        t = self.transform(field, train_values)
-        sd = float(t.std())
-        self.stats[key] = {
-            "transform": "identity" if field in self.identity_fields else "log1p",
-            "mean": float(t.mean()),
-            "sd": sd if sd > 0 else 1.0,
-            "n_train": len(t),
-        }
-
-    def apply(self, key: str, field: str, values: np.ndarray) -> np.ndarray:
-        """Transformed, standardised float32 values of ``key``."""
-        if key not in self.stats:
-            raise ValueError(f"numeric field '{key}' was not fitted")
-        s = self.stats[key]
-        return ((self.transform(field, values) - s["mean"]) / s["sd"]).astype(np.float32)
+            raise DataError(f"numeric field '{key}': non-finite value {values[~np.isfinite(values)][0]}")
+        if NUMERIC_TRANSFORMS[transform] == "non-negative" and (values < 0).any():
+            raise DataError(f"numeric field '{key}': value {values.min():g} < 0 cannot be {transform}-transformed; "
+                            "validation drops such rows, so results/data was validated under another numeric policy")
+        return apply_transform(transform, values).astype(np.float32)

@@ -10,7 +10,8 @@
 - ``shard-{k}.failures.parquet``: ``stream_id``, ``entity``, ``object_id``, ``field``, ``file``, ``reason``; one row
   per input that produced no feature (decode error, crash, timeout, missing value).
 
-Each shard carries its extractor's metadata (identity, dimension, weights id, fitted statistics) as JSON under the key
+Each shard carries its extractor's metadata (identity, dimension, weights id, the bounds of config ``limits`` its
+modality depends on, and for numeric fields each one's transform) as JSON under the key
 ``memf`` (Parquet schema metadata, HDF5 root attribute). Files hold no timestamps, so a rerun writes identical bytes.
 """
 
@@ -162,13 +163,14 @@ def read_failures(path: str | Path) -> pl.DataFrame:
 
 
 def write_manifest(shards: Sequence[str | Path], failures: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
-    """Gather the shards of one extractor into ``manifest.json``; refuses shards of different identity or dimension."""
+    """Gather the shards of one extractor into ``manifest.json``; refuses shards of different identity, dimension,
+    weights, numeric transforms or limits."""
     if len(shards) != len(failures):
         raise ValueError(f"manifest: {len(shards)} shards but {len(failures)} failure files")
     metas = [read_shard_meta(p) for p in shards]
     first = metas[0]
     for path, meta in zip(shards, metas, strict=True):
-        for key in ("identity", "dim", "weights_id", "stats"):
+        for key in ("identity", "dim", "weights_id", "transforms", "limits"):
             if meta.get(key) != first.get(key):
                 raise DataError(f"{path}: {key} {meta.get(key)!r} differs from {shards[0]}'s {first.get(key)!r}")
     per_shard = [
@@ -194,7 +196,8 @@ def write_manifest(shards: Sequence[str | Path], failures: Sequence[str | Path],
     }
     if "preprocessing" in identity:
         manifest["preprocessing"] = identity["preprocessing"]
-    if first.get("stats"):
-        manifest["standardisation"] = first["stats"]
+    for key in ("transforms", "limits"):
+        if first.get(key):
+            manifest[key] = first[key]
     write_json(out, manifest)
     return manifest

@@ -10,6 +10,10 @@ Pooling (option ``pooling``):
 - ``mean`` (default): mean of the last hidden states over the real tokens (attention mask = 1), special tokens included.
 - ``cls``: the hidden state of the classification token: the first token for BERT-style models, the last for XLNet,
   whose tokenizer puts ``<cls>`` at the end and pads on the left.
+
+A text longer than ``max_chars`` characters (the job's ``limits.max_text_chars``) is cut to that before it is
+tokenised, so that one giant field costs no more than the bound: the tokenizer would otherwise encode it whole before
+truncating to ``max_length`` tokens.
 """
 
 from __future__ import annotations
@@ -90,8 +94,11 @@ class TransformersText(Extractor):
         return pooled.cpu().numpy().astype(np.float32)
 
     @torch.inference_mode()
-    def embed_texts(self, texts: list[str], desc: str | None = None) -> np.ndarray:
-        """``[N, D]`` float32: one vector per text, each distinct text tokenised and embedded once."""
+    def embed_texts(self, texts: list[str], desc: str | None = None, max_chars: int | None = None) -> np.ndarray:
+        """``[N, D]`` float32: one vector per text, each distinct text (its first ``max_chars`` characters, if set)
+        tokenised and embedded once."""
+        if max_chars is not None:
+            texts = [t[:max_chars] for t in texts]
         unique = sorted(set(texts))
         if not unique:
             return np.zeros((0, self.dim), dtype=np.float32)
