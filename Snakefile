@@ -9,7 +9,7 @@ from snakemake.utils import min_version
 # The workflow's own package, for parsing from an environment that has only Snakemake (the jobs' conda environment
 # installs it: envs/memf.post-deploy.sh reads MEMF_SOURCE).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-os.environ["MEMF_SOURCE"] = workflow.basedir
+os.environ.update(MEMF_SOURCE=workflow.basedir)
 
 min_version("9.0")
 

@@ -39,8 +39,9 @@ CONFIG = {
 SNAKEFILE = f"""configfile: "config.yaml"
 include: "{RULES / 'common.smk'}"
 include: "{RULES / 'features.smk'}"
+include: "{RULES / 'train.smk'}"
 rule all:
-    input: features_targets()
+    input: features_targets() + [padded_file("demo")]
 """
 
 
@@ -73,8 +74,12 @@ def test_tiny_model_rule_function_builds_a_loadable_model(tiny_env, tmp_path):
 def workflow_dir(env: TinyEnv, tmp_path: Path, config: dict) -> Path:
     work = tmp_path / "wf"
     shutil.copytree(env.data, work / "results" / "data")
-    (work / "results" / "data" / "dataset.json").write_text(json.dumps({"root": str(env.root)}))
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    (work / "results" / "data" / "dataset.json").write_text(json.dumps({"root": str(env.root), "folds": {"k": 3}}))
+    # The workflow checks the configured raw root at load; the validated data above stands in for its outputs.
+    for table in ("streams", "anchors", "items", "clips"):
+        (work / "raw").mkdir(exist_ok=True)
+        shutil.copy2(env.data / f"{table}.parquet", work / "raw" / f"{table}.parquet")
+    (work / "config.yaml").write_text(yaml.safe_dump({**config, "dataset": {"root": "raw", "simulate": False}}))
     (work / "Snakefile").write_text(SNAKEFILE)
     return work
 

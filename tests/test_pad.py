@@ -11,7 +11,7 @@ import pytest
 from features_support import TinyEnv
 
 from memf.data.contract import DEFAULT_COLUMNS
-from memf.data.dataset import SPLIT_CODE, load_clean
+from memf.data.dataset import load_clean
 from memf.features.extract import extract_shard
 from memf.features.store import ClipShard, read_clip_shard, read_field_shard, write_clip_shard
 from memf.training.pad import pad_feature_set
@@ -49,7 +49,7 @@ def test_padded_file_holds_every_stream_with_the_store_vectors(tiny_env, store, 
     ds = load_clean(tiny_env.data)
     streams = ds.streams.sort("stream_id")
     assert padded.stream_id.tolist() == streams["stream_id"].to_list() and truncated.height == 0
-    assert padded.split.tolist() == [SPLIT_CODE[s] for s in streams["split"].to_list()]
+    assert padded.fold.tolist() == streams["fold"].to_list() and padded.folds == 3
     np.testing.assert_allclose(padded.target, streams["target"].to_numpy(), rtol=1e-6)
     n_items = ds.items.group_by("stream_id").len().sort("stream_id")["len"].to_numpy()
     assert padded.arrays["commodity/mask"].sum(1).tolist() == n_items.tolist()

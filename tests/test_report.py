@@ -1,37 +1,51 @@
-"""memf.report: bootstrap, tables recomputed from predictions, entity importance, figures."""
+"""memf.report: the stratified paired bootstrap, tables recomputed from pooled fold predictions, verdicts,
+ceilings, entity importance, the tuning record and the figures."""
+
+import json
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from scipy.stats import spearmanr
 from sklearn import metrics as skm
 from train_support import tiny_builder, tiny_padded
 
 from memf.core.io import read_json, write_json, write_parquet
-from memf.core.metrics import METRICS
+from memf.core.metrics import METRICS, regression_metrics
+from memf.report.bootstrap import Interval, paired_difference, resample_indices, resampled_metrics, verdict
+from memf.report.figures import draw_figures, expected_max
+from memf.report.tables import ORACLE_LABEL, build_tables, settings_summary
+from memf.training.fit import JobSpec, fit_experiment
+from memf.training.matrix import experiments_from_config, run_dir, tuning_dir
 from memf.training.padded import write_padded
-from memf.report.bootstrap import paired_difference, resample_indices, resampled_metrics
-from memf.report.figures import draw_figures
-from memf.training.matrix import experiments_from_config, run_dir
-from memf.report.tables import ORACLE_LABEL, build_tables
-from memf.training.runs import predictions_frame, write_run_core
-from memf.training.train import run_training
+from memf.training.runs import predictions_frame, write_run
+from memf.training.settings import TuningSettings, parse_space
 
 torch.set_num_threads(1)
 SK = {
     "mae": skm.mean_absolute_error, "mse": skm.mean_squared_error, "mape": skm.mean_absolute_percentage_error,
     "r2": skm.r2_score, "evs": skm.explained_variance_score,
+    "spearman": lambda y, p: spearmanr(y, p).statistic,
 }
+FOLDS = [0, 1, 2, 3, 4]
 
 
-def test_resampled_metrics_equal_scikit_learn_on_every_resample():
+def test_resampled_metrics_equal_the_point_functions_on_every_resample():
     rng = np.random.default_rng(0)
     y = rng.normal(5, 1, 30)
     p = y + rng.normal(0, 0.5, 30)
-    idx = resample_indices(30, 25, seed=1)
+    idx = resample_indices(np.arange(30) % 3, 25, seed=1)
     got = resampled_metrics(y, p, idx)
     for name, fn in SK.items():
         np.testing.assert_allclose(got[name], [fn(y[i], p[i]) for i in idx], rtol=1e-10, atol=1e-12)
+
+
+def test_resamples_stay_within_their_fold():
+    groups = np.repeat([0, 1, 2], [5, 10, 15])
+    idx = resample_indices(groups, 50, seed=0)
+    assert (groups[idx] == groups[None, :]).all()  # every position draws from its own fold
+    assert len(np.unique(idx[:, :5])) > 1
 
 
 def test_bootstrap_interval_covers_the_true_difference():
@@ -45,7 +59,7 @@ def test_bootstrap_interval_covers_the_true_difference():
         y = rng.normal(5, 1, n)
         a = y[None, :] + rng.normal(0, 0.5, (2, n))  # two seeds
         b = y[None, :] + rng.normal(0, 0.3, (3, n))  # three seeds
-        diffs = paired_difference(y, a, b, resample_indices(n, 300, seed=rep))
+        diffs = paired_difference(y, a, b, resample_indices(np.arange(n) % 5, 300, seed=rep))
         for name in true:
             iv = diffs[name]
             assert iv.lo <= iv.diff <= iv.hi
@@ -54,20 +68,39 @@ def test_bootstrap_interval_covers_the_true_difference():
         assert count / n_rep >= 0.85, (name, count)
 
 
-def test_identical_models_give_an_interval_around_zero():
+def test_identical_models_give_an_interval_around_zero_and_no_verdict():
     rng = np.random.default_rng(2)
     y = rng.normal(5, 1, 100)
     p = y + rng.normal(0, 0.4, (1, 100))
-    for iv in paired_difference(y, p, p, resample_indices(100, 200, 0)).values():
+    for iv in paired_difference(y, p, p, resample_indices(np.zeros(100), 200, 0)).values():
         assert iv.diff == iv.lo == iv.hi == 0.0
+    assert verdict(Interval(0.0, 0.0, 0.0), True) == "not separable"
+    assert verdict(Interval(0.1, 0.02, 0.2), True) == "better" and verdict(Interval(0.1, 0.02, 0.2), False) == "worse"
+    assert verdict(Interval(-0.1, -0.2, -0.01), True) == "worse"
+
+
+def test_expected_max_is_the_dodge_estimator():
+    scores = np.array([0.1, 0.5, 0.3])
+    assert expected_max(scores, 1) == pytest.approx(scores.mean())
+    # Brute force over every draw of 2 trials with replacement.
+    draws = [max(a, b) for a in scores for b in scores]
+    assert expected_max(scores, 2) == pytest.approx(np.mean(draws))
+    assert expected_max(scores, 50) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_settings_summary():
+    params = {0: {"train.lr": 0.001, "model.width": 32}, 1: {"train.lr": 0.004, "model.width": 32},
+              2: {"train.lr": 0.002, "model.width": 16}}
+    assert settings_summary(params) == "width=32 (2/3), lr 0.001-0.004"
+    assert settings_summary({0: {}, 1: {}}) == ""
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A small matrix: a trained 'full' model (2 seeds), leave-one-out runs with synthetic predictions whose
-    quality follows a known entity order, a reference, and the simulator's ground-truth files."""
+    """A small matrix over 5 folds: a trained and tuned 'full' model (2 seeds), leave-one-out runs with synthetic
+    predictions whose quality follows a known entity order, a reference, a latent row and the ground-truth files."""
     root = tmp_path_factory.mktemp("report")
-    padded = tiny_padded(80)
+    padded = tiny_padded(100)
     write_padded(root / "demo.h5", padded)
     rng = np.random.default_rng(0)
     expected = padded.target + rng.normal(0, 0.2, len(padded))
@@ -76,56 +109,98 @@ def runs(tmp_path_factory):
     truth = {"commodity": 0.4, "anchor": 0.3, "room": 0.2, "video": 0.1}
     write_json(root / "ground_truth.json", {"importance": {"entity_covariance_share": truth}})
     entries = {
-        "full": {"model": "tiny", "feature_set": "demo", "seeds": [0, 1]},
+        "full": {"model": "tiny", "feature_set": "demo", "seeds": [0, 1], "search": "s"},
         "ridge": {"model": "ridge", "feature_set": "demo", "seeds": [0]},
+        "latent": {"model": "ridge", "feature_set": "latent", "seeds": [0]},
     }
-    for seed in (0, 1):
-        run_training(root / "demo.h5", run_dir("full", seed, root / "runs"), experiment="full", model_name="tiny",
-                     options={}, feature_set="demo", seed=seed, train_cfg={"epochs": 3, "device": "cpu"},
-                     builder=tiny_builder, ground_truth=gt)
-    # Leave-one-out runs: noise grows with the dropped entity's true importance (so the true ranking is recoverable).
+    space = parse_space("s", {"train.lr": {"log_uniform": [1e-3, 1e-2]}})
     noise = rng.normal(0, 1, (2, len(padded)))  # one noise pattern per seed, scaled per entity
-    for entity, share in truth.items():
-        name = f"no-{entity}"
-        entries[name] = {"model": "tiny", "feature_set": "demo", "options": {"drop_entities": [entity]}, "seeds": [0, 1]}
-        for seed in (0, 1):
-            pred = padded.target + (0.3 + 2 * share) * noise[seed]
-            write_run_core(run_dir(name, seed, root / "runs"), predictions_frame(padded.stream_id, padded.split, padded.target, pred),
-                           {"seed": seed}, {}, gt)
-    pred = np.full(len(padded), padded.target[padded.split == 0].mean()) + rng.normal(0, 0.1, len(padded))
-    write_run_core(run_dir("ridge", 0, root / "runs"), predictions_frame(padded.stream_id, padded.split, padded.target, pred), {}, {}, gt)
-    return root, experiments_from_config(entries, [0, 1]), truth
+    for fold in FOLDS:
+        job = JobSpec(experiment="full", model="tiny", feature_set="demo", fold=fold, seeds=(0, 1), space=space,
+                      source="s")
+        fit_experiment(root / "demo.h5", run_dir("full", fold, root / "runs"), job, {"epochs": 3, "device": "cpu"},
+                       tuning=TuningSettings(trials=2, startup_trials=1), tuning_dir=tuning_dir("full", fold, root / "tuning"),
+                       builder=tiny_builder, ground_truth=gt)
+        split = padded.split(fold)
+        # Leave-one-out runs: noise grows with the dropped entity's true importance (the true ranking is recoverable).
+        for entity, share in truth.items():
+            name = f"no-{entity}"
+            entries[name] = {"model": "tiny", "feature_set": "demo", "options": {"drop_entities": [entity]},
+                             "seeds": [0, 1]}
+            frames = [predictions_frame(padded.stream_id, split, padded.target,
+                                        padded.target + (0.3 + 2 * share) * noise[seed], seed) for seed in (0, 1)]
+            write_run(run_dir(name, fold, root / "runs"), pl.concat(frames), {}, {"params": {}}, gt)
+        for name, sd in (("ridge", 0.9), ("latent", 0.1)):
+            pred = padded.target + rng.normal(0, sd, len(padded))
+            write_run(run_dir(name, fold, root / "runs"),
+                      predictions_frame(padded.stream_id, split, padded.target, pred, 0), {}, {"params": {}}, gt)
+    return root, experiments_from_config(entries, [0, 1]), truth, padded
 
 
-def test_tables_recomputed_from_predictions_equal_metrics_json(runs):
-    root, experiments, truth = runs
+def pooled_predictions(root, name, seed):
+    """[100] every stream's prediction from the fold whose test part holds it (stream 'sNNNN' at row NNNN)."""
+    out = np.full(100, np.nan)
+    for fold in FOLDS:
+        frame = pl.read_parquet(run_dir(name, fold, root / "runs") / "predictions.parquet")
+        part = frame.filter((pl.col("split") == "test") & (pl.col("seed") == seed))
+        out[[int(i[1:]) for i in part["stream_id"].to_list()]] = part["y_pred"].to_numpy()
+    assert np.isfinite(out).all()
+    return out
+
+
+def test_tables_pool_the_folds_and_recompute_every_number(runs):
+    root, experiments, truth, padded = runs
     tables = {
         "t9": {"title": "T9", "rows": {"ridge": "Ridge", "full": "Full"}},
         "t8": {"title": "T8", "rows": {f"no-{e}": f"w/o {e}" for e in truth} | {"full": "All"}},
     }
+    records = [tuning_dir("full", k, root / "tuning") / "trials.parquet" for k in FOLDS]
     written = build_tables(
-        tables, experiments, root / "tables", compare_to={"demo": "full"}, n_boot=300, runs_root=root / "runs",
-        ground_truth=root / "ground_truth.parquet", ground_truth_json=root / "ground_truth.json", importance_table="t8",
+        tables, experiments, root / "tables", folds=FOLDS, compare_to={"demo": "full"}, n_boot=300,
+        runs_root=root / "runs", ground_truth=root / "ground_truth.parquet",
+        ground_truth_json=root / "ground_truth.json", latent_ceiling=["latent"], importance_table="t8",
+        tuning_records=records,
     )
-    assert {p.name for p in written} >= {"t9.csv", "t9.md", "t8.csv", "t8.md", "entity_importance.md", "entity_importance.json"}
+    assert {p.name for p in written} >= {"t9.csv", "t9.md", "t9.html", "t8.csv", "entity_importance.md",
+                                         "entity_importance.json", "tuning.csv", "tuning.html"}
     t9 = pl.read_csv(root / "tables" / "t9.csv")
     assert t9["label"].to_list() == ["Ridge", "Full", ORACLE_LABEL]
-    for row in t9.filter(pl.col("experiment") != "oracle").iter_rows(named=True):
-        exp = experiments[row["experiment"]]
-        on_disk = [read_json(exp.run_dir(s, root / "runs") / "metrics.json") for s in exp.seeds]
-        for m in METRICS:
-            values = [d[m] for d in on_disk]
-            assert row[f"{m}_mean"] == pytest.approx(np.mean(values), abs=1e-12)
-            if len(values) > 1:
-                assert row[f"{m}_sd"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
-    oracle = t9.filter(pl.col("experiment") == "oracle").row(0, named=True)
-    assert oracle["r2_mean"] == pytest.approx(read_json(root / "runs" / "full" / "seed0" / "metrics.json")["oracle_r2"], abs=1e-12)
-    ridge = t9.filter(pl.col("experiment") == "ridge").row(0, named=True)
-    assert ridge["compared_to"] == "full" and ridge["mse_lo"] <= ridge["mse_diff"] <= ridge["mse_hi"]
     full = t9.filter(pl.col("experiment") == "full").row(0, named=True)
-    assert full["mse_diff"] is None  # the reference row is not compared with itself
-    md = (root / "tables" / "t9.md").read_text()
-    assert "| Ridge | demo | 1 |" in md and "± " in md
+    # Pooled: every stream once, each metric per seed over all 100 streams, then the mean over seeds.
+    preds = {s: pooled_predictions(root, "full", s) for s in (0, 1)}
+    per_run = []
+    for fold in FOLDS:
+        frame = pl.read_parquet(run_dir("full", fold, root / "runs") / "predictions.parquet").filter(pl.col("split") == "test")
+        for s in (0, 1):
+            part = frame.filter(pl.col("seed") == s)
+            per_run.append(regression_metrics(part["y_true"].to_numpy(), part["y_pred"].to_numpy()))
+    y = padded.target.astype(np.float64)
+    for m in METRICS:
+        pooled = np.mean([regression_metrics(y, preds[s])[m] for s in (0, 1)])
+        assert full[m] == pytest.approx(pooled, abs=1e-9)
+        assert full[f"{m}_sd"] == pytest.approx(np.std([r[m] for r in per_run], ddof=1), abs=1e-9)
+    assert full["n_streams"] == 100 and full["n_folds"] == 5 and full["verdict"] == "reference"
+    assert full["settings"].startswith("lr ")
+    oracle = t9.filter(pl.col("experiment") == "oracle").row(0, named=True)
+    truth_pred = pl.read_parquet(root / "ground_truth.parquet")["expected_log_sales"].to_numpy()
+    assert oracle["r2"] == pytest.approx(regression_metrics(y, truth_pred)["r2"], abs=1e-9)
+    assert full["frac_oracle"] == pytest.approx(full["r2"] / oracle["r2"])
+    latent_r2 = regression_metrics(y, pooled_predictions(root, "latent", 0))["r2"]
+    assert full["frac_latent"] == pytest.approx(full["r2"] / latent_r2)
+    ridge = t9.filter(pl.col("experiment") == "ridge").row(0, named=True)
+    assert ridge["compared_to"] == "full" and ridge["r2_lo"] <= ridge["r2_diff"] <= ridge["r2_hi"]
+    assert ridge["verdict"] in ("better", "worse", "not separable")
+    html = (root / "tables" / "t9.html").read_text()
+    assert "<table>" in html and "<td>Ridge</td>" in html and f"<td>{ridge['verdict']}</td>" in html
+    tuning = pl.read_csv(root / "tables" / "tuning.csv")
+    assert tuning["trials"].to_list() == [2] * 5
+
+
+def test_a_row_naming_no_experiment_is_refused(runs):
+    root, experiments, truth, _ = runs
+    with pytest.raises(ValueError, match="not an experiment"):
+        build_tables({"t": {"rows": {"nope": "x", "full": "y"}}}, experiments, root / "t2", folds=FOLDS,
+                     compare_to={"demo": "full"}, runs_root=root / "runs")
 
 
 def test_entity_importance_compares_rankings(runs):
@@ -140,10 +215,13 @@ def test_entity_importance_compares_rankings(runs):
 
 def test_figures_are_drawn(runs):
     root = runs[0]
+    records = [tuning_dir("full", k, root / "tuning") / "trials.parquet" for k in FOLDS]
     written = draw_figures(
-        root / "figures", run_dir=run_dir("full", 0, root / "runs"), run_label="full seed 0",
-        bars={"t9_bars": (root / "tables" / "t9.csv", "Table 9")}, attention_streams=4, sample_seed=0,
+        root / "figures", run_dir=run_dir("full", 0, root / "runs"), run_seed=1, run_label="full fold 0 seed 1",
+        bars={"t9_bars": (root / "tables" / "t9.csv", "Table 9")}, tuning_records=records, attention_streams=4,
     )
-    assert len(written) == 4
+    assert [p.name for p in written] == ["fig3_training_curves.png", "fig4_scatter_density.png", "fig6_attention.png",
+                                         "t9_bars.png", "tuning_budget.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert json.loads((run_dir("full", 0, root / "runs") / "metrics.json").read_text())["seeds"]["1"]["epoch"] >= 1

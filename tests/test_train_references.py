@@ -1,16 +1,14 @@
-"""memf.training.references: pooled features, the three reference models, and their run folders."""
+"""memf.training.references: pooled features (masked means, set statistics), the reference models, and that their
+fitted transforms and choices see the fold's training and validation parts only."""
 
 import numpy as np
-import polars as pl
 import pytest
 from threadpoolctl import threadpool_limits
 from train_support import tiny_padded
 
-from memf.core.io import read_json
-from memf.core.metrics import METRICS, regression_metrics
-from memf.training.padded import write_padded
-from memf.training.references import fit_reference, pooled_features, run_reference
-from memf.training.runs import REFERENCE_FILES, read_predictions
+from memf.core.metrics import regression_metrics
+from memf.training.prepare import fold_data
+from memf.training.references import fit_reference, pooled_features
 
 
 def test_pooled_features_are_masked_means():
@@ -30,41 +28,72 @@ def test_pooled_features_are_masked_means():
     np.testing.assert_allclose(x[i, offset:offset + 2], expected, rtol=1e-6)
 
 
+def test_set_statistics_see_the_best_item_the_spread_and_the_count():
+    padded = tiny_padded(20)
+    x, blocks = pooled_features(padded, "set")
+    names = [k for k, _ in blocks]
+    assert names[-1] == "counts" and dict(blocks)["anchor/text"] == 2 * 6  # fields kept apart
+    assert dict(blocks)["commodity/numeric"] == 4 * 2  # mean, max, min, sd of each field
+    offset = sum(w for k, w in blocks[: names.index("commodity/numeric")])
+    for i in range(20):
+        real = padded.arrays["commodity/numeric"][i][padded.arrays["commodity/mask"][i]]  # [n_items, 2]
+        got = x[i, offset:offset + 8].reshape(4, 2)
+        np.testing.assert_allclose(got, np.stack([real.mean(0), real.max(0), real.min(0), real.std(0)]), atol=1e-6)
+        counts = x[i, -3:]
+        assert counts[0] == padded.arrays["commodity/mask"][i].sum()
+        assert counts[1] == padded.arrays["video/mask"][i].sum()
+
+
 def test_mean_predicts_the_train_mean():
-    padded = tiny_padded(50)
-    pred, info = fit_reference("mean", padded, {}, seed=0)
-    assert np.allclose(pred, padded.target[padded.split == 0].mean())
-    assert info["mean"] == pytest.approx(float(padded.target[padded.split == 0].mean()))
+    data = fold_data(tiny_padded(50), 0)
+    pred, info = fit_reference("mean", data, {}, seed=0)
+    assert np.allclose(pred, data.target("train").mean())
+    assert info["mean"] == pytest.approx(float(data.target("train").mean()))
 
 
-def test_ridge_and_hgb_learn_and_choose_on_validation_only():
-    padded = tiny_padded(200, noise=0.2)
-    test = padded.split == 2
-    for name in ("ridge", "hgb"):
+@pytest.mark.parametrize("options", [
+    ("ridge", {}), ("ridge", {"pooling": "set"}), ("hgb", {"max_iter": 60}), ("hgb", {"max_iter": 60, "pca": 3}),
+], ids=["ridge", "ridge-set", "hgb", "hgb-pca"])
+def test_references_learn_and_never_see_test_targets(options):
+    name, opts = options
+    clean = fold_data(tiny_padded(200, noise=0.2), 0)
+    test = clean.rows["test"]
+    with threadpool_limits(1):
+        pred, info = fit_reference(name, clean, opts, seed=0)
+    assert regression_metrics(clean.target("test"), pred[test])["r2"] > 0.3
+    corrupt_padded = tiny_padded(200, noise=0.2)
+    corrupt_padded.target[corrupt_padded.fold == 0] *= -1
+    with threadpool_limits(1):
+        pred2, info2 = fit_reference(name, fold_data(corrupt_padded, 0), opts, seed=0)
+    np.testing.assert_allclose(pred2, pred)  # test targets never influence a fit, a transform or a choice
+    assert info2 == info
+
+
+def test_scaler_and_pca_are_fitted_on_the_training_part_only():
+    """Changing every validation and test stream's features changes no prediction of a training stream."""
+    padded = tiny_padded(120)
+    data = fold_data(padded, 0)
+    other = tiny_padded(120)
+    outside = np.ones(120, bool)
+    outside[data.rows["train"]] = False
+    for key in ("anchor/text", "commodity/image", "video/x"):
+        other.arrays[key][outside] = other.arrays[key][outside] * 3 + 7
+    moved = fold_data(other, 0)
+    train = data.rows["train"]
+    # hgb grows one step of 20 iterations, so the validation part chooses nothing here.
+    for name, opts in (("ridge", {}), ("ridge", {"pooling": "set"}), ("hgb", {"max_iter": 20, "step": 20, "pca": 4})):
         with threadpool_limits(1):
-            pred, info = fit_reference(name, padded, {"max_iter": 60} if name == "hgb" else {}, seed=0)
-        assert regression_metrics(padded.target[test], pred[test])["r2"] > 0.3, name
-        corrupt = tiny_padded(200, noise=0.2)
-        corrupt.target[test] = -corrupt.target[test]
-        with threadpool_limits(1):
-            pred2, info2 = fit_reference(name, corrupt, {"max_iter": 60} if name == "hgb" else {}, seed=0)
-        np.testing.assert_allclose(pred2[~test], pred[~test])  # test targets never influence fit or choice
-        assert info2 == info
+            a, _ = fit_reference(name, data, opts, seed=0)
+            b, _ = fit_reference(name, moved, opts, seed=0)
+        np.testing.assert_allclose(a[train], b[train], err_msg=name)
+        assert not np.allclose(a[data.rows["test"]], b[data.rows["test"]]), name  # the test streams did move
 
 
 def test_unknown_reference_or_option_is_refused():
+    data = fold_data(tiny_padded(20), 0)
     with pytest.raises(ValueError, match="not one of"):
-        fit_reference("lasso", tiny_padded(20), {}, 0)
+        fit_reference("lasso", data, {}, 0)
     with pytest.raises(ValueError, match="unknown options"):
-        fit_reference("ridge", tiny_padded(20), {"alpha": 1.0}, 0)
-
-
-def test_reference_run_folder(tmp_path):
-    path = tmp_path / "p.h5"
-    write_padded(path, tiny_padded(60))
-    metrics = run_reference(path, tmp_path / "ridge", experiment="ridge", model_name="ridge", options={}, feature_set="demo", seed=0)
-    assert sorted(p.name for p in (tmp_path / "ridge").iterdir()) == sorted(REFERENCE_FILES)
-    test = read_predictions(tmp_path / "ridge" / "predictions.parquet").filter(pl.col("split") == "test")
-    again = regression_metrics(test["y_true"].to_numpy(), test["y_pred"].to_numpy())
-    assert all(metrics[m] == pytest.approx(again[m], abs=1e-12) for m in METRICS)
-    assert read_json(tmp_path / "ridge" / "model.json")["fitted"]["alpha"] > 0
+        fit_reference("ridge", data, {"alphas": [1.0]}, 0)
+    with pytest.raises(ValueError, match="expected one of mean, set"):
+        fit_reference("ridge", data, {"pooling": "max"}, 0)

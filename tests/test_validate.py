@@ -1,4 +1,4 @@
-"""Ingest, validate and split: contract errors, recorded drops, and the split."""
+"""Ingest, validate and fold: contract errors, recorded drops, and the folds."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def raw(pristine: Path, tmp_path: Path) -> Path:
 
 def run(raw: Path, out: Path, **overrides):
     kwargs = dict(columns=DEFAULT_COLUMNS, target_offset=1.0, max_drop_fraction=1.0, split_seed=0,
-                  test_fraction=0.2, val_fraction=0.1, probe_workers=2, probe_timeout_s=20)
+                  folds=5, probe_workers=2, probe_timeout_s=20)
     kwargs.update(overrides)
     return validate_dataset(raw, out, **kwargs)
 
@@ -44,25 +44,25 @@ def excluded(out: Path) -> pl.DataFrame:
     return pl.read_parquet(out / "excluded.parquet")
 
 
-def test_clean_dataset_is_kept_whole_and_split(raw, tmp_path):
+def test_clean_dataset_is_kept_whole_and_folded(raw, tmp_path):
     result = run(raw, tmp_path / "out")
     streams = pl.read_parquet(tmp_path / "out" / "streams.parquet")
     assert result.n_kept == N and excluded(tmp_path / "out").height == 0
-    assert streams["split"].value_counts().sort("split").to_dicts() == [
-        {"split": "test", "count": 2}, {"split": "train", "count": 7}, {"split": "val", "count": 1}]
+    assert sorted(streams["fold"].to_list()) == sorted([k for k in range(5) for _ in range(N // 5)])
     raw_sales = pl.read_parquet(raw / "streams.parquet").sort("stream_id")["sales"].to_numpy()
     np.testing.assert_allclose(streams.sort("stream_id")["target"].to_numpy(), np.log(raw_sales + 1.0))
     assert pl.read_parquet(tmp_path / "out" / "items.parquet").height == 2 * N
     assert pl.read_parquet(tmp_path / "out" / "clips.parquet").height == 4 * N
     summary = pl.read_csv(tmp_path / "out" / "summary.csv")
-    assert summary["split"].to_list() == ["train", "val", "test", "all"]
-    assert summary.filter(pl.col("split") == "all")["size"][0] == N
+    assert summary["part"].to_list() == ["fold 0 train + val", "fold 0 test", "fold 1 test", "fold 2 test",
+                                         "fold 3 test", "fold 4 test", "all"]
+    assert summary.filter(pl.col("part") == "all")["size"][0] == N
 
 
-def test_split_is_seeded(raw, tmp_path):
-    def split_of(seed: int, name: str) -> dict[str, str]:
+def test_folds_are_seeded(raw, tmp_path):
+    def split_of(seed: int, name: str) -> dict[str, int]:
         run(raw, tmp_path / name, split_seed=seed)
-        return dict(pl.read_parquet(tmp_path / name / "streams.parquet").select("stream_id", "split").iter_rows())
+        return dict(pl.read_parquet(tmp_path / name / "streams.parquet").select("stream_id", "fold").iter_rows())
     assert split_of(0, "a") == split_of(0, "b")
     assert split_of(0, "a") != split_of(1, "c")
 

@@ -10,7 +10,7 @@ from memf.data.contract import numeric_accepts
 
 # Every mistake the config can hold is caught here, one line each, before anything is planned (docs/configuration.md).
 try:
-    load_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml", Path.cwd())
+    load_config(config, Path(workflow.current_basedir).parent / "schemas/config.schema.yaml", Path.cwd())
 except ConfigError as _error:
     for _line in _error.problems:
         print(f"memf config error: {_line}", file=sys.stderr)

@@ -5,15 +5,6 @@
 include: "stage2_common.smk"
 
 
-def report_table(path):
-    """A table's HTML page goes into the report (shown inline, with its caption); the CSV and Markdown do not."""
-    if not path.endswith(".html"):
-        return path
-    name = Path(path).stem
-    kind = name if name in ("tuning", "entity_importance") else "table"
-    return report(path, category="Tables", caption=f"../report/{kind}.rst", labels={"table": name})
-
-
 rule tables:
     input:
         unpack(get_ground_truth),

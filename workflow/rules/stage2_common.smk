@@ -118,6 +118,15 @@ def table_outputs():
     return out + ([f"{TABLES_DIR}/entity_importance.json"] if IMPORTANCE_TABLE else [])
 
 
+def report_table(path):
+    """A table's HTML page goes into the report (shown inline, with its caption); the CSV and Markdown do not."""
+    if not path.endswith(".html"):
+        return path
+    name = Path(path).stem
+    kind = name if name in ("tuning", "entity_importance") else "table"
+    return report(path, category="Tables", caption=f"../report/{kind}.rst", labels={"table": name})
+
+
 def figure_outputs():
     out = [f"{FIGURES_DIR}/{name}.png" for name in RUN_FIGURES + list(BAR_FIGURES)]
     if TUNED:

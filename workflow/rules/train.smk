@@ -7,6 +7,7 @@
 from memf.training.matrix import REFERENCE_FILES, TRAINED_FILES
 
 
+include: "features_common.smk"
 include: "stage2_common.smk"
 
 

@@ -302,8 +302,8 @@ def validate_dataset(
             f"{root}: {len(dropped_streams)} of {n_input} streams excluded ({fraction:.0%}), more than "
             f"validation.max_drop_fraction={max_drop_fraction:.0%}; most common: {top}"
         )
-    if kept.height < 2 * folds:
-        raise DataError(f"{root}: only {kept.height} valid streams, need at least {2 * folds} for split.folds = {folds}")
+    if kept.height < folds:
+        raise DataError(f"{root}: only {kept.height} valid streams, need at least split.folds = {folds}")
 
     fold = assign_folds(kept["stream_id"].to_list(), kept["anchor_id"].to_list(), folds=folds, seed=split_seed,
                         group_by=group_by)

@@ -2,7 +2,7 @@
 
 :func:`write_fixture_dataset` writes raw media (PNG images, H.264 MP4 clips through PyAV, WAV clips through
 soundfile) under ``root`` and the validated tables that ``memf.data.dataset.load_clean`` reads under ``data_dir``:
-the raw columns of the default mapping plus ``split`` and ``target`` on streams, and ``dataset.json``.
+the raw columns of the default mapping plus ``fold`` (3 folds) and ``target`` on streams, and ``dataset.json``.
 """
 
 from __future__ import annotations
@@ -84,13 +84,12 @@ def write_fixture_dataset(root: str | Path, data_dir: str | Path, sizes: Fixture
         row["score"] = float(rng.uniform(-1, 5))
         anchors.append(row)
     streams, items, clips = [], [], []
-    splits = ["train", "val", "test"]
     for i in range(s.n_streams):
         sid = f"s{i:04d}"
         sales = float(rng.integers(0, 5000))
         row = {"stream_id": sid, "anchor_id": f"a{i % s.n_anchors:03d}", "sales": sales,
                "headImage": image(f"rooms/{sid}.png"), "duration": float(rng.integers(600, 20_000)),
-               "split": splits[0] if i % 4 < 2 else splits[i % 4 - 1], "target": float(np.log1p(sales))}
+               "fold": i % 3, "target": float(np.log1p(sales))}
         row.update({c: _text(rng) for c in DEFAULT_COLUMNS["room"]["text"]})
         streams.append(row)
         for p in range(int(rng.integers(s.items[0], s.items[1] + 1))):
@@ -113,4 +112,4 @@ def write_fixture_dataset(root: str | Path, data_dir: str | Path, sizes: Fixture
     write_parquet(data_dir / "anchors.parquet", pl.DataFrame(anchors).sort("anchor_id"))
     write_parquet(data_dir / "items.parquet", pl.DataFrame(items).sort("stream_id", "position"))
     write_parquet(data_dir / "clips.parquet", pl.DataFrame(clips).sort("stream_id", "kind", "position"))
-    write_json(data_dir / "dataset.json", {"root": str(root.resolve())})
+    write_json(data_dir / "dataset.json", {"root": str(root.resolve()), "folds": {"k": 3, "seed": 0, "group_by": None}})

@@ -60,7 +60,7 @@ KIND_OPTIONS: dict[str, dict[str, Any]] = {
                  "revision": None},
     "wav2vec2": {"sample_rate": None, "normalize": None, "chunk_seconds": 10.0, "min_chunk_seconds": 1.0,
                  "batch_size": None, "revision": None},
-    "log-standard": {"identity": ["score"]},
+    "log-standard": {},  # the transforms come from the config's `numeric` policy
 }
 
 
@@ -94,7 +94,6 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "chunk_seconds": (lambda v: _is_number(v) and v > 0, "a number > 0"),
     "min_chunk_seconds": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "identity": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of column names"),
 }
 
 #: Sources every kind's output depends on: the extractor base, the job driver, the store layout, the decoders.
@@ -199,7 +198,7 @@ def option_problems(key: str, kind: str, options: Mapping[str, Any]) -> list[str
     problems = []
     for name, value in options.items():
         if name not in accepted:
-            problems.append(f"{key}.options.{name}: unknown option (accepted: {', '.join(sorted(accepted))})")
+            problems.append(f"{key}.options.{name}: unknown option (accepted: {', '.join(sorted(accepted)) or 'none'})")
         elif not (value is None and accepted[name] is None):
             ok, expected = OPTION_RULES[name]
             if not ok(value):

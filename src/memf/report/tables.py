@@ -68,20 +68,21 @@ def spread(runs: RunSet) -> dict[str, float | None]:
 
 
 def settings_summary(params: dict[int, dict[str, Any]]) -> str:
-    """The chosen settings over folds, each value with how many folds chose it: "model.width=32 (4/5), ..."."""
+    """The chosen settings over folds: a number chosen on a continuous scale as its range ("lr 0.0011-0.0086"),
+    anything else as its most frequent value with how many folds chose it ("width=32 (4/5)")."""
     if not any(params.values()):
         return ""
     n = len(params)
-    keys = sorted({k for p in params.values() for k in p})
     parts = []
-    for key in keys:
-        counts = Counter(json.dumps(p.get(key)) for p in params.values())
-        value, count = counts.most_common(1)[0]
-        if key == "train.lr" and len(counts) > 1:
-            lrs = [p[key] for p in params.values() if key in p]
-            parts.append(f"lr {min(lrs):.2g}-{max(lrs):.2g}")
+    for key in sorted({k for p in params.values() for k in p}):
+        values = [p[key] for p in params.values() if key in p]
+        name = key.split(".", 1)[1]
+        if all(isinstance(v, float) for v in values):
+            low, high = min(values), max(values)
+            parts.append(f"{name} {low:.2g}" + ("" if low == high else f"-{high:.2g}"))
             continue
-        parts.append(f"{key.split('.', 1)[1]}={value}" + ("" if count == n else f" ({count}/{n})"))
+        value, count = Counter(json.dumps(v) for v in values).most_common(1)[0]
+        parts.append(f"{name}={value.strip(chr(34))}" + ("" if count == n else f" ({count}/{n})"))
     return ", ".join(parts)
 
 
