@@ -315,15 +315,22 @@ def start(workdir: Path, *args: str, cores: int = 2) -> tuple[subprocess.Popen[s
     return proc, out
 
 
-def catch_job(proc: subprocess.Popen[str], workdir: Path, modality: str, timeout: float = 1800) -> tuple[int, list[int]] | None:
-    """Wait for an extraction job of ``modality`` with its workers running (a mid-extraction moment)."""
+def catch_job(proc: subprocess.Popen[str], workdir: Path, modality: str, timeout: float = 1800,
+              spooled: float = 0.0) -> tuple[int, list[int]] | None:
+    """Wait for an extraction job of ``modality`` with its workers running (a mid-extraction moment); with
+    ``spooled`` > 0, wait up to that many more seconds for a moment when decoded inputs wait in its spool folder."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         pid = find_job(workdir, modality)
         if pid is not None:
             helpers = fs.children(pid)
             if len(helpers) >= 3:  # two decoding workers and the spool janitor
-                return pid, helpers
+                until = time.monotonic() + spooled
+                while time.monotonic() < until and len(fs.children(pid)) >= 3:
+                    if any(any(p.iterdir()) for p in fs.spool_folders(pid) if p.is_dir()):
+                        break
+                    time.sleep(0.002)
+                return pid, fs.children(pid) if len(fs.children(pid)) >= 3 else helpers
         time.sleep(0.02)
     return None
 
@@ -340,7 +347,7 @@ class Workflow:
 
     def sigkill(self) -> tuple[bool, str]:
         proc, _ = start(self.dir, *self.config)
-        caught = catch_job(proc, self.dir, "audio")
+        caught = catch_job(proc, self.dir, "audio", spooled=3.0)
         if caught is None:
             proc.wait()
             return False, "no audio extraction job was caught running"
