@@ -153,6 +153,14 @@ def audio_only_mp4(path: Path, seconds: float = 1.0, rate: int = 16_000) -> Path
 
 
 # --- Memory ---------------------------------------------------------------------------------------------------------
+def rss_mib() -> float:
+    """This process's resident memory now."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
 def run_measured(code: str, timeout: float = 120) -> dict:
     """Run ``code`` in a fresh Python (memf importable); it sets ``RESULT`` (a JSON-able dict). Returns ``RESULT`` with
     ``peak_mib``, the process's own peak resident memory (VmHWM: ru_maxrss would count the forking parent's pages), and
@@ -182,15 +190,16 @@ def can_mount_tmpfs() -> str | None:
     return None if probe.returncode == 0 else f"unshare/mount refused: {probe.stderr.strip()[:200]}"
 
 
-def run_on_small_fs(code: str, size_kib: int, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_on_small_fs(code: str, size_kib: int, timeout: float = 300,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run Python ``code`` with env ``SMALL`` naming a fresh tmpfs of ``size_kib`` KiB: a private mount in a user
     namespace, so writes there really fail with ENOSPC. The mount is gone when the command ends."""
     script = ('set -e; SMALL=$(mktemp -d); mount -t tmpfs -o size=%dk tmpfs "$SMALL"; export SMALL; set +e; '
               '"$PY" -c "$CODE"; rc=$?; umount "$SMALL"; rmdir "$SMALL"; exit $rc') % size_kib
-    env = {**os.environ, "PY": PYTHON, "CODE": code,
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    full_env = {**os.environ, "PY": PYTHON, "CODE": code,
+                "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]), **(env or {})}
     return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 def fill_up(folder: str | os.PathLike[str]) -> int:

@@ -80,6 +80,59 @@ def test_killed_caller_leaves_no_worker_and_no_spool(tmp_path, sig):
         assert proc.returncode == -signal.SIGKILL
 
 
+def test_sigterm_to_the_whole_job_ends_it_as_terminated(tmp_path):
+    # A preemption signals every process of the job: workers and janitor die of it, the caller cleans up and exits.
+    proc, spool_parent, helpers = start_slow_caller(tmp_path)
+    started = time.monotonic()
+    for pid in [proc.pid, *helpers]:
+        os.kill(pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert time.monotonic() - started < 5
+    assert proc.returncode == 143 and len(err.strip().splitlines()) == 1 and "terminated by SIGTERM" in err, err
+    assert wait_until(lambda: not any(alive(p) for p in helpers), 5)
+    assert wait_until(lambda: list(spool_parent.iterdir()) == [], 5)
+
+
+def stopped(x: int) -> int:
+    if x == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+    return x
+
+
+def test_a_worker_stopped_by_sigterm_stops_the_call_instead_of_recording_a_crash():
+    from memf.core.signals import Terminated
+
+    with pytest.raises(Terminated, match=r"terminated by SIGTERM \(received by a decoding worker\)"):
+        list(isolate.isolated_map(stopped, list(range(6)), workers=2, timeout_s=30))
+
+
+SWALLOWED = r"""
+import os, signal, sys, time
+from memf.core.logs import job_log
+
+class Swallows:
+    def __del__(self):  # a handler's exception raised in here is "ignored" by Python
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):
+            pass
+
+with job_log(sys.argv[1]):
+    Swallows()
+    time.sleep(0.2)
+    print("the job went on and finished", flush=True)
+"""
+
+
+def test_a_termination_whose_exception_was_swallowed_still_ends_the_job_as_terminated(tmp_path):
+    out = subprocess.run([sys.executable, "-c", SWALLOWED, str(tmp_path / "job.log")], env=ENV, capture_output=True,
+                         text=True, timeout=60)
+    log = (tmp_path / "job.log").read_text()
+    assert "Exception ignored" in log and "the job went on and finished" in log  # it really was swallowed
+    assert out.returncode == 143
+    assert out.stderr.strip().splitlines()[-1] == f"memf error: terminated by SIGTERM (log: {tmp_path / 'job.log'})"
+
+
 def test_stale_spool_of_a_dead_job_is_removed_at_the_next_start(tmp_path, monkeypatch):
     # The whole job was killed at once (janitor included): its folder stays until the next call on the machine.
     proc, spool_parent, helpers = start_slow_caller(tmp_path)

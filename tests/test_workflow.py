@@ -239,3 +239,17 @@ def test_report_shows_every_table_inline_with_captions(tiny_run, tmp_path):
                      if line.startswith("# "))[2:]
         assert any(title in html and "<table>" in html for html in embedded), table
     assert page.count("paired bootstrap") >= 1 and "expected best validation" in page
+
+
+def test_tiny_workflow_numeric_policy_change_reruns_the_numeric_features_only(tiny_run, tmp_path):
+    # Switching score from identity to signed_log1p accepts the same values: validation is not rerun, only the
+    # numeric shards and what depends on them.
+    change = tmp_path / "numeric.yaml"
+    change.write_text("numeric: {columns: {anchor: {score: signed_log1p}, room: {duration: identity}}}\n")
+    rules = planned(tiny_run, str(change))
+    assert "extract_numeric" in rules and "pad" in rules
+    assert not rules & {"simulate", "validate", "tiny_model", "extract_text", "extract_image", "extract_video",
+                        "extract_audio"}
+    # Making price signed too changes what validation accepts: validation reruns.
+    change.write_text("numeric: {columns: {anchor: {score: signed_log1p}, commodity: {price: signed_log1p}}}\n")
+    assert "validate" in planned(tiny_run, str(change))

@@ -19,7 +19,10 @@ Nothing outlives the caller, however it ends:
   process (forked first, holding no pipe, leaving SIGINT to the parent) polls the parent's pid and removes the folder
   within a second of a SIGKILL of the parent. A folder whose owner is gone (pid not running, or running with another
   start time) is removed by the next call on the machine, in case the janitor was killed too.
-- A worker ignores SIGINT (the caller handles Ctrl-C and stops its workers) and takes SIGTERM's default action.
+- A worker ignores SIGINT (the caller handles Ctrl-C and stops its workers) and takes SIGTERM's default action. A
+  worker that dies of SIGTERM, SIGINT or SIGHUP was stopped, not crashed: the call raises
+  :class:`memf.core.signals.Terminated` instead of recording a failure. Workers are forked with those signals held
+  back (:func:`memf.core.signals.blocked`), so that no handler runs inside the fork's hooks.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, TypeVar
 
 from tqdm import tqdm
+
+from memf.core import signals
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -153,6 +158,7 @@ def _janitor(parent: int, spool: str) -> None:
     cleans up itself); SIGINT is left to the parent."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signals.unblock()
     for other in list(_PARENT_ENDS):
         other.close()
     while os.getppid() == parent:
@@ -167,6 +173,7 @@ def _serve(fn: Callable[[Any], Any], conn: Connection, spool: str, parent: int) 
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signals.unblock()
     for other in list(_PARENT_ENDS):
         other.close()
     faulthandler.disable()  # a decoder crash is reported by the parent as one failure; no interpreter dump in the log
@@ -217,7 +224,8 @@ class _Worker:
         self.conn, child = _CTX.Pipe()
         _PARENT_ENDS.add(self.conn)  # before the fork: the worker closes its copy of this end too
         self.proc = _CTX.Process(target=_serve, args=(fn, child, spool, os.getpid()), daemon=True)
-        self.proc.start()
+        with signals.blocked():
+            self.proc.start()
         child.close()
         self.pending: deque[tuple[int, Any]] = deque()
         self.since = time.monotonic()  # when the oldest pending item started (as the parent can tell)
@@ -261,7 +269,8 @@ class _Spool:
         self.path = tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{pid}-{_start_time(pid) or 0}-", dir=_spool_parent())
         _LIVE_SPOOLS.add(self.path)
         self.janitor = _CTX.Process(target=_janitor, args=(pid, self.path), daemon=True)
-        self.janitor.start()
+        with signals.blocked():
+            self.janitor.start()
 
     def close(self) -> None:
         self.janitor.kill()
@@ -305,7 +314,7 @@ def isolated_map(
         return
     pool: list[_Worker] = []
     bar = tqdm(total=len(items), desc=desc, disable=desc is None, unit="item")
-    spool = _Spool()  # janitor first, so that it holds no worker's pipe
+    spool: _Spool | None = None
 
     def refill(worker: _Worker) -> None:
         while queue and len(worker.pending) < prefetch:
@@ -314,17 +323,21 @@ def isolated_map(
     def replace(pos: int, worker: _Worker) -> _Worker:
         """Kill ``worker``; a fresh one takes over its remaining pending items, in order."""
         worker.kill()
-        fresh = pool[pos] = _Worker(fn, spool.path)
+        pool.remove(worker)
+        fresh = _Worker(fn, spool.path)
+        pool.insert(pos, fresh)
         for index, item in worker.pending:
             fresh.submit(index, item)
         return fresh
 
     try:
+        spool = _Spool()  # janitor first, so that it holds no worker's pipe
         for _ in range(min(workers, len(queue))):
             worker = _Worker(fn, spool.path)
             pool.append(worker)
             refill(worker)
         while pool:
+            signals.check()
             now = time.monotonic()
             wait_s = max(0.0, min(w.since + timeout_s - now for w in pool))
             ready = set(wait([w.conn for w in pool], timeout=wait_s))
@@ -336,6 +349,8 @@ def isolated_map(
                     except (EOFError, OSError):
                         worker.proc.join()
                         code = worker.proc.exitcode
+                        if code is not None and -code in signals.EXTERNAL:  # stopped from outside, not a bad file
+                            raise signals.Terminated(-code, " (received by a decoding worker)")
                         why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
                         index, _ = worker.pending.popleft()
                         outcome = Outcome(index, None, Failure(f"decoder process crashed ({why})"))
@@ -360,5 +375,6 @@ def isolated_map(
     finally:
         for worker in pool:
             worker.kill()
-        spool.close()
+        if spool is not None:
+            spool.close()
         bar.close()

@@ -13,27 +13,15 @@ import logging
 import os
 import signal
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
-from types import FrameType
 
 from memf.core.io import DataError, is_disk_full
+from memf.core.signals import Terminated, check, sigterm_raises
+
+__all__ = ["DEBUG_ENV", "Terminated", "exit_status", "is_known", "job_log", "one_line"]
 
 DEBUG_ENV = "MEMF_DEBUG"
-
-
-class Terminated(BaseException):
-    """The job received SIGTERM (a cluster preemption, a time limit, ``kill``). A BaseException, so that no
-    ``except Exception`` swallows it; ``finally`` blocks and context managers still clean up on the way out."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"terminated by {signal.Signals(signum).name}")
-        self.signum = signum
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(signum)
 
 
 def is_known(exc: BaseException) -> bool:
@@ -62,30 +50,18 @@ def exit_status(exc: BaseException) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (elsewhere signals cannot be set)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
 def job_log(path: str | os.PathLike[str]) -> Iterator[logging.Logger]:
     """Send this job's stdout, stderr (progress bars) and logging to ``path``; turn a failure into one console line.
 
     An exception is written to the log with its traceback and its one-line message to the real stderr (the console
     Snakemake shows). A known error (:func:`is_known`) then ends the process with ``SystemExit`` (status 1, or 128 +
     the signal for a termination) and no traceback, unless ``MEMF_DEBUG=1``; any other exception is re-raised.
-    SIGTERM is turned into :class:`Terminated`, so that workers are stopped, temporary files removed and the job
-    exits promptly with status 143.
+    SIGTERM is turned into :class:`~memf.core.signals.Terminated`, so that workers are stopped, temporary files
+    removed and the job exits promptly with status 143 (also when the signal arrived where its exception was
+    swallowed: the job still ends as terminated, so Snakemake discards what it wrote).
     """
     real_stderr = sys.stderr
-    with open(path, "a", encoding="utf-8", buffering=1) as fh, _sigterm_raises():
+    with open(path, "a", encoding="utf-8", buffering=1) as fh, sigterm_raises():
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
@@ -94,6 +70,7 @@ def job_log(path: str | os.PathLike[str]) -> Iterator[logging.Logger]:
         try:
             with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
                 yield logging.getLogger("memf")
+            check()  # a termination whose exception was swallowed somewhere still ends the job as terminated
         except BaseException as exc:
             if isinstance(exc, SystemExit):
                 raise

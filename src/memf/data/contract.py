@@ -9,6 +9,9 @@ A dataset is a folder holding four Parquet tables and the media they reference b
 
 ``docs/data-format.md`` is the human-readable version of this module. The column -> (entity, modality) mapping in
 ``config.yaml`` (key ``columns``) defaults to the paper's tables; the id, path and target columns below are fixed.
+
+Two more parts of the contract come from the config: the numeric policy (key ``numeric``: each numeric column's
+transform, which fixes what validation accepts there) and the bounds on one input (key ``limits``, :class:`Limits`).
 """
 
 from __future__ import annotations

@@ -133,7 +133,7 @@ def _stream_lacks(missing: list[str]) -> str:
     return f"no valid {', '.join(missing[:-1])} or {missing[-1]} (missing modalities)"
 
 
-def _probe_task(task: tuple[str, str]) -> dict[str, float]:
+def _probe_task(task: tuple[str, str]) -> dict[str, Any]:
     return probe(*task)
 
 
