@@ -77,7 +77,7 @@ def validate(raw: Path, out: Path, **kwargs):
     from memf.data.validate import validate_dataset
 
     return validate_dataset(raw, out, columns=DEFAULT_COLUMNS, target_offset=1.0, max_drop_fraction=1.0, split_seed=0,
-                            test_fraction=0.2, val_fraction=0.1, probe_workers=1, probe_timeout_s=60, **kwargs)
+                            folds=2, probe_workers=1, probe_timeout_s=60, **kwargs)
 
 
 def reasons(out: Path, table: str = "excluded") -> dict[tuple[str, str], str]:
@@ -115,7 +115,7 @@ def oversized_png(base: Path) -> tuple[bool, str]:
     result = fs.run_measured(
         "from pathlib import Path\nfrom memf.data.validate import validate_dataset\nfrom memf.data.contract import DEFAULT_COLUMNS\n"
         f"validate_dataset(Path({str(raw)!r}), Path({str(base / 'png-out')!r}), columns=DEFAULT_COLUMNS, target_offset=1.0,"
-        " max_drop_fraction=1.0, split_seed=0, test_fraction=0.2, val_fraction=0.1, probe_workers=1)\nRESULT = {}\n",
+        " max_drop_fraction=1.0, split_seed=0, folds=2, probe_workers=1)\nRESULT = {}\n",
         timeout=300)
     reason = reasons(base / "png-out").get(("item", "s001-i0"), "kept")
     # The probing worker's peak counts the validating process's pages it was forked with; decoding the PNG would add

@@ -1,7 +1,16 @@
-"""Training throughput and peak memory of the fusion models at demo and paper sizes.
+"""Training throughput and peak memory of the fusion models at demo and paper sizes, and the stage-2 job layout.
 
     python bench/train_bench.py                       # demo and paper sizes, every model, CPU (and CUDA if present)
     python bench/train_bench.py --sizes demo --models memf cmmt --device cpu --steps 10
+    python bench/train_bench.py --layout --runs 8     # trained runs per core-minute: a process per run vs one per job
+
+``--layout`` trains ``--runs`` MEMF runs of the same data (demo sizes, 500 synthetic streams, fold 0's 300 training and
+100 validation streams) in two layouts, side by side in one measurement: the layout before this one (commit
+2d6ea32, extracted with ``git archive``: one Snakemake job, so one Python process, per run: the interpreter, torch
+and scikit-learn start-up, one training with the test metrics every epoch, checkpoints and its run folder), and one
+stage-2 job of this layout (one process: ``runs - 3`` tuning trials on the validation part, pruned by the median rule,
+then 3 seeds with the chosen settings, written as one run folder). It reports the wall time, the CPU time of the
+processes (``RUSAGE_CHILDREN``), trained runs per core-minute of each layout and their ratio.
 
 Each (model, size, device) runs in a fresh subprocess so its peak memory is its own: on the CPU the process's peak
 resident set (``ru_maxrss``), on CUDA ``torch.cuda.max_memory_allocated``. Inputs are a synthetic padded batch with
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -96,6 +106,111 @@ def one(model_name: str, size: str, device: str, batch_size: int, steps: int, wa
     }
 
 
+#: The layout before this one (commit 2d6ea32): one Snakemake job, so one Python process, per (experiment, seed) run.
+BASELINE_COMMIT = "2d6ea32"
+BASELINE_RUN = """
+import sys
+import torch
+from memf.train import run_training
+import yaml
+torch.set_num_threads(1)
+path, out, seed, config = sys.argv[1], sys.argv[2], int(sys.argv[3]), yaml.safe_load(open(sys.argv[4]))
+train = {**config["train"], "device": "cpu"}
+train.pop("weight_decay", None)
+run_training(path, out, experiment="memf", model_name="memf", options=config["model"], feature_set="demo", seed=seed,
+             train_cfg=train)
+"""
+#: The job layout: one process tunes (trials) and trains every seed of one (experiment, fold).
+JOB_RUN = """
+import sys
+import torch
+from memf.training.fit import JobSpec, fit_experiment
+from memf.training.settings import TuningSettings, parse_space
+import yaml
+torch.set_num_threads(1)
+path, out, trials, config = sys.argv[1], sys.argv[2], int(sys.argv[3]), yaml.safe_load(open(sys.argv[4]))
+space = parse_space("bench", {"train.lr": {"log_uniform": [1e-3, 1e-2]}, "model.dropout": {"choice": [0.0, 0.1, 0.2]}})
+spec = JobSpec(experiment="memf", model="memf", feature_set="demo", fold=0, seeds=(0, 1, 2), options=config["model"],
+               space=space, source="bench")
+fit_experiment(path, out + "/run", spec, {**config["train"], "device": "cpu"}, tuning_dir=out + "/tuning",
+               tuning=TuningSettings.from_dict({**config["tuning"], "trials": trials}))
+"""
+
+
+def synthetic_arrays(n: int = 500) -> tuple[dict, "np.ndarray"]:
+    """Demo-sized padded arrays whose target depends on a few inputs."""
+    import numpy as np
+
+    arrays = {k: v.numpy() for k, v in synthetic_batch(n, **SIZES["demo"][1]).items()}
+    rng = np.random.default_rng(0)
+    target = 5 + arrays["anchor/numeric"][:, 0] + arrays["commodity/text"][:, 0, 0, :4].sum(1) + rng.normal(0, 0.5, n)
+    return arrays, target.astype(np.float32)
+
+
+def write_inputs(folder: Path) -> tuple[Path, Path]:
+    """The same streams as this layout's padded file (5 folds) and the baseline's (fold 0 as its fixed split)."""
+    import h5py
+    import numpy as np
+
+    from memf.data.folds import split_of
+    from memf.training.padded import Padded, write_padded
+
+    arrays, target = synthetic_arrays()
+    n = len(target)
+    fold = (np.arange(n) % 5).astype(np.int8)
+    ids = np.array([f"s{i:04d}" for i in range(n)], dtype=object)
+    new, old = folder / "demo.h5", folder / "demo-baseline.h5"
+    write_padded(new, Padded(stream_id=ids, fold=fold, target=target, folds=5, arrays=arrays))
+    with h5py.File(old, "w") as h5:
+        h5.create_dataset("stream_id", data=ids, dtype=h5py.string_dtype("utf-8"))
+        h5.create_dataset("split", data=split_of(fold, 0, 5))
+        h5.create_dataset("target", data=target)
+        for key, arr in arrays.items():
+            h5.create_dataset(key, data=arr)
+    return new, old
+
+
+def layout(runs: int) -> None:
+    """Trained runs per core-minute: the baseline's process per run against this layout's process per job."""
+    import tempfile
+
+    if runs < 4:
+        raise SystemExit("--runs must be at least 4 (a job trains its trials, then 3 seeds)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        baseline = tmp / "baseline"
+        baseline.mkdir()
+        archive = subprocess.run(["git", "-C", str(CONFIG.parent), "archive", BASELINE_COMMIT, "src"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
+        new, old = write_inputs(tmp)
+
+        def measure(commands: list[list[str]], pythonpath: Path) -> tuple[float, float]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            for cmd in commands:
+                subprocess.run([sys.executable, "-c", *cmd], capture_output=True, text=True, check=True,
+                               env={**os.environ, "PYTHONPATH": str(pythonpath), "TQDM_DISABLE": "1"})
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return time.perf_counter() - started, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+        src = Path(__file__).resolve().parents[1] / "src"
+        old_cfg = tmp / "baseline.yaml"
+        old_cfg.write_text(subprocess.run(["git", "-C", str(CONFIG.parent), "show", f"{BASELINE_COMMIT}:config.yaml"],
+                                          capture_output=True, text=True, check=True).stdout)
+        per_run = measure([[BASELINE_RUN, str(old), str(tmp / f"old{s}"), str(s), str(old_cfg)] for s in range(runs)],
+                          baseline / "src")
+        per_job = measure([[JOB_RUN, str(new), str(tmp / "job"), str(runs - 3), str(CONFIG)]], src)
+    print(f"{runs} MEMF runs at demo sizes (500 synthetic streams, fold 0: 300 train, 100 validation), 1 torch thread")
+    print(f"{'layout':<46}{'wall s':>9}{'CPU s':>9}{'runs/core-min':>15}")
+    rates = []
+    for name, (wall, cpu) in ((f"a process per run ({BASELINE_COMMIT})", per_run),
+                              (f"one job: {runs - 3} trials + 3 seeds", per_job)):
+        rates.append(runs / (cpu / 60))
+        print(f"{name:<46}{wall:>9.1f}{cpu:>9.1f}{rates[-1]:>15.2f}")
+    print(f"ratio (job layout / run layout): {rates[1] / rates[0]:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
@@ -105,9 +220,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--layout", action="store_true", help="compare the stage-2 job layouts (see above)")
+    parser.add_argument("--runs", type=int, default=8, help="runs trained in --layout")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.layout:
+        layout(args.runs)
+        return
     if args.one:
         print(json.dumps(one(args.models[0], args.sizes[0], args.device[0], args.batch_size, args.steps, args.warmup)))
         return

@@ -229,4 +229,5 @@ def tiny_padded(n_streams: int, dim: int = 8):
             shape = (n_streams, 3, dim)
         arrays[key] = np.ones(shape, bool) if key in MASK_KEYS else rng.standard_normal(shape).astype(np.float32)
     return Padded(stream_id=np.array([f"s{i}" for i in range(n_streams)], dtype=object),
-                  split=np.zeros(n_streams, np.int8), target=np.zeros(n_streams, np.float32), arrays=arrays)
+                  fold=(np.arange(n_streams) % 2).astype(np.int8), target=np.zeros(n_streams, np.float32), folds=2,
+                  arrays=arrays)

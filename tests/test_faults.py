@@ -178,7 +178,7 @@ def test_a_worker_busy_in_a_decoder_dies_with_its_parent(tmp_path):
 # --- Bounds on media and text ---------------------------------------------------------------------------------------
 def validate(raw: Path, out: Path, **kwargs):
     return validate_dataset(raw, out, columns=DEFAULT_COLUMNS, target_offset=1.0, max_drop_fraction=1.0, split_seed=0,
-                            test_fraction=0.2, val_fraction=0.1, probe_workers=1, probe_timeout_s=60, **kwargs)
+                            folds=2, probe_workers=1, probe_timeout_s=60, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_an_oversized_png_is_a_recorded_drop_in_validation_without_a_memory_spik
     result = fs.run_measured(
         "from pathlib import Path\nfrom memf.data.validate import validate_dataset\nfrom memf.data.contract import DEFAULT_COLUMNS\n"
         f"validate_dataset(Path({str(raw)!r}), Path({str(tmp_path / 'out')!r}), columns=DEFAULT_COLUMNS, target_offset=1.0,"
-        " max_drop_fraction=1.0, split_seed=0, test_fraction=0.2, val_fraction=0.1, probe_workers=1)\nRESULT = {}\n",
+        " max_drop_fraction=1.0, split_seed=0, folds=2, probe_workers=1)\nRESULT = {}\n",
         timeout=300)
     reason = rows_of(tmp_path / "out", "excluded")[("item", "s001-i0")]
     assert reason.startswith("image does not decode: MediaError: ") and reason.endswith(
@@ -434,9 +434,10 @@ def numeric_workdir(tiny_env, tmp_path):
 
     work = fw.workflow_dir(tiny_env, tmp_path, fw.CONFIG)
     # The default target of the workflow, restricted to the numeric features.
-    snakefile = (work / "Snakefile").read_text().replace("input: features_targets()",
-                                                          'input: [t for t in features_targets() if "/numeric/" in t]')
-    (work / "Snakefile").write_text(snakefile)
+    default = 'input: features_targets() + [padded_file("demo")]'
+    snakefile = (work / "Snakefile").read_text()
+    assert default in snakefile
+    (work / "Snakefile").write_text(snakefile.replace(default, 'input: [t for t in features_targets() if "/numeric/" in t]'))
     out = snakemake(work)
     assert out.returncode == 0, out.stderr[-3000:]
     return work

@@ -180,6 +180,9 @@ def test_tables_pool_the_folds_and_recompute_every_number(runs):
         assert full[m] == pytest.approx(pooled, abs=1e-9)
         assert full[f"{m}_sd"] == pytest.approx(np.std([r[m] for r in per_run], ddof=1), abs=1e-9)
     assert full["n_streams"] == 100 and full["n_folds"] == 5 and full["verdict"] == "reference"
+    sales = np.exp(y) - 1  # the target is log(sales + 1)
+    assert full["sales_mae"] == pytest.approx(np.mean([np.abs(np.maximum(np.exp(preds[s]) - 1, 0) - sales).mean()
+                                                       for s in (0, 1)]), rel=1e-9)
     assert full["settings"].startswith("lr ")
     oracle = t9.filter(pl.col("experiment") == "oracle").row(0, named=True)
     truth_pred = pl.read_parquet(root / "ground_truth.parquet")["expected_log_sales"].to_numpy()

@@ -4,6 +4,7 @@ reruns that follow meaning, a user's own dataset, the report, and the tiny confi
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -232,12 +233,12 @@ def test_report_shows_every_table_inline_with_captions(tiny_run, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     page = report.read_text()
     assert "memf" in page and "cross-validation folds" in page  # the workflow description
-    embedded = [base64.b64decode(m).decode("utf-8", "replace")
-                for m in re.findall(r"data:text/html;charset=utf8;base64,([A-Za-z0-9+/=]+)", page)]
-    for table in ("table9", "table8", "ceilings", "tuning", "entity_importance", "table10"):
+    embedded = [html.unescape(base64.b64decode(m).decode("utf-8", "replace"))
+                for m in re.findall(r"data:text/html;charset=utf8;(?:filename=[^;,]*;)?base64,([A-Za-z0-9+/=]+)", page)]
+    for table in ("table9", "table8", "ceilings", "tuning", "entity_importance", "table10", "../data/summary"):
         title = next(line for line in (tiny_run / f"results/tables/{table}.md").read_text().splitlines()
                      if line.startswith("# "))[2:]
-        assert any(title in html and "<table>" in html for html in embedded), table
+        assert any(title in shown and "<table>" in shown for shown in embedded), table
     assert page.count("paired bootstrap") >= 1 and "expected best validation" in page
 
 

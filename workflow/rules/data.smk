@@ -37,6 +37,8 @@ rule validate:
         truncated_csv=str(DATA / "truncated.csv"),
         summary=str(DATA / "summary.csv"),
         summary_md=str(DATA / "summary.md"),
+        summary_html=report(str(DATA / "summary.html"), category="Data", caption="../report/summary.rst"),
+        excluded_html=report(str(DATA / "excluded.html"), category="Data", caption="../report/excluded.rst"),
         meta=str(DATA / "dataset.json"),
     log:
         "logs/data/validate.log",

@@ -21,6 +21,7 @@ rule tables:
         seeds=config["seeds"],
         folds=FOLDS,
         importance_table=IMPORTANCE_TABLE,
+        target_offset=config["target"]["offset"],
         code=code_version("report"),
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     resources:

@@ -22,4 +22,5 @@ with job_log(sm.log[0]):
         importance_table=sm.params.importance_table,
         importance_key=evaluation["importance"]["truth"],
         tuning_records=list(sm.input.tuning),
+        target_offset=sm.params.target_offset,
     )

@@ -32,6 +32,7 @@ import polars as pl
 from memf.data import contract
 from memf.data.contract import KEY_COLUMNS, TABLES, Limits, columns_from_config, required_columns
 from memf.data.folds import SPLITS, assign_folds, split_of
+from memf.core.html import table_page
 from memf.core.io import DataError, read_parquet_checked, write_json, write_parquet, write_text
 from memf.core.isolate import isolated_map
 from memf.data.media import applied_limits, probe
@@ -327,6 +328,7 @@ def validate_dataset(
     summary = fold_summary(kept, folds)
     write_text(out_dir / "summary.csv", summary.write_csv())
     write_text(out_dir / "summary.md", _markdown(summary))
+    write_report_pages(out_dir, summary, excluded, cut_frame)
     sizes = [int((fold == k).sum()) for k in range(folds)]
     write_json(out_dir / "dataset.json", {
         "root": str(root),
@@ -362,15 +364,33 @@ def fold_summary(streams: pl.DataFrame, folds: int) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def _markdown(summary: pl.DataFrame) -> str:
+SUMMARY_TITLE = "Dataset statistics (log(sales), paper Table 5; fold 0 is the paper's 80/20 split)"
+
+
+def _summary_cells(summary: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
     def num(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
-    head = "| part | size | max | min | mean | median | sd |\n|---|---|---|---|---|---|---|\n"
-    body = "".join(
-        f"| {r['part']} | {r['size']} | "
-        + " | ".join(num(r[k]) for k in ("max", "min", "mean", "median", "sd")) + " |\n"
-        for r in summary.iter_rows(named=True)
-    )
-    return "# Dataset statistics (log(sales), paper Table 5; fold 0 is the paper's 80/20 split)\n\n" + head + body
+    head = ["part", "size", "max", "min", "mean", "median", "sd"]
+    rows = [[r["part"], str(r["size"]), *(num(r[k]) for k in ("max", "min", "mean", "median", "sd"))]
+            for r in summary.iter_rows(named=True)]
+    return head, rows
 
+
+def _markdown(summary: pl.DataFrame) -> str:
+    head, rows = _summary_cells(summary)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+    return f"# {SUMMARY_TITLE}\n\n" + "\n".join(lines) + "\n"
+
+
+def write_report_pages(out_dir: Path, summary: pl.DataFrame, excluded: pl.DataFrame, truncated: pl.DataFrame) -> None:
+    """``summary.html`` and ``excluded.html``: the data summary and every excluded or truncated object, as the
+    report shows them inline."""
+    head, rows = _summary_cells(summary)
+    write_text(out_dir / "summary.html", table_page(SUMMARY_TITLE, head, rows, f"{summary['size'][-1]} streams kept."))
+    cols = ["level", "stream_id", "object_id", "reason", "file", "field"]
+    listed = [[str(r[c] or "") for c in cols] for r in excluded.iter_rows(named=True)]
+    cut = [[str(r[c] or "") for c in cols] for r in truncated.iter_rows(named=True)] if truncated.height else []
+    note = (f"{excluded.height} objects excluded, each with its reason (excluded.csv); {len(cut)} inputs truncated to a "
+            "bound (truncated.csv), listed after them.")
+    write_text(out_dir / "excluded.html", table_page("Excluded and truncated objects", cols, listed + cut, note))

@@ -19,7 +19,6 @@ Each table lists experiments (config ``evaluation.tables.<name>.rows``: experime
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from collections import Counter
@@ -31,6 +30,7 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 
+from memf.core.html import table_page
 from memf.core.io import DataError, atomic_path, read_json, write_json, write_text
 from memf.core.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, regression_metrics
 from memf.data.contract import ENTITIES
@@ -49,6 +49,20 @@ def pooled(runs: RunSet) -> dict[str, float]:
     """Each metric of the pooled test predictions, computed per seed and averaged over seeds."""
     per_seed = [regression_metrics(runs.y_true, p) for p in runs.preds]
     return {m: float(np.mean([s[m] for s in per_seed])) for m in METRICS}
+
+
+def sales_scale(y_true: np.ndarray, preds: np.ndarray, offset: float) -> dict[str, float]:
+    """MAE and MAPE of predicted sales (``exp(prediction) - offset``, clipped at 0) against the sales, averaged over
+    seeds: what a merchant planning stock reads, where the log-scale metrics weigh a miss on a small stream like a
+    miss on a big one. MAPE skips streams without sales (scikit-learn's MAPE would divide by its epsilon)."""
+    sales = np.exp(y_true) - offset
+    sold = sales > 0
+    mae, mape = [], []
+    for p in preds:
+        predicted = np.maximum(np.exp(p) - offset, 0.0)
+        mae.append(float(np.mean(np.abs(predicted - sales))))
+        mape.append(float(np.mean(np.abs(predicted[sold] - sales[sold]) / sales[sold])) if sold.any() else float("nan"))
+    return {"sales_mae": float(np.mean(mae)), "sales_mape": float(np.mean(mape))}
 
 
 def spread(runs: RunSet) -> dict[str, float | None]:
@@ -100,8 +114,10 @@ class TableBuilder:
         runs_root: Path = RUNS_DIR,
         ground_truth: str | Path | None = None,
         latent_ceiling: Sequence[str] = (),
+        target_offset: float = 1.0,
     ) -> None:
         self.experiments, self.folds, self.compare_to = experiments, list(folds), compare_to
+        self.target_offset = target_offset
         self.n_boot, self.boot_seed, self.level = n_boot, boot_seed, level
         self.runs_root = Path(runs_root)
         self.ground_truth = ground_truth
@@ -149,6 +165,7 @@ class TableBuilder:
         }
         row.update(pooled(runs))
         row.update(spread(runs))
+        row.update(sales_scale(runs.y_true, runs.preds, self.target_offset))
         oracle = self.oracle_r2(runs)
         row["frac_oracle"] = row["r2"] / oracle if oracle else None
         row["frac_latent"] = row["r2"] / self.latent["r2"] if self.latent and self.latent["r2"] > 0 else None
@@ -176,6 +193,7 @@ class TableBuilder:
             "n_folds": len(runs.folds), "n_streams": len(runs.y_true), "frac_oracle": 1.0,
         }
         row.update(regression_metrics(runs.y_true, truth))
+        row.update(sales_scale(runs.y_true, truth[None, :], self.target_offset))
         for fold in runs.folds:
             sel = runs.fold == fold
             for m, v in regression_metrics(runs.y_true[sel], truth[sel]).items():
@@ -203,6 +221,7 @@ def _schema() -> dict[str, pl.DataType]:
     }
     schema.update({m: pl.Float64() for m in METRICS})
     schema.update({f"{m}_{k}": pl.Float64() for m in METRICS for k in ("runs_mean", "sd")})
+    schema.update({"sales_mae": pl.Float64(), "sales_mape": pl.Float64()})
     schema.update({"frac_oracle": pl.Float64(), "frac_latent": pl.Float64(), "compared_to": pl.String(),
                    "verdict": pl.String()})
     schema.update({f"{m}_{k}": pl.Float64() for m in METRICS for k in ("diff", "lo", "hi")})
@@ -228,7 +247,8 @@ def caption(level: float, n_boot: int, latent: dict[str, Any] | None) -> str:
         "pooled predictions of a seed and averaged over seeds; ± is the sd over the folds × seeds runs. "
         f"Δ = row - reference on the same streams, with a paired bootstrap {level:.0%} percentile interval "
         f"({n_boot} resamples of the streams within folds); the verdict reads the R² interval: better or worse when "
-        "it excludes 0, else not separable. Fractions: pooled R² over the oracle's (the simulator's noiseless "
+        "it excludes 0, else not separable. Sales MAE and MAPE: of predicted sales (exp of the prediction minus the "
+        "target offset) against the sales, MAPE over streams with sales. Fractions: pooled R² over the oracle's (the simulator's noiseless "
         f"expected log sales on the same streams) and over the latent ceiling.{ceiling} Settings: the tuned choice "
         "per fold (value (folds choosing it/folds)). Every number is recomputed from the runs' predictions.parquet."
     )
@@ -239,7 +259,7 @@ def table_cells(frame: pl.DataFrame, level: float) -> tuple[list[str], list[list
     verdict and the settings."""
     refs = sorted({r for r in frame["compared_to"].to_list() if r})
     head = ["Method", "Features", "Runs", "Params"] + [METRIC_LABELS[m] for m in METRICS]
-    head += ["of oracle", "of latent", f"ΔR² vs {'/'.join(refs) or 'MEMF'} [{level:.0%} CI]", "Verdict", "Settings"]
+    head += ["Sales MAE", "Sales MAPE", "of oracle", "of latent", f"ΔR² vs {'/'.join(refs) or 'MEMF'} [{level:.0%} CI]", "Verdict", "Settings"]
     rows = []
     for r in frame.iter_rows(named=True):
         runs = f"{r['n_folds']}×{r['n_seeds']}" if r["n_seeds"] else ""
@@ -247,7 +267,7 @@ def table_cells(frame: pl.DataFrame, level: float) -> tuple[list[str], list[list
         for m in METRICS:
             sd = r[f"{m}_sd"]
             cells.append(_fmt(r[m]) + ("" if sd is None else f" ± {_fmt(sd)}"))
-        cells += [_fmt(r["frac_oracle"], 2), _fmt(r["frac_latent"], 2)]
+        cells += [_fmt(r["sales_mae"], 0), _fmt(r["sales_mape"], 2), _fmt(r["frac_oracle"], 2), _fmt(r["frac_latent"], 2)]
         d = r["r2_diff"]
         cells.append("" if d is None else f"{d:+.3f} [{r['r2_lo']:+.3f}, {r['r2_hi']:+.3f}]")
         cells += [r["verdict"] or "", r["settings"] or ""]
@@ -261,26 +281,12 @@ def markdown(title: str, head: list[str], rows: list[list[str]], note: str) -> s
     return "\n".join([*lines, "", note, ""])
 
 
-def html_page(title: str, head: list[str], rows: list[list[str]], note: str) -> str:
-    """A self-contained HTML page of one table: what ``snakemake --report`` shows inline."""
-    esc = html.escape
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>\n" for cells in rows)
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title><style>"
-        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
-        "th{background:#eee}</style></head><body>\n"
-        f"<h2>{esc(title)}</h2>\n<table>\n<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>\n"
-        + body + f"</table>\n<p>{esc(note)}</p>\n</body></html>\n"
-    )
-
-
 def write_table(out_dir: Path, name: str, frame: pl.DataFrame, title: str, head: list[str], rows: list[list[str]],
                 note: str) -> list[Path]:
     """``{name}.csv`` (every number), ``{name}.md`` and ``{name}.html`` (for people)."""
     write_csv(out_dir / f"{name}.csv", frame)
     write_text(out_dir / f"{name}.md", markdown(title, head, rows, note))
-    write_text(out_dir / f"{name}.html", html_page(title, head, rows, note))
+    write_text(out_dir / f"{name}.html", table_page(title, head, rows, note))
     return [out_dir / f"{name}.{ext}" for ext in ("csv", "md", "html")]
 
 
@@ -394,6 +400,7 @@ def build_tables(
     importance_table: str | None = None,
     importance_key: str = "entity_covariance_share",
     tuning_records: Sequence[str | Path] = (),
+    target_offset: float = 1.0,
 ) -> list[Path]:
     """Write ``{name}.csv`` and ``{name}.md`` for every table, ``tuning.*`` for the tuned experiments, and on simulated
     data ``entity_importance.*``.
@@ -412,10 +419,11 @@ def build_tables(
         importance_table: the leave-one-out table compared with the truth (needs ``ground_truth_json``).
         importance_key: which ``importance`` mapping of ground_truth.json is the truth.
         tuning_records: ``trials.parquet`` of every tuned (experiment, fold).
+        target_offset: the target is log(sales + offset) (config ``target.offset``), for the sales-scale metrics.
     """
     out_dir = Path(out_dir)
     builder = TableBuilder(experiments, folds, compare_to, n_boot, boot_seed, level, Path(runs_root), ground_truth,
-                           latent_ceiling)
+                           latent_ceiling, target_offset)
     note = caption(level, n_boot, builder.latent)
     written: list[Path] = []
     for name, spec in tables.items():
