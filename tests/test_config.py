@@ -31,7 +31,8 @@ def test_schema_defaults_are_the_shipped_config():
     assert list(filled["experiments"]) == ["memf"]
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "config.study.yaml", "config.paper.yaml", "tests/configs/tiny.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "config.study.yaml", "config.paper.yaml", "config.worlds.yaml",
+                                  "tests/configs/tiny.yaml"])
 def test_every_shipped_config_loads_clean(name, tmp_path):
     config = load(ROOT / name, tmp_path)
     assert config["experiments"] and config["split"]["folds"] >= 2

@@ -228,3 +228,28 @@ def test_figures_are_drawn(runs):
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     assert json.loads((run_dir("full", 0, root / "runs") / "metrics.json").read_text())["seeds"]["1"]["epoch"] >= 1
+
+
+def test_worlds_summary_states_the_fusion_order_verdict_per_world(tmp_path):
+    from memf.report.worlds import summarise
+
+    def world(name: str, diff: float, lo: float, hi: float, verdict: str) -> None:
+        folder = tmp_path / "worlds" / name / "results" / "tables"
+        folder.mkdir(parents=True)
+        pl.DataFrame({
+            "label": ["Modality first", "MEMF (entity first)", ORACLE_LABEL],
+            "experiment": ["memf-modality-first", "memf", "oracle"],
+            "r2": [0.5 + diff, 0.5, 0.8], "r2_sd": [0.01, 0.01, None], "r2_diff": [diff, None, None],
+            "r2_lo": [lo, None, None], "r2_hi": [hi, None, None], "verdict": [verdict, "reference", None],
+            "frac_oracle": [0.6, 0.6, 1.0], "frac_latent": [0.7, 0.7, None], "n_parameters": [10, 20, None],
+            "settings": ["", "", None],
+        }).write_csv(folder / "worlds.csv")
+
+    world("default", 0.01, -0.02, 0.04, "not separable")
+    world("cross_modal", -0.10, -0.15, -0.05, "worse")
+    sentences = summarise(tmp_path / "worlds", tmp_path / "tables")
+    assert sentences[0].startswith("default:") and "not separable" in sentences[0]
+    assert "cross_modal" in sentences[1] and "entity-first MEMF wins" in sentences[1] and "Δ +0.100" in sentences[1]
+    table = pl.read_csv(tmp_path / "tables" / "worlds.csv")
+    assert table["world"].unique().sort().to_list() == ["cross_modal", "default"] and table.height == 6
+    assert "<table>" in (tmp_path / "tables" / "worlds.html").read_text()

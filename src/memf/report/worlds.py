@@ -1,0 +1,137 @@
+"""Which fusion wins in which simulator world (docs/simulator.md, "Worlds"; docs/training.md).
+
+Each world is its own simulated dataset, so each is its own run of the workflow, in its own folder::
+
+    python -m memf.report.worlds run --config config.worlds.yaml --out results/worlds --cores all
+    python -m memf.report.worlds summary results/worlds --out results/tables
+
+``run`` runs the workflow once per world (``simulator.world`` set on top of the given config, everything else
+equal: the same matrix, folds, tuning budget and seeds) in ``<out>/<world>/``, then writes the summary. ``summary``
+reads every world's ``results/tables/worlds.csv`` (the config's ``worlds`` table: its rows compared with MEMF by the
+paired bootstrap within folds) and writes ``worlds.csv``, ``worlds.md`` and ``worlds.html``: per world and model the
+pooled R², the difference from MEMF with its interval and verdict, the fractions of the oracle and of the latent
+ceiling, and per world a plain sentence on the paper's claim (entity-first MEMF against the modality-first order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from memf.core.html import table_page
+from memf.core.io import DataError, write_text
+from memf.report.tables import write_csv
+
+WORLDS: tuple[str, ...] = ("default", "cross_modal", "fit", "dynamics")
+TABLE = "worlds"
+REFERENCE = "memf"
+ORDER = "memf-modality-first"
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_worlds(config: Path, out: Path, worlds: list[str], cores: str, extra: list[str]) -> None:
+    """Run the workflow once per world into ``out/<world>`` (a finished world plans nothing and costs nothing)."""
+    for world in worlds:
+        folder = out / world
+        folder.mkdir(parents=True, exist_ok=True)
+        overlay = folder / "world.yaml"
+        write_text(overlay, yaml.safe_dump({"simulator": {**yaml.safe_load(config.read_text()).get("simulator", {}),
+                                                          "world": world}}))
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(folder),
+               "--cores", cores, "--configfile", str(config.resolve()), str(overlay.resolve()), *extra]
+        print(f"world {world}: {' '.join(cmd)}", flush=True)
+        done = subprocess.run(cmd)
+        if done.returncode != 0:
+            raise SystemExit(f"world {world}: the workflow failed (exit {done.returncode}); see {folder}/logs")
+
+
+def load(folder: Path) -> pl.DataFrame:
+    path = folder / "results" / "tables" / f"{TABLE}.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; run the world's workflow with a `{TABLE}` table (config.worlds.yaml)")
+    return pl.read_csv(path, infer_schema_length=None)
+
+
+def claim(world: str, frame: pl.DataFrame) -> str:
+    """One sentence on entity-first against modality-first fusion in ``world``, whichever way it goes."""
+    order = frame.filter(pl.col("experiment") == ORDER)
+    memf = frame.filter(pl.col("experiment") == REFERENCE)
+    if order.height == 0 or memf.height == 0:
+        return f"{world}: no {ORDER} or {REFERENCE} row."
+    o = order.row(0, named=True)
+    verdict = {"worse": "entity-first MEMF wins", "better": "modality-first wins", "not separable": "not separable"}
+    best = frame.filter(pl.col("experiment") != "oracle").sort("r2", descending=True).row(0, named=True)
+    return (f"{world}: MEMF R² {memf['r2'][0]:.3f} vs modality-first {o['r2']:.3f} (Δ {-o['r2_diff']:+.3f} "
+            f"[{-o['r2_hi']:+.3f}, {-o['r2_lo']:+.3f}]): {verdict[o['verdict']]}; best row {best['label']} "
+            f"(R² {best['r2']:.3f}).")
+
+
+def summarise(folder: Path, out: Path) -> list[str]:
+    """Write ``worlds.{csv,md,html}`` under ``out`` from every world under ``folder``; return the sentences."""
+    frames, sentences = [], []
+    for world in WORLDS:
+        if not (folder / world).is_dir():
+            continue
+        frame = load(folder / world).with_columns(pl.lit(world).alias("world"))
+        frames.append(frame)
+        sentences.append(claim(world, frame))
+    if not frames:
+        raise DataError(f"{folder}: no world folder ({', '.join(WORLDS)})")
+    table = pl.concat(frames, how="diagonal_relaxed")
+    cols = ["world", "label", "experiment", "r2", "r2_sd", "r2_diff", "r2_lo", "r2_hi", "verdict", "frac_oracle",
+            "frac_latent", "n_parameters", "settings"]
+    table = table.select([c for c in cols if c in table.columns])
+    write_csv(out / "worlds.csv", table)
+    head = ["World", "Model", "R²", "ΔR² vs MEMF [95% CI]", "Verdict", "of oracle", "of latent"]
+
+    def fmt(x: float | None, d: int = 3) -> str:
+        return "" if x is None else f"{x:.{d}f}"
+
+    rows = [[r["world"], r["label"], fmt(r["r2"]) + ("" if r["r2_sd"] is None else f" ± {fmt(r['r2_sd'])}"),
+             "" if r["r2_diff"] is None else f"{r['r2_diff']:+.3f} [{r['r2_lo']:+.3f}, {r['r2_hi']:+.3f}]",
+             r["verdict"] or "", fmt(r["frac_oracle"], 2), fmt(r["frac_latent"], 2)]
+            for r in table.iter_rows(named=True)]
+    note = ("Each world is a separate simulated dataset run with the same matrix, folds, tuning budget and seeds "
+            "(config.worlds.yaml); rows as in the worlds' own tables (pooled over folds, paired bootstrap within "
+            "folds, verdict on the R² interval). " + " ".join(sentences))
+    title = "Which fusion wins in which world"
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    write_text(out / "worlds.md", "\n".join([*lines, "", *sentences, ""]))
+    write_text(out / "worlds.html", table_page(title, head, rows, note))
+    return sentences
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the workflow once per world, then summarise")
+    run.add_argument("--config", type=Path, default=ROOT / "config.worlds.yaml")
+    run.add_argument("--out", type=Path, default=Path("results/worlds"))
+    run.add_argument("--tables", type=Path, default=Path("results/tables"))
+    run.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=WORLDS)
+    run.add_argument("--cores", default="all")
+    run.add_argument("snakemake_args", nargs="*", help="passed to every workflow run (after --)")
+    summary = sub.add_parser("summary", help="summarise finished world runs")
+    summary.add_argument("folder", type=Path)
+    summary.add_argument("--out", type=Path, default=Path("results/tables"))
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run_worlds(args.config, args.out, args.worlds, args.cores, args.snakemake_args)
+        folder, out = args.out, args.tables
+    else:
+        folder, out = args.folder, args.out
+    try:
+        for sentence in summarise(folder, out):
+            print(sentence)
+    except DataError as exc:
+        raise SystemExit(f"memf worlds: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
