@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from features_support import TinyEnv
 
+from memf.core.io import DataError
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.dataset import load_clean
 from memf.features.extract import extract_shard
@@ -122,3 +123,47 @@ def test_a_feature_set_missing_a_modality_is_refused(tiny_env, store, tmp_path):
     partial = {m: p for m, p in store.items() if m != "audio"}
     with pytest.raises(ValueError, match=r"no shards for modalities \['audio'\]"):
         pad(tiny_env, partial, tmp_path)
+
+
+def _latents(env: TinyEnv, path: Path, drop_item: str | None = None) -> None:
+    """A latents.parquet for the tiny dataset in the simulator's long format: anchor reach, an item's appeal and a
+    3-level category, the room's attractiveness, each clip's energy."""
+    ds = load_clean(env.data)
+    rows = []
+    for sid, aid in ds.streams.select("stream_id", "anchor_id").iter_rows():
+        rows.append((sid, "anchor", aid, 0, "reach", float(int(aid[1:]))))
+        rows.append((sid, "room", sid, 0, "attractiveness", 0.5))
+    for sid, iid, pos in ds.items.select("stream_id", "item_id", "position").iter_rows():
+        if iid != drop_item:
+            rows += [(sid, "commodity", iid, pos, "appeal", float(pos)), (sid, "commodity", iid, pos, "category", 2.0)]
+    for sid, cid, kind, pos in ds.clips.select("stream_id", "clip_id", "kind", "position").iter_rows():
+        rows.append((sid, kind, cid, pos, "energy", float(pos) + 0.25))
+    pq.write_table(pl.DataFrame(rows, schema=["stream_id", "entity", "object_id", "position", "factor", "value"],
+                                orient="row").with_columns(pl.col("position").cast(pl.Int32)).to_arrow(), path)
+    (path.parent / "ground_truth.json").write_text('{"latent_factors": {"commodity": {"category": "categorical(3)"}}}')
+
+
+def test_latent_feature_set_holds_one_vector_per_object(tiny_env, tmp_path):
+    from memf.training.pad import pad_latents
+
+    _latents(tiny_env, tmp_path / "latents.parquet")
+    padded = pad_latents(data_dir=tiny_env.data, latents=tmp_path / "latents.parquet", max_items=8, max_clips=5,
+                         out=tmp_path / "latent.h5", ground_truth_json=tmp_path / "ground_truth.json")
+    again = read_padded(tmp_path / "latent.h5")
+    ds = load_clean(tiny_env.data)
+    assert again.stream_id.tolist() == sorted(ds.streams["stream_id"].to_list()) and again.folds == 3
+    dims = again.dims()
+    # appeal and the one-hot category (3 levels), as one field vector per item; no numeric or image field
+    assert dims["commodity/text"][1:] == (1, 4) and dims["commodity/numeric"][1] == 0 and dims["anchor/text"] == (1, 1)
+    items = again.arrays["commodity/text"][again.arrays["commodity/mask"]][:, 0]  # [n_items, 4]
+    np.testing.assert_array_equal(items[:, 1:], np.tile([0.0, 0.0, 1.0], (len(items), 1)))  # category 2 one-hot
+    n_items = ds.items.group_by("stream_id").len().sort("stream_id")["len"].to_numpy()
+    assert again.arrays["commodity/mask"].sum(1).tolist() == n_items.tolist()
+    assert np.allclose(again.arrays["video/x"][again.arrays["video/mask"]][:, 0] % 1, 0.25)
+    assert padded.attrs["fields"]["commodity"]["latent"] == ["appeal", "category=0", "category=1", "category=2"]
+    # A kept item without latent factors is an error naming it, not a silent zero.
+    first = ds.items["item_id"][0]
+    _latents(tiny_env, tmp_path / "latents.parquet", drop_item=first)
+    with pytest.raises(DataError, match=f"no latent factors for item {first}"):
+        pad_latents(data_dir=tiny_env.data, latents=tmp_path / "latents.parquet", max_items=8, max_clips=5,
+                    out=tmp_path / "latent2.h5", ground_truth_json=tmp_path / "ground_truth.json")

@@ -253,3 +253,24 @@ def test_worlds_summary_states_the_fusion_order_verdict_per_world(tmp_path):
     table = pl.read_csv(tmp_path / "tables" / "worlds.csv")
     assert table["world"].unique().sort().to_list() == ["cross_modal", "default"] and table.height == 6
     assert "<table>" in (tmp_path / "tables" / "worlds.html").read_text()
+
+
+def test_readme_section_is_regenerated_between_its_markers(runs, tmp_path):
+    from memf.report.readme import BEGIN, END, results_section, update_readme
+
+    root, experiments, truth, _ = runs
+    tables = {"table9": {"title": "T9", "rows": {"ridge": "Ridge", "full": "MEMF"}},
+              "ceilings": {"title": "C", "rows": {"latent": "Latent ridge", "full": "MEMF"}}}
+    build_tables(tables, experiments, tmp_path / "t", folds=FOLDS, compare_to={"demo": "full", "latent": "latent"},
+                 n_boot=100, runs_root=root / "runs", ground_truth=root / "ground_truth.parquet",
+                 latent_ceiling=["latent"])
+    for name in ("table9", "ceilings"):  # the readme names MEMF's experiment `memf`
+        frame = pl.read_csv(tmp_path / "t" / f"{name}.csv", infer_schema_length=None)
+        frame.with_columns(pl.col("experiment").replace({"full": "memf"})).write_csv(tmp_path / "t" / f"{name}.csv")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{BEGIN}\nOLD SECTION\n{END}\nafter\n")
+    update_readme(readme, results_section(tmp_path / "t", "It took 1 minute."))
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n") and text.endswith("after\n") and "OLD SECTION" not in text
+    assert "| Ridge | demo |" in text and "**MEMF**" in text and "It took 1 minute." in text
+    assert "latent ceiling" in text and "The best tuned reference, Ridge, reaches" in text

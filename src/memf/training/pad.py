@@ -251,10 +251,10 @@ def pad_latents(
     """Build ``latent.h5``: the simulator's true latent factors in the padded layout, for the streams, items and clips
     that validation kept (the same streams and folds as every other feature set).
 
-    Every factor is one numeric field of its entity (commodity factors per item); a categorical factor (listed as
-    ``categorical(n)`` under ``latent_factors`` of ``ground_truth.json``) becomes n one-hot fields. Video and audio
-    factors are the clip vectors. Anchor and room have no text or image field (0 fields). Items and clips are taken in
-    position order up to the caps, as :func:`pad_feature_set` does.
+    An object's factors (an anchor's, a room's, an item's) form one vector, held as its entity's single text field
+    (no numeric or image field); a categorical factor (listed as ``categorical(n)`` under ``latent_factors`` of
+    ``ground_truth.json``) becomes n one-hot entries. Video and audio factors are the clip vectors. Items and clips
+    are taken in position order up to the caps, as :func:`pad_feature_set` does.
 
     Raises:
         DataError: the latents file is malformed, or a kept stream, item or clip has no latent row.
@@ -292,6 +292,8 @@ def pad_latents(
             seen[where] = True
         return arr, seen, [f if k is None else f"{f}={k}" for f, k in cols]
 
+    # Each object's latent factors form one vector, held as its entity's single "text" field: one token per anchor,
+    # room and item (a perfect extractor's one vector per object), with no numeric or image field.
     fields: dict[str, dict[str, list[str]]] = {}
     arrays: dict[str, np.ndarray] = {}
     missing: list[str] = []
@@ -299,10 +301,10 @@ def pad_latents(
         keys = {f"{s}\0{o}": (i,) for i, (s, o) in enumerate(zip(sids, owner, strict=True))}
         arr, seen, names = fill(entity, keys, (n,))
         missing += [f"{entity} of stream {sids[i]}" for i in np.flatnonzero(~seen)[:3]]
-        arrays[f"{entity}/numeric"] = arr
-        arrays[f"{entity}/text"] = np.zeros((n, 0, 1), np.float32)
+        arrays[f"{entity}/text"] = arr[:, None, :]  # [S, 1, F]
         arrays[f"{entity}/image"] = np.zeros((n, 0, 1), np.float32)
-        fields[entity] = {"text": [], "image": [], "numeric": names}
+        arrays[f"{entity}/numeric"] = np.zeros((n, 0), np.float32)
+        fields[entity] = {"latent": names}
     items = ds.items.sort("stream_id", "position").group_by("stream_id", maintain_order=True).agg(pl.col("item_id"))
     m = max(1, min(max_items, max((len(v) for v in items["item_id"].to_list()), default=1)))
     keys = {f"{s}\0{iid}": (row_of[s], j) for s, ids in items.iter_rows() if s in row_of
@@ -312,10 +314,10 @@ def pad_latents(
     for i, j in keys.values():
         mask[i, j] = True
     missing += [f"item {k.split(chr(0))[1]}" for k, w in keys.items() if not seen[w]][:3]
-    arrays["commodity/numeric"], arrays["commodity/mask"] = arr, mask
-    arrays["commodity/text"] = np.zeros((n, m, 0, 1), np.float32)
+    arrays["commodity/text"], arrays["commodity/mask"] = arr[:, :, None, :], mask  # [S, M, 1, F]
     arrays["commodity/image"] = np.zeros((n, m, 0, 1), np.float32)
-    fields["commodity"] = {"text": [], "image": [], "numeric": names}
+    arrays["commodity/numeric"] = np.zeros((n, m, 0), np.float32)
+    fields["commodity"] = {"latent": names}
     for kind in ("video", "audio"):
         clips = (ds.clips.filter(pl.col("kind") == kind).sort("stream_id", "position")
                  .group_by("stream_id", maintain_order=True).agg(pl.col("clip_id")))
