@@ -235,45 +235,17 @@ def corrupt_parquet_cli(base: Path) -> tuple[bool, str]:
     return ok, f"exit {out.returncode}: '{lines[0][:160] if lines else ''}...'; no output written"
 
 
-ENOSPC_CHILD = r"""
-import json, os
-from pathlib import Path
-import fault_support as fs
-from memf.core.logs import job_log
-from memf.features.extract import extract_shard
-from memf.features.fixtures import write_fixture_dataset
-from memf.training.padded import write_padded
-small = Path(os.environ["SMALL"])
-base = Path(os.environ["DRILL_BASE"])
-write_fixture_dataset(base / "enospc-raw", base / "enospc-data")
-shard, fails, padded = small / "shard-0.parquet", small / "shard-0.failures.parquet", small / "demo.h5"
-def shard_job():
-    extract_shard(data_dir=base / "enospc-data", extractors={"num": {"kind": "log-standard"}}, name="num",
-                  columns=__import__("memf.data.contract").data.contract.DEFAULT_COLUMNS, extraction={"shards": 1},
-                  shard=0, out=shard, failures_out=fails)
-shard_job()
-write_padded(padded, fs.tiny_padded(4))
-before = {p.name: p.read_bytes() for p in small.iterdir()}
-fs.fill_up(small)
-(small / "filler").rename(small / ".filler")
-codes = []
-for job in (shard_job, lambda: write_padded(padded, fs.tiny_padded(400))):
-    try:
-        with job_log(base / "enospc.log"):
-            job()
-        codes.append(0)
-    except SystemExit as exc:
-        codes.append(exc.code)
-after = {p.name: p.read_bytes() for p in small.iterdir() if p.name != ".filler"}
-print(json.dumps({"codes": codes, "intact": after == before, "files": sorted(after)}))
-"""
 
 
 def disk_full(base: Path) -> tuple[bool, str]:
     why = fs.can_mount_tmpfs()
     if why:
         return False, f"no private tmpfs to fill on this machine ({why}); tests/test_faults.py injects ENOSPC instead"
-    env_out = fs.run_on_small_fs(ENOSPC_CHILD, size_kib=256, env={"DRILL_BASE": str(base)})
+    from memf.features.fixtures import write_fixture_dataset
+
+    write_fixture_dataset(base / "enospc-raw", base / "enospc-data")
+    env_out = fs.run_on_small_fs(fs.ENOSPC_CHILD, size_kib=256,
+                                 env={"ENOSPC_DATA": str(base / "enospc-data"), "ENOSPC_LOG": str(base / "enospc.log")})
     if env_out.returncode != 0:
         return False, f"child failed: {env_out.stderr[-300:]}"
     result = json.loads(env_out.stdout.strip().splitlines()[-1])

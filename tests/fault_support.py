@@ -231,3 +231,39 @@ def tiny_padded(n_streams: int, dim: int = 8):
     return Padded(stream_id=np.array([f"s{i}" for i in range(n_streams)], dtype=object),
                   fold=(np.arange(n_streams) % 2).astype(np.int8), target=np.zeros(n_streams, np.float32), folds=2,
                   arrays=arrays)
+
+
+#: The disk-full child (run by :func:`run_on_small_fs`): a shard and a padded file written into a tmpfs filled up;
+#: prints the jobs' exit codes and whether the files already there kept their bytes. Env: ENOSPC_DATA (a validated
+#: dataset), ENOSPC_LOG (the job log).
+ENOSPC_CHILD = r"""
+import json, os
+from pathlib import Path
+import fault_support as fs
+from memf.core.logs import job_log
+from memf.training.padded import write_padded
+from memf.features.extract import extract_shard
+from memf.data.contract import DEFAULT_COLUMNS
+small = Path(os.environ["SMALL"])
+data, log = os.environ["ENOSPC_DATA"], os.environ["ENOSPC_LOG"]
+shard, fails, padded = small / "shard-0.parquet", small / "shard-0.failures.parquet", small / "demo.h5"
+extractors = {"num": {"kind": "log-standard"}}
+def shard_job():
+    extract_shard(data_dir=data, extractors=extractors, name="num", columns=DEFAULT_COLUMNS, extraction={"shards": 1},
+                  shard=0, out=shard, failures_out=fails)
+shard_job()
+write_padded(padded, fs.tiny_padded(4))
+before = {p.name: p.read_bytes() for p in small.iterdir()}
+fs.fill_up(small)
+(small / "filler").rename(small / ".filler")
+codes = []
+for job in (shard_job, lambda: write_padded(padded, fs.tiny_padded(400))):
+    try:
+        with job_log(log):
+            job()
+        codes.append(0)
+    except SystemExit as exc:
+        codes.append(exc.code)
+after = {p.name: p.read_bytes() for p in small.iterdir() if p.name != ".filler"}
+print(json.dumps({"codes": codes, "intact": after == before, "files": sorted(after)}))
+"""

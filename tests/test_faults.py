@@ -331,45 +331,14 @@ def test_disk_full_while_writing_a_table_leaves_the_previous_file(tmp_path, monk
     assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["shard-0.parquet"]
 
 
-ENOSPC_CHILD = r"""
-import json, os, sys
-from pathlib import Path
-import fault_support as fs
-from memf.core.logs import job_log
-from memf.training.padded import write_padded
-from memf.features.extract import extract_shard
-from memf.data.contract import DEFAULT_COLUMNS
-small = Path(os.environ["SMALL"])
-data, log = sys.argv[1], sys.argv[2]
-shard, fails, padded = small / "shard-0.parquet", small / "shard-0.failures.parquet", small / "demo.h5"
-extractors = {"num": {"kind": "log-standard"}}
-def shard_job():
-    extract_shard(data_dir=data, extractors=extractors, name="num", columns=DEFAULT_COLUMNS, extraction={"shards": 1},
-                  shard=0, out=shard, failures_out=fails)
-shard_job()
-write_padded(padded, fs.tiny_padded(4))
-before = {p.name: p.read_bytes() for p in small.iterdir()}
-fs.fill_up(small)
-(small / "filler").rename(small / ".filler")
-codes = []
-for job in (shard_job, lambda: write_padded(padded, fs.tiny_padded(400))):
-    try:
-        with job_log(log):
-            job()
-        codes.append(0)
-    except SystemExit as exc:
-        codes.append(exc.code)
-after = {p.name: p.read_bytes() for p in small.iterdir() if p.name != ".filler"}
-print(json.dumps({"codes": codes, "intact": after == before, "files": sorted(after)}))
-"""
 
 
 def test_disk_full_while_writing_a_shard_or_a_padded_file(tiny_env, tmp_path):
     why = fs.can_mount_tmpfs()
     if why:
         pytest.skip(f"a real full filesystem needs a private tmpfs mount: {why}")
-    out = fs.run_on_small_fs(ENOSPC_CHILD.replace("sys.argv[1], sys.argv[2]", f"{str(tiny_env.data)!r}, {str(tmp_path / 'job.log')!r}"),
-                             size_kib=256)
+    out = fs.run_on_small_fs(fs.ENOSPC_CHILD, size_kib=256,
+                             env={"ENOSPC_DATA": str(tiny_env.data), "ENOSPC_LOG": str(tmp_path / "job.log")})
     assert out.returncode == 0, out.stderr[-3000:]
     result = __import__("json").loads(out.stdout.strip().splitlines()[-1])
     assert result == {"codes": [1, 1], "intact": True,

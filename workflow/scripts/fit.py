@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from memf.core.io import read_json
 from memf.core.logs import job_log
@@ -10,7 +11,9 @@ from memf.training.fit import JobSpec, fit_experiment
 from memf.training.settings import PLACEMENT_KEYS, Param, TrainConfig, TuningSettings
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with job_log(sm.log[0]):
+# The job's cores are its Snakemake threads: torch's and the BLAS/OpenMP pools scikit-learn uses (an uncapped
+# gradient-boosting fit next to other jobs was several times slower).
+with job_log(sm.log[0]), threadpool_limits(sm.threads):
     torch.set_num_threads(sm.threads)
     spec = sm.params.spec
     space = tuple(Param(p["scope"], p["name"], p["distribution"], tuple(p["args"])) for p in spec["space"] or [])

