@@ -15,6 +15,7 @@ folder, a seed in training from its epoch checkpoint.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -149,11 +150,10 @@ class _Runner:
                              desc=f"{self.spec.experiment} fold {self.spec.fold} seed {seed}")
         return model, result, options, cfg
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        if not hasattr(self, "_digest"):
-            self._digest = data_digest(self.data.padded, self.data.fold)
-        return self._digest
+        """The fold's data hash, part of every checkpoint's fingerprint (computed once per job)."""
+        return data_digest(self.data.padded, self.data.fold)
 
     def reference(self, params: Mapping[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
         from memf.training.references import fit_reference
