@@ -18,8 +18,9 @@ from memf.core.io import DataError, read_json
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.validate import validate_dataset
 from memf.predict.bundle import extractor_signature
-from memf.predict.drivers import compare_with_truth, drivers_frame, neutral_reference, neutralise, true_entity_contributions
+from memf.predict.drivers import compare_with_truth, drivers_frame, true_entity_contributions
 from memf.predict.intervals import calibrate, conformal_quantile, coverage
+from memf.predict.neutral import neutral_reference, neutralise
 from memf.predict.predictor import fit_to_model
 from train_support import tiny_padded
 
@@ -157,7 +158,7 @@ def test_the_comparison_with_the_truth_credits_the_interaction_and_ranks():
     np.testing.assert_allclose(credited["anchor"].to_numpy(), expected.to_numpy())
     np.testing.assert_allclose(credited["room"].to_numpy(), truth["contrib_room"].to_numpy())
     entities = ["anchor", "commodity", "room", "video", "audio"]
-    model = credited.select(entities).to_numpy() * 3.0 + 1.0  # a monotone map of the truth: every rank agrees
+    model = credited.select(entities).to_numpy() * 3.0  # the truth rescaled: every rank and every sign agrees
     drivers = drivers_frame(credited["stream_id"].to_numpy(), entities, model, None)
     result = compare_with_truth(drivers, credited)
     assert all(r == pytest.approx(1.0) for r in result["per_entity"].values())
@@ -224,3 +225,15 @@ def test_the_predict_section_is_checked_at_load_one_line_each(tmp_path):
                      "items.parquet, clips.parquet (docs/data-format.md)"]
     assert problems(tmp_path, {"bundle": "memf", "datasets": {"bad name": "x"}}, experiments=memf) == [
         "config key 'predict.datasets': 'bad name' does not match '^[A-Za-z0-9][A-Za-z0-9_.-]*$'"]
+
+
+def test_importing_memf_and_the_workflow_s_predict_plan_stays_cheap():
+    import subprocess
+    import sys
+
+    heavy = "sorted(m for m in ('numpy', 'polars', 'torch', 'pyarrow') if m in sys.modules)"
+    code = f"import sys, memf, memf.predict.plan; print({heavy}); memf.load_bundle; print({heavy})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # Nothing heavy until load_bundle is looked up; torch only when a bundle is loaded.
+    assert out.stdout.split("\n")[:2] == ["[]", "['numpy', 'polars', 'pyarrow']"]

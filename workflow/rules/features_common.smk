@@ -103,11 +103,20 @@ def extract_params(modality):
 
 def get_extract_inputs(wildcards):
     """The validated tables an extraction job reads, and the model files it loads: for the training data the tiny
-    model folder a rule builds; for a dataset to predict its validated tables and the bundle (the copied models)."""
+    model folder a rule builds; for a dataset to predict its validated tables and the bundle (the copied models).
+
+    A bundle the workflow exports is rewritten whenever its experiment is retrained, while its extractors change only
+    with their config (the params) or the models it copies: so its bundle.json is an `ancient` input (it orders the
+    jobs without rerunning them) beside the models the bundle copies. A bundle folder of the user's reruns them when
+    it is replaced.
+    """
     name = predict_name(wildcards.prefix)
     if name is None:
         return {"tables": DATA_INPUTS, "model": get_model_input(wildcards)}
-    return {"tables": predict_data_inputs(name), "model": [str(PLAN.bundle_dir / "bundle.json")]}
+    bundle = str(PLAN.bundle_dir / "bundle.json")
+    if PLAN.experiment is None:
+        return {"tables": predict_data_inputs(name), "model": [bundle]}
+    return {"tables": predict_data_inputs(name), "model": [ancient(bundle), *model_inputs_of(wildcards.extractor)]}
 
 
 def model_inputs_of(extractor):

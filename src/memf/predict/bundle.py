@@ -158,7 +158,7 @@ def _write_member(tmp: Path, fold: int, run_dir: Path, seeds: Sequence[int] | No
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import load_file, save_file
 
-    from memf.predict.drivers import neutral_reference
+    from memf.predict.neutral import neutral_reference
     from memf.training.prepare import NumericScaler
 
     meta = read_json(run_dir / MODEL_JSON)

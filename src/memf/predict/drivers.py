@@ -1,12 +1,8 @@
 """What drives each prediction: the Multi-Entity Transformer's attention over the five entities, and each entity's
 contribution measured against a neutral reference (docs/predict.md, "Drivers").
 
-**Neutral reference** (per member fold, from that fold's training part, in the model's standardised input space): for
-the anchor and the streaming room, the mean of each field's vector (and standardised numeric value) over the
-training streams; for the commodities, video and audio, a set of ``n`` identical mean objects (the mean item, the
-mean clip over every real item or clip of the training streams), ``n`` the training streams' mean count rounded
-(at least 1), so the masks stay valid and the set's size is neutral too. Neutralising one entity replaces that
-entity's inputs of a stream by the reference and leaves the others as they are.
+**Neutral reference**: see :mod:`memf.predict.neutral` (each member fold's training part; one entity's inputs are
+replaced by it, the others left as they are).
 
 **Contribution** of entity ``e`` to a stream's prediction: ``f(x) - f(x with e neutral)`` in log(sales), averaged
 over the bundle's members (folds and seeds). It answers "how much higher or lower is this stream predicted because
@@ -30,60 +26,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from memf.data.contract import CLIP_KINDS, ENTITIES, MODALITIES
+from memf.data.contract import ENTITIES
 
-#: Entity -> (the mask of its set, or None) for the entities whose inputs are sets.
-SET_MASKS: dict[str, str] = {"commodity": "commodity/mask", "video": "video/mask", "audio": "audio/mask"}
 DRIVER_SCHEMA = {"stream_id": pl.String, "entity": pl.String, "contribution": pl.Float64, "attention": pl.Float64}
-
-
-def entity_keys(entity: str, arrays: Mapping[str, np.ndarray]) -> list[str]:
-    """The batch keys holding ``entity``'s inputs (its mask excluded)."""
-    if entity in CLIP_KINDS:
-        return [f"{entity}/x"]
-    return [f"{entity}/{m}" for m in MODALITIES if f"{entity}/{m}" in arrays]
-
-
-def neutral_reference(arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The neutral inputs of every entity from the streams ``rows`` (a fold's training part), model input space.
-
-    Returns batch key -> one stream's (anchor, room: ``[L, ...]``) or one object's (commodity ``[L, ...]``, clips
-    ``[D]``) mean input, and ``{entity}/count`` -> the rounded mean set size (int64 scalar, at least 1).
-    """
-    out: dict[str, np.ndarray] = {}
-    for entity in ENTITIES:
-        mask_key = SET_MASKS.get(entity)
-        if mask_key is None:
-            for key in entity_keys(entity, arrays):
-                out[key] = arrays[key][rows].astype(np.float64).mean(axis=0).astype(np.float32)
-            continue
-        mask = arrays[mask_key][rows]  # [N, M]
-        for key in entity_keys(entity, arrays):
-            real = arrays[key][rows][mask]  # [n_objects, ...]
-            out[key] = real.astype(np.float64).mean(axis=0).astype(np.float32)
-        out[f"{entity}/count"] = np.array(max(1, int(round(float(mask.sum(axis=1).mean())))), dtype=np.int64)
-    return out
-
-
-def neutralise(arrays: Mapping[str, np.ndarray], entity: str, neutral: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A copy of the batch ``arrays`` with ``entity``'s inputs replaced by the neutral reference (masks stay valid)."""
-    out = dict(arrays)
-    mask_key = SET_MASKS.get(entity)
-    n = len(next(iter(arrays.values())))
-    if mask_key is None:
-        for key in entity_keys(entity, arrays):
-            out[key] = np.broadcast_to(neutral[key], arrays[key].shape).astype(np.float32)
-        return out
-    slots = arrays[mask_key].shape[1]
-    count = min(int(neutral[f"{entity}/count"]), slots)
-    mask = np.zeros((n, slots), dtype=bool)
-    mask[:, :count] = True
-    out[mask_key] = mask
-    for key in entity_keys(entity, arrays):
-        x = np.zeros_like(arrays[key])
-        x[:, :count] = neutral[key]
-        out[key] = x
-    return out
 
 
 def drivers_frame(stream_id: np.ndarray, labels: Sequence[str], contribution: np.ndarray,
@@ -124,44 +69,70 @@ def compare_with_truth(drivers: pl.DataFrame, truth: pl.DataFrame) -> dict[str, 
 
     ``per_entity``: for each entity, across streams (does the model rank the streams by, say, their anchor's
     effect as the truth does). ``per_stream``: for each stream, across the five entities (does it name the right
-    driver), summarised by the mean and median over streams, and how often the top entity agrees.
+    driver), summarised by the mean and median over streams, and how often the entity with the largest contribution
+    in size is the one with the largest true contribution in size.
+    ``attention_vs_size``: the attention weights against the size ``|true contribution|`` (attention has no sign),
+    per entity across streams and per stream across entities (mean); None for a model without attention.
     """
     from scipy.stats import spearmanr
 
     wide = drivers.pivot(on="entity", index="stream_id", values="contribution")
     entities = [e for e in ENTITIES if e in wide.columns]
-    joined = wide.join(truth, on="stream_id", how="inner", suffix="_true")
+    weights = drivers.pivot(on="entity", index="stream_id", values="attention").rename({e: f"{e}_att" for e in entities})
+    joined = wide.join(weights, on="stream_id").join(truth, on="stream_id", how="inner", suffix="_true")
     model = joined.select(entities).to_numpy()
     true = joined.select([f"{e}_true" for e in entities]).to_numpy()
-    per_entity = {}
-    for j, entity in enumerate(entities):
-        rho = spearmanr(model[:, j], true[:, j]).statistic if joined.height > 2 else float("nan")
-        per_entity[entity] = None if np.isnan(rho) else float(rho)
+    per_entity = {entity: _rho(model[:, j], true[:, j]) for j, entity in enumerate(entities)}
     per_stream = np.array([spearmanr(model[i], true[i]).statistic for i in range(joined.height)], dtype=np.float64)
     finite = per_stream[np.isfinite(per_stream)]
+    attention: dict[str, Any] | None = None
+    if drivers["attention"].null_count() < drivers.height:
+        att = joined.select([f"{e}_att" for e in entities]).to_numpy().astype(np.float64)
+        size = np.abs(true)
+        rows = [spearmanr(att[i], size[i]).statistic for i in range(len(att)) if np.isfinite(att[i]).all()]
+        attention = {
+            "per_entity": {e: _rho(att[:, j], size[:, j]) for j, e in enumerate(entities)},
+            "per_stream_mean": float(np.nanmean(rows)) if rows else None,
+        }
     return {
         "streams": joined.height,
         "entities": entities,
         "per_entity": per_entity,
         "per_stream": {"mean": float(finite.mean()) if finite.size else None,
                        "median": float(np.median(finite)) if finite.size else None,
-                       "top_entity_agrees": float(np.mean(model.argmax(axis=1) == true.argmax(axis=1)))
+                       "top_entity_agrees": float(np.mean(np.abs(model).argmax(axis=1) == np.abs(true).argmax(axis=1)))
                        if joined.height else None},
+        "attention_vs_size": attention,
         "truth": "contrib_<entity> of ground_truth.parquet, the interaction half to anchor and commodity, a world's "
                  "signal as ground_truth.json credits it",
     }
 
 
+def _rho(x: np.ndarray, y: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3:
+        return None
+    rho = spearmanr(x[keep], y[keep]).statistic
+    return None if np.isnan(rho) else float(rho)
+
+
 def truth_markdown(result: Mapping[str, Any], name: str) -> str:
-    rows = "".join(f"| {e} | {'-' if r is None else f'{r:+.3f}'} |\n" for e, r in result["per_entity"].items())
-    ps = result["per_stream"]
     fmt = (lambda v: "-" if v is None else f"{v:+.3f}")
+    att = result.get("attention_vs_size")
+    rows = "".join(f"| {e} | {fmt(r)} | {fmt(att['per_entity'][e]) if att else '-'} |\n"
+                   for e, r in result["per_entity"].items())
+    ps = result["per_stream"]
+    attention = ("" if att is None else f"\nAttention against the size of the true contribution, per stream across the "
+                 f"entities: mean {fmt(att['per_stream_mean'])}.\n")
     return (f"# Drivers of the predictions of '{name}' against the simulator's truth\n\n"
             f"{result['streams']} streams. Spearman rank correlation of each entity's measured contribution (prediction "
             "minus the prediction with that entity neutral) with its true contribution to log(sales).\n\n"
-            "| entity | across streams |\n|---|---|\n" + rows +
-            f"\nPer stream, across the entities: mean {fmt(ps['mean'])}, median {fmt(ps['median'])}; the largest "
-            f"contribution is the truly largest for {ps['top_entity_agrees']:.0%} of the streams.\n")
+            "| entity | contribution vs truth, across streams | attention vs size of the truth |\n|---|---|---|\n" + rows +
+            f"\nPer stream, across the entities: mean {fmt(ps['mean'])}, median {fmt(ps['median'])}; the entity with the "
+            f"largest contribution in size is the truly largest for {ps['top_entity_agrees']:.0%} of the streams.\n"
+            + attention)
 
 
 # --- figures -------------------------------------------------------------------------------------------------------
@@ -204,7 +175,7 @@ def draw_drivers(drivers: pl.DataFrame, predictions: pl.DataFrame, streams: Sequ
     labels = [f"{s}\n{pred[s]:,.0f} predicted" for s in streams]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(streams) + 2.0))
     lim = float(np.nanmax(np.abs(contribution))) if np.isfinite(contribution).any() else 1.0
-    panels = ((contribution, "RdBu_r", -lim, lim, "contribution to log(sales)", "{:+.2f}"),
+    panels = ((contribution, "RdBu_r", -lim, lim, "contribution to log(sales)", "{:+.2g}"),
               (attention, "Greens", 0.0, 1.0, "attention (mean over queries)", "{:.2f}"))
     for ax, (values, cmap, low, high, label, fmt) in zip(axes, panels, strict=True):
         image = ax.imshow(values, cmap=cmap, vmin=low, vmax=high, aspect="auto")
@@ -213,7 +184,9 @@ def draw_drivers(drivers: pl.DataFrame, predictions: pl.DataFrame, streams: Sequ
         for i in range(len(streams)):
             for j in range(len(entities)):
                 if np.isfinite(values[i, j]):
-                    ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=8)
+                    dark = abs(values[i, j] - (low + high) / 2) > 0.35 * (high - low)
+                    ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if dark else "black")
         ax.set_title(label)
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.suptitle(title)

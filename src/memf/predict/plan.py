@@ -6,11 +6,13 @@
 their ``params``: from the config for an experiment (what its bundle will record, since the bundle is made from the
 artefacts of this very config), from ``bundle.json`` for a folder. The predict job checks the features it is given
 against the bundle itself (:func:`memf.predict.predictor.check_features`), so a plan that disagreed with the bundle
-would be refused there, not predicted.
+would be refused there, not predicted. Standard library only: the workflow reads this at every load, also from an
+environment that holds only Snakemake.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +92,6 @@ def _bundle_copy(entry: Mapping[str, Any], name: str, bundle_dir: Path, built: s
 
 def predict_plan(config: Mapping[str, Any]) -> PredictPlan | None:
     """The plan of a checked config (:func:`memf.core.config.load_config`), or None when ``predict.bundle`` is null."""
-    from memf.core.io import read_json
-
     bundle_dir = bundle_dir_of(config)
     if bundle_dir is None:
         return None
@@ -105,7 +105,7 @@ def predict_plan(config: Mapping[str, Any]) -> PredictPlan | None:
         return PredictPlan(bundle_dir, ref, ref, feature_set, extractors, config["columns"], float(config["target"]["offset"]),
                            {"default": "log1p", "columns": transforms}, numeric_accepts(config["numeric"], config["columns"]),
                            dict(config["limits"]), config["extraction"]["precision"], int(config["extraction"]["shards"]))
-    meta = read_json(bundle_dir / BUNDLE_FILE)
+    meta = json.loads((bundle_dir / BUNDLE_FILE).read_text(encoding="utf-8"))
     loads = extractor_configs(meta, bundle_dir)
     extractors = {m: {"name": rec["name"], **loads[rec["name"]]} for m, rec in meta["extractors"].items()}
     return PredictPlan(bundle_dir, None, meta["experiment"], meta["feature_set"], extractors, meta["columns"], float(meta["target"]["offset"]),

@@ -46,11 +46,11 @@ from memf.predict.drivers import (
     draw_drivers,
     draw_truth,
     drivers_frame,
-    neutralise,
     true_entity_contributions,
     truth_markdown,
 )
 from memf.predict.intervals import coverage
+from memf.predict.neutral import neutralise
 
 log = logging.getLogger(__name__)
 
