@@ -166,6 +166,18 @@ def test_the_cli_gives_the_workflow_s_result(tiny_run, bundle_dir, tmp_path):
     np.testing.assert_allclose(drivers["contribution"], drivers["contribution_right"], atol=TOL)
 
 
+def test_a_dataset_written_by_another_program_is_predicted_end_to_end(bundle_dir, tmp_path):
+    from fakedata import write_dataset
+
+    root = write_dataset(tmp_path / "theirs", n_streams=6)
+    frame = load_bundle(bundle_dir).predict(root, tmp_path / "out", workers=1)
+    assert sorted(frame["stream_id"].to_list()) == [f"s{i:03d}" for i in range(6)]
+    assert frame["log_sales_pred"].is_finite().all() and frame["sales"].null_count() == 0
+    metrics = read_json(tmp_path / "out" / "metrics.json")
+    assert metrics["unpredicted"] == 0 and metrics["sales_known"] == 6 and 0 <= metrics["interval"]["coverage"] <= 1
+    assert not (tmp_path / "out" / "drivers_vs_truth.json").exists()  # not simulated: no truth to compare with
+
+
 # --- refusals ----------------------------------------------------------------------------------------------------------
 
 

@@ -23,8 +23,9 @@ _MODEL = ("models", "training/prepare.py", "training/padded.py")
 _EXPORT = ("predict/bundle.py", "predict/intervals.py", "predict/neutral.py", "predict/plan.py", *_MODEL,
            "training/runs.py", "training/matrix.py", "features/store.py", "features/base.py", "features/spec.py",
            "core/metrics.py")
-_PREDICT = ("predict", *_MODEL, "training/pad.py", "training/runs.py", "training/matrix.py", "features/store.py",
-            "features/base.py", "data/dataset.py", "data/contract.py", "data/folds.py", "core/metrics.py")
+_PREDICT = ("predict", *_MODEL, "training/pad.py", "training/fit.py", "training/runs.py", "training/matrix.py",
+            "features/store.py", "features/base.py", "data/dataset.py", "data/contract.py", "data/folds.py",
+            "core/metrics.py")
 #: Stage -> source files and folders (relative to src/memf) its outputs depend on.
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "simulate": ("simulate", "data/contract.py"),

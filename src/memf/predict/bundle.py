@@ -45,7 +45,7 @@ from memf.core.version import code_version
 from memf.data.contract import CLIP_KINDS
 from memf.features.spec import RANDOM_INIT
 from memf.features.spec import code_version as extractor_code_version
-from memf.predict.plan import BUNDLE_FILE, extractor_configs, is_weights_file
+from memf.predict.plan import BUNDLE_FILE, FOLDER_KINDS, extractor_configs, is_weights_file
 from memf.training.matrix import MODEL_JSON, PREDICTIONS_FILE, REFERENCE_MODELS, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def _copy_extractor(entry: Mapping[str, Any], tmp: Path) -> dict[str, Any]:
     rec.update(weights_id=entry["weights"], dim=int(entry["dim"]), preprocessing=entry.get("preprocessing"), copy=None)
     rec["options"] = dict(rec["options"] or {})
     model = entry.get("model")
-    if entry["kind"] != "torchvision" and isinstance(model, str) and Path(model).is_dir():
+    if entry["kind"] in FOLDER_KINDS and isinstance(model, str) and Path(model).is_dir():
         rel = f"extractors/{name}"
         shutil.copytree(model, tmp / rel)
         if f"sha256:{sha256_folder(tmp / rel)}" != entry["weights"]:
@@ -448,8 +448,8 @@ def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any 
         DataError: one line for a missing file, another format or code version, a changed model file.
     """
     from safetensors.numpy import load_file as load_numpy
-    from safetensors.torch import load_file
 
+    from memf.training.fit import load_models
     from memf.training.prepare import NumericScaler
 
     path = Path(path)
@@ -457,22 +457,12 @@ def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any 
     check_code_versions(meta, path)
     check_extractor_files(meta, path)
     _warn_versions(meta, path)
-    if builder is None:
-        from memf.models import build_model as builder
     members = []
     for rec in meta["members"]:
         folder = path / rec["dir"]
-        model_meta = read_json(folder / MODEL_JSON)
-        dims = {k: tuple(v) for k, v in model_meta["dims"].items()}
-        tensors = load_file(str(folder / WEIGHTS_FILE))
-        models, scaling = {}, {}
-        for seed in model_meta["seeds"]:
-            prefix = f"seed{seed}/"
-            model = builder(model_meta["model"], dims, **model_meta["options"])
-            model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
-            models[int(seed)] = model.to(device).eval()
-            per_seed = model_meta["per_seed"][str(seed)]
-            scaling[int(seed)] = (float(per_seed["target_mean"]), float(per_seed["target_sd"]))
+        models, model_meta = load_models(folder, builder, device)  # a member folder is laid out as a run folder
+        scaling = {seed: (float(model_meta["per_seed"][str(seed)]["target_mean"]),
+                          float(model_meta["per_seed"][str(seed)]["target_sd"])) for seed in models}
         neutral = {k: (v.reshape(()) if k.endswith("/count") else v) for k, v in load_numpy(str(folder / NEUTRAL_FILE)).items()}
         members.append(Member(int(rec["fold"]), models, scaling, NumericScaler.from_json(model_meta["numeric_scaler"]),
                               neutral, model_meta.get("attention_labels")))
