@@ -178,6 +178,23 @@ def test_a_dataset_written_by_another_program_is_predicted_end_to_end(bundle_dir
     assert not (tmp_path / "out" / "drivers_vs_truth.json").exists()  # not simulated: no truth to compare with
 
 
+def test_a_bundle_folder_predicts_a_dataset_in_the_workflow_without_training(bundle_dir, tmp_path):
+    import yaml
+    from fakedata import write_dataset
+    from test_workflow import job_counts, snakemake
+
+    write_dataset(tmp_path / "theirs", n_streams=4)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({
+        "dataset": {"root": "theirs", "simulate": False}, "split": {"folds": 2},
+        "experiments": {"memf": {"model": "memf", "feature_set": "demo"}},
+        "predict": {"bundle": str(bundle_dir), "datasets": {"theirs": "theirs"}},
+    }))
+    jobs = job_counts(snakemake("-n", "results/predict/theirs/predictions.parquet", "--configfile", "cfg.yaml",
+                                cwd=tmp_path))
+    assert jobs == {"validate": 1, "predict": 1, **{f"extract_{m}": 2 for m in ("text", "image", "numeric", "video",
+                                                                                  "audio")}}
+
+
 # --- refusals ----------------------------------------------------------------------------------------------------------
 
 
