@@ -31,6 +31,26 @@ def test_failures_are_isolated_and_reported():
     assert {i: o.value for i, o in outcomes.items() if o.ok} == {i: 2 * i for i in (0, 1, 2, 4, 6, 8, 9)}
 
 
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_fewer_items_than_the_workers_can_queue_end():
+    # With prefetch 8, the first worker could take all 3 items; the second must not be started idle (it would never
+    # be stopped and the call would never end). Guarded by a SIGALRM so that a regression fails instead of hanging.
+    def hang(signum, frame):
+        raise AssertionError("isolated_map did not return")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(30)
+    try:
+        outcomes = list(isolated_map(double, [1, 2, 3], workers=2, timeout_s=5.0, prefetch=8))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sorted((o.index, o.value) for o in outcomes) == [(0, 2), (1, 4), (2, 6)]
+
+
 def big(x: int) -> np.ndarray:
     """A result far over the pipe's buffer (it goes through the spool file)."""
     if x == 4:

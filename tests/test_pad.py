@@ -38,10 +38,11 @@ def store(tiny_env: TinyEnv, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return shards
 
 
-def pad(env: TinyEnv, shards, tmp_path: Path, max_items: int = 8, max_clips: int = 5):
+def pad(env: TinyEnv, shards, tmp_path: Path, max_items: int = 8, max_clips: int | dict[str, int] = 5,
+        model_axes: bool = False):
     report = pad_feature_set(data_dir=env.data, feature_set="fs", shards=shards, columns=DEFAULT_COLUMNS,
                              max_items=max_items, max_clips=max_clips, out=tmp_path / "fs.h5",
-                             truncated_out=tmp_path / "fs.truncated.parquet")
+                             truncated_out=tmp_path / "fs.truncated.parquet", model_axes=model_axes)
     return report, read_padded(tmp_path / "fs.h5"), pl.read_parquet(tmp_path / "fs.truncated.parquet")
 
 
@@ -83,6 +84,22 @@ def test_caps_cut_items_and_clips_and_record_them(tiny_env, store, tmp_path):
     assert sorted(truncated["object_id"].to_list()) == sorted(cut_items + cut_clips)
     assert set(truncated["reason"].to_list()) == {"truncated: beyond padding.max_items=1", "truncated: beyond padding.max_clips=1"}
     assert report.records == len(cut_items) + len(cut_clips)
+
+
+def test_a_model_s_axes_cut_video_and_audio_clips_apart(tiny_env, store, tmp_path):
+    # A dataset to predict is cut to the item and clip axes of the model that reads it, which differ per kind.
+    _, padded, truncated = pad(tiny_env, store, tmp_path, max_items=2, max_clips={"video": 1, "audio": 2},
+                               model_axes=True)
+    ds = load_clean(tiny_env.data)
+    assert padded.dims()["video/mask"] == (1,) and padded.dims()["audio/mask"][0] <= 2
+    cut = ds.clips.filter(((pl.col("kind") == "video") & (pl.col("position") >= 1))
+                          | ((pl.col("kind") == "audio") & (pl.col("position") >= 2)))["clip_id"].to_list()
+    clips = truncated.filter(pl.col("entity") != "commodity")
+    assert sorted(clips["object_id"].to_list()) == sorted(cut)
+    assert set(clips["reason"].to_list()) <= {"truncated: beyond the 1 video clips the model reads (its item and clip "
+                                              "axes)", "truncated: beyond the 2 audio clips the model reads (its item "
+                                              "and clip axes)"}
+    assert padded.attrs["caps"] == {"max_items": 2, "max_clips": {"video": 1, "audio": 2}}
 
 
 def test_extraction_failures_drop_items_and_streams(tiny_env, store, tmp_path):

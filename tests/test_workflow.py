@@ -99,6 +99,10 @@ MISTAKES = {
     "weights name": ("extractors: {resnet18: {kind: torchvision, model: resnet18, options: {weights: IMAGENET1K_V9}}}\n",
                      "config key 'extractors.resnet18.options.weights': 'IMAGENET1K_V9' is not a weights name"),
     "dataset root": ("dataset: {root: nowhere, simulate: false}\n", "config key 'dataset.root': 'nowhere' is not a folder"),
+    "unknown bundle": ("predict: {bundle: nope}\n",
+                       "config key 'predict.bundle': 'nope' is neither an experiment (known: "),
+    "missing dataset to predict": ("predict: {bundle: memf, datasets: {next: nowhere}}\n",
+                                   "config key 'predict.datasets.next': 'nowhere' is not a folder"),
     "latent without the simulator": (
         "dataset: {root: ., simulate: false}\nexperiments: {m: {model: memf, feature_set: latent}}\n",
         "config key 'experiments.m.feature_set': 'latent' (the simulator's true latent factors) needs dataset.simulate"),
@@ -217,7 +221,9 @@ def test_code_changes_replan_what_they_compute(tiny_run, tmp_path):
     with open(copy / "src/memf/models/blocks.py", "a") as fh:
         fh.write("# a comment is a change of the model code\n")
     jobs = job_counts(snakemake("-n", "--configfile", str(TINY), cwd=tiny_run, snakefile=snakefile))
-    assert set(jobs) - {"all"} == {"fit", "tables", "figures"} and jobs["fit"] == 3 * 6  # 6 neural experiments
+    # The model code also makes the bundle's predictions: the tiny config's bundle and prediction are replanned.
+    assert set(jobs) - {"all"} == {"fit", "tables", "figures", "export", "predict", "predict_truth"}
+    assert jobs["fit"] == 3 * 6  # 6 neural experiments
     (copy / "src/memf/models/blocks.py").write_bytes((ROOT / "src/memf/models/blocks.py").read_bytes())
     with open(copy / "src/memf/report/tables.py", "a") as fh:
         fh.write("# a comment is a change of the tables code\n")

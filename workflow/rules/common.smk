@@ -1,12 +1,14 @@
 # Shared helpers: the config check, the path grammar, and the final targets of each stage.
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from memf.core.config import ConfigError, evaluation_plan, load_config
 from memf.core.version import code_version
-from memf.data.contract import numeric_accepts
+from memf.data.contract import TABLES as TABLE_NAMES, numeric_accepts
+from memf.predict.plan import PREDICT_DIR, predict_plan
 
 # Every mistake the config can hold is caught here, one line each, before anything is planned (docs/configuration.md).
 try:
@@ -28,6 +30,54 @@ RAW_TABLES = [str(RAW / f"{table}.parquet") for table in ("streams", "anchors", 
 CLEAN_TABLES = [str(DATA / f"{table}.parquet") for table in ("streams", "anchors", "items", "clips")]
 SIMULATED = config["dataset"]["simulate"]
 
+# Prediction (docs/predict.md): the bundle's contract and extractors, and the datasets to predict. A dataset to
+# predict goes through the same validate and extract rules as the training data, into results/predict/{name}/: their
+# paths are results/{prefix}data/... and results/{prefix}features/..., the prefix empty for the training data.
+PLAN = predict_plan(config)
+PREDICT_DATASETS = dict(config["predict"]["datasets"]) if PLAN is not None else {}
+PREFIXES = [""] + [f"{PREDICT_DIR.relative_to('results').as_posix()}/{name}/" for name in PREDICT_DATASETS]
+PREFIX_REGEX = "(?:" + "|".join(re.escape(p) for p in PREFIXES) + ")"  # "(?:)" when only the training data
+
+
+def predict_name(prefix):
+    """The dataset a path prefix stands for (None: the training data)."""
+    return prefix[len("predict/") : -1] if prefix else None
+
+
+def predict_raw_tables(name):
+    root = Path(PREDICT_DATASETS[name])
+    return [str(root / f"{table}.parquet") for table in TABLE_NAMES]
+
+
+def predict_data_dir(name):
+    return PREDICT_DIR / name / "data"
+
+
+def predict_data_inputs(name):
+    data = predict_data_dir(name)
+    return [str(data / f"{table}.parquet") for table in TABLE_NAMES] + [str(data / "dataset.json")]
+
+
+def get_raw_tables(wildcards):
+    """The raw tables validate reads: the configured dataset's, or (prefix predict/{name}/) a dataset to predict."""
+    name = predict_name(wildcards.prefix)
+    return RAW_TABLES if name is None else predict_raw_tables(name)
+
+
+def validate_params(wildcards):
+    """The contract a dataset is validated with: the config's for the training data; for a dataset to predict the
+    bundle's (its columns, target, numeric policy, limits), with no folds (folds 0: sales optional)."""
+    if not wildcards.prefix:
+        return {
+            "columns": config["columns"], "target": config["target"],
+            "split": {k: config["split"][k] for k in ("seed", "folds", "group_by")},
+            "numeric_accepts": numeric_accepts(config["numeric"], config["columns"]), "limits": config["limits"],
+        }
+    return {
+        "columns": PLAN.columns, "target": {"offset": PLAN.target_offset},
+        "split": {"seed": 0, "folds": 0, "group_by": None}, "numeric_accepts": PLAN.accepts, "limits": PLAN.limits,
+    }
+
 
 def identity(section):
     """A config section as canonical JSON: put it in `params:` so a change reruns the rule and its downstream."""
@@ -41,7 +91,7 @@ def data_targets():
 def get_final_outputs(wildcards):
     """Everything `snakemake` builds by default: each stage contributes its targets."""
     targets = data_targets()
-    for stage in ("features_targets", "report_targets"):
+    for stage in ("features_targets", "report_targets", "predict_targets"):
         if stage in globals():
             targets += globals()[stage]()
     return targets

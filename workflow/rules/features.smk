@@ -1,7 +1,8 @@
 # Stage 1: tiny local models, feature extraction into the sharded store, and manifests (docs/features.md).
 # Needs from common.smk: DATA, CLEAN_TABLES. features_common.smk provides features_targets() for `rule all`.
 # Speed and placement settings (extraction.workers, timeout_s, batch_size, device) reach the scripts through the
-# config, not through params, so changing them reruns nothing; what changes a feature is in `identity`.
+# config, not through params, so changing them reruns nothing; what changes a feature is in `identity`. The extraction
+# rules also extract the datasets to predict, with the bundle's extractors, into results/predict/{name}/features/.
 include: "features_common.smk"
 
 
@@ -33,24 +34,17 @@ for _modality in FEATURE_MODALITIES:
         name:
             f"extract_{_modality}"
         input:
-            tables=DATA_INPUTS,
-            model=get_model_input,
+            unpack(get_extract_inputs),
         output:
-            shard=str(FEATURES / _modality / "{extractor}" / f"shard-{{shard}}.{shard_suffix(_modality)}"),
-            failures=str(FEATURES / _modality / "{extractor}" / "shard-{shard}.failures.parquet"),
+            shard=f"results/{{prefix}}features/{_modality}/{{extractor}}/shard-{{shard}}.{shard_suffix(_modality)}",
+            failures=f"results/{{prefix}}features/{_modality}/{{extractor}}/shard-{{shard}}.failures.parquet",
         log:
-            f"logs/features/{_modality}/{{extractor}}/shard-{{shard}}.log",
+            f"logs/{{prefix}}features/{_modality}/{{extractor}}/shard-{{shard}}.log",
         params:
-            identity=lambda wildcards: identity_json(wildcards.extractor, config["extractors"], config["extraction"]),
-            data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
-            extractors=lambda wildcards: {wildcards.extractor: config["extractors"][wildcards.extractor]},
-            shards=config["extraction"]["shards"],
-            columns=columns_of(_modality),
-            # Only what this modality depends on: a numeric policy change reruns the numeric shards alone.
-            numeric=config["numeric"] if _modality == "numeric" else None,
-            limits=limits_of(_modality),
+            **extract_params(_modality),
         wildcard_constraints:
-            extractor=_one_of(extractors_of(_modality)),
+            prefix=PREFIX_REGEX,
+            extractor=_one_of(extractors_of(_modality) + predict_extractor_names(_modality)),
             shard=r"\d+",
         threads: config["extraction"]["workers"]
         resources:

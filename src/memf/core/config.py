@@ -223,6 +223,54 @@ def _check_evaluation(config: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _check_predict(config: Mapping[str, Any], workdir: Path) -> list[str]:
+    """``predict``: the bundle (a trained experiment on extractor features, or a bundle folder), the fold and seeds
+    it keeps, and the datasets' folders (the simulated dataset may be named before the simulator wrote it)."""
+    from memf.training.matrix import LATENT_FEATURE_SET, REFERENCE_MODELS
+
+    section = config["predict"]
+    ref, out = section["bundle"], []
+    experiments = config["experiments"]
+
+    def folder(path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else workdir / path
+
+    if ref is None:
+        if section["datasets"]:
+            out.append("config key 'predict.bundle': null, but predict.datasets names datasets to predict; set it to "
+                       "a trained experiment (e.g. memf) or a bundle folder")
+    elif ref in experiments:
+        entry = experiments[ref]
+        if entry.get("model") in REFERENCE_MODELS:
+            out.append(f"config key 'predict.bundle': '{ref}' is a reference model ({entry['model']}), which has no "
+                       "weights to bundle; name a trained experiment")
+        elif entry.get("feature_set") == LATENT_FEATURE_SET:
+            out.append(f"config key 'predict.bundle': '{ref}' reads the simulator's latent factors, which new data "
+                       "does not have; name an experiment on extracted features")
+        folds = list(config["split"]["run_folds"] or range(config["split"]["folds"]))
+        if section["fold"] is not None and section["fold"] not in folds:
+            out.append(f"config key 'predict.fold': {section['fold']} is not a fold that runs (folds: "
+                       f"{', '.join(map(str, folds))})")
+        seeds = entry.get("seeds", config["seeds"])
+        if section["seeds"] is not None and not set(section["seeds"]) <= set(seeds):
+            out.append(f"config key 'predict.seeds': {section['seeds']} are not all seeds of experiment '{ref}' "
+                       f"(its seeds: {', '.join(map(str, seeds))})")
+    elif not (folder(ref) / "bundle.json").is_file():
+        out.append(f"config key 'predict.bundle': '{ref}' is neither an experiment (known: "
+                   f"{', '.join(sorted(experiments))}) nor a bundle folder (no {folder(ref) / 'bundle.json'})")
+    simulated = config["dataset"]["root"] if config["dataset"]["simulate"] else None
+    for name, root in section["datasets"].items():
+        if root == simulated:
+            continue
+        missing = [t for t in ("streams", "anchors", "items", "clips") if not (folder(root) / f"{t}.parquet").is_file()]
+        if not folder(root).is_dir():
+            out.append(f"config key 'predict.datasets.{name}': '{root}' is not a folder (looked in {folder(root)})")
+        elif missing:
+            out.append(f"config key 'predict.datasets.{name}': '{root}' has no "
+                       f"{', '.join(f'{t}.parquet' for t in missing)} (docs/data-format.md)")
+    return out
+
+
 def check_config(config: Mapping[str, Any], workdir: Path) -> list[str]:
     """Every cross-reference problem of a schema-valid, default-filled config, one line each."""
     return [
@@ -231,6 +279,7 @@ def check_config(config: Mapping[str, Any], workdir: Path) -> list[str]:
         *_check_extractors(config),
         *_check_experiments(config),
         *_check_evaluation(config),
+        *_check_predict(config, workdir),
     ]
 
 

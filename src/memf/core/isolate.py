@@ -316,8 +316,8 @@ def isolated_map(
     bar = tqdm(total=len(items), desc=desc, disable=desc is None, unit="item")
     spool: _Spool | None = None
 
-    def refill(worker: _Worker) -> None:
-        while queue and len(worker.pending) < prefetch:
+    def refill(worker: _Worker, limit: int = prefetch) -> None:
+        while queue and len(worker.pending) < limit:
             worker.submit(*queue.popleft())
 
     def replace(pos: int, worker: _Worker) -> _Worker:
@@ -332,10 +332,13 @@ def isolated_map(
 
     try:
         spool = _Spool()  # janitor first, so that it holds no worker's pipe
+        # The first items are shared out, so that every worker started has some: a worker started without items
+        # would never be stopped (it is stopped when its last item is answered).
+        share = min(prefetch, -(-len(queue) // workers))
         for _ in range(min(workers, len(queue))):
             worker = _Worker(fn, spool.path)
             pool.append(worker)
-            refill(worker)
+            refill(worker, share)
         while pool:
             signals.check()
             now = time.monotonic()

@@ -16,6 +16,16 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent
 _TRAINING = ("training/matrix.py", "training/padded.py", "training/prepare.py", "training/runs.py",
              "training/settings.py", "training/tuning.py", "training/fit.py", "core/metrics.py", "data/folds.py")
+#: What turns a padded feature set into a trained member's predictions: a model bundle records its version and is
+#: refused by a checkout whose version differs (memf.predict.bundle).
+_MODEL = ("models", "training/prepare.py", "training/padded.py")
+#: What writes a bundle (not the predictor, figures or truth comparison: editing those does not re-export).
+_EXPORT = ("predict/bundle.py", "predict/intervals.py", "predict/neutral.py", "predict/plan.py", *_MODEL,
+           "training/runs.py", "training/matrix.py", "features/store.py", "features/base.py", "features/spec.py",
+           "core/metrics.py")
+_PREDICT = ("predict", *_MODEL, "training/pad.py", "training/fit.py", "training/runs.py", "training/matrix.py",
+            "features/store.py", "features/base.py", "data/dataset.py", "data/contract.py", "data/folds.py",
+            "core/metrics.py")
 #: Stage -> source files and folders (relative to src/memf) its outputs depend on.
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "simulate": ("simulate", "data/contract.py"),
@@ -25,6 +35,9 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "fit": ("models", "training/loop.py", "training/checkpoint.py", *_TRAINING),
     "fit_reference": ("training/references.py", *_TRAINING),
     "report": ("report", "core/metrics.py", "training/runs.py", "training/matrix.py", "data/folds.py"),
+    "model": _MODEL,
+    "export": _EXPORT,
+    "predict": _PREDICT,
 }
 
 

@@ -16,6 +16,12 @@ Two kinds of bad input are told apart:
 If more than ``max_drop_fraction`` of the streams is excluded the run fails loudly, with the reasons counted in the
 message. The kept streams are assigned to cross-validation folds (:mod:`memf.data.folds`): column ``fold`` of
 ``streams.parquet``.
+
+A dataset to **predict** (``folds = 0``: upcoming streams given to a model bundle, :mod:`memf.predict`) goes through
+the same checks and drop rules, with two differences: ``sales`` is optional (the column may be absent, and a null
+value means "not known yet"; a negative or non-finite value is still a recorded drop), and no folds are assigned
+(``fold = -1``; ``target`` is NaN where sales are unknown). A missing attribute column is then named with the bundle's
+column mapping, which cannot change after training.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from memf.data import contract
 from memf.data.contract import KEY_COLUMNS, TABLES, Limits, columns_from_config, required_columns
@@ -78,26 +87,41 @@ class _Drops:
         return pl.DataFrame(self.rows, schema=EXCLUDED_SCHEMA)
 
 
-def mapping_hints(columns: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, str]]:
-    """Table -> attribute column -> the ``columns:`` key that maps it (what fixes it when the data names it otherwise)."""
+def mapping_hints(columns: dict[str, dict[str, list[str]]], bundle: bool = False) -> dict[str, dict[str, str]]:
+    """Table -> attribute column -> what fixes it when the data names it otherwise: the ``columns:`` key that maps it,
+    or, for a dataset to predict (``bundle``), renaming the column, since a trained model's mapping is fixed."""
     hints: dict[str, dict[str, str]] = {t: {} for t in TABLES}
     for col in columns_from_config(columns):
-        if col.name not in KEY_COLUMNS[col.table]:
+        if col.name in KEY_COLUMNS[col.table]:
+            continue
+        if bundle:
+            hints[col.table][col.name] = (f"the model bundle was trained with the {col.entity}'s {col.modality} in a "
+                                          f"column named '{col.name}' (its columns.{col.entity}.{col.modality}); "
+                                          "name that column so in this dataset")
+        else:
             hints[col.table][col.name] = (f"if the {col.entity}'s {col.modality} column has another name, list that "
                                           f"name under columns.{col.entity}.{col.modality} instead")
     return hints
 
 
-def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]]) -> dict[str, pl.DataFrame]:
-    """Read and schema-check the four raw tables; raise :class:`DataError` on contract errors."""
+def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]],
+                    sales_required: bool = True) -> dict[str, pl.DataFrame]:
+    """Read and schema-check the four raw tables; raise :class:`DataError` on contract errors.
+
+    With ``sales_required`` False (a dataset to predict) the streams table may lack ``sales``; when it has the
+    column, its type is checked as usual.
+    """
     required = required_columns(columns)
-    hints = mapping_hints(columns)
+    hints = mapping_hints(columns, bundle=not sales_required)
     tables: dict[str, pl.DataFrame] = {}
     for name in TABLES:
         path = root / f"{name}.parquet"
         if not path.is_file():
             raise DataError(f"{path}: missing table '{name}' (see docs/data-format.md)")
-        df = pl.from_arrow(read_parquet_checked(path, required[name], hints=hints[name]))
+        wanted = dict(required[name])
+        if name == "streams" and not sales_required and "sales" not in _column_names(path):
+            del wanted["sales"]
+        df = pl.from_arrow(read_parquet_checked(path, wanted, hints=hints[name]))
         id_col = ID_COLUMN[name]
         dup = df[id_col].drop_nulls().is_duplicated()
         if dup.any():
@@ -107,6 +131,14 @@ def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]]) -> dic
             raise DataError(f"{path}: column '{id_col}' has {df[id_col].null_count()} null ids")
         tables[name] = df
     return tables
+
+
+def _column_names(path: Path) -> list[str]:
+    """Column names of a Parquet file; an unreadable file gives none (read_parquet_checked then names the problem)."""
+    try:
+        return pq.read_schema(path).names
+    except (OSError, pa.ArrowException):
+        return []
 
 
 def _inside(root: Path, rel: str) -> bool:
@@ -156,6 +188,8 @@ def validate_dataset(
     """Validate the raw dataset at ``root`` and write the clean dataset, with its folds, to ``out_dir``.
 
     Args:
+        folds: K cross-validation folds; 0 for a dataset to predict (``sales`` optional, no folds: ``fold = -1``,
+            ``target`` NaN where sales are unknown; every other check and drop rule as for training data).
         numeric_accepts: entity -> numeric column -> "non-negative" or "finite" (from
             :func:`memf.data.contract.numeric_accepts` of the config's ``numeric`` policy); None: the default policy.
         limits: the config's ``limits`` (None: the defaults); media are probed under them and texts checked against
@@ -168,7 +202,8 @@ def validate_dataset(
     root, out_dir = Path(root), Path(out_dir)
     limits = limits if isinstance(limits, Limits) else Limits.from_config(limits)
     accepts = numeric_accepts if numeric_accepts is not None else contract.numeric_accepts(None, columns)
-    tables = load_raw_tables(root, columns)
+    predicting = folds == 0
+    tables = load_raw_tables(root, columns, sales_required=not predicting)
     streams, anchors, items, clips = (tables[t] for t in TABLES)
     drops = _Drops()
     truncated = _Drops()
@@ -205,7 +240,11 @@ def validate_dataset(
                         drops.add(level, obj, f"path escapes the dataset root: {value}",
                                   stream_id=stream, file=file, field=col.name)
     sales_file = str(root / "streams.parquet")
+    if "sales" not in streams.columns:
+        streams = streams.with_columns(pl.lit(None, dtype=pl.Float64).alias("sales"))
     for sid, sales in zip(streams["stream_id"].to_list(), streams["sales"].to_list(), strict=True):
+        if sales is None and predicting:
+            continue  # not known yet: the stream is predicted, not scored
         why = _bad_number(sales)
         if why:
             drops.add("stream", sid, f"sales is {why}", stream_id=sid, file=sales_file, field="sales")
@@ -303,15 +342,19 @@ def validate_dataset(
             f"{root}: {len(dropped_streams)} of {n_input} streams excluded ({fraction:.0%}), more than "
             f"validation.max_drop_fraction={max_drop_fraction:.0%}; most common: {top}"
         )
-    if kept.height < folds:
-        raise DataError(f"{root}: only {kept.height} valid streams, need at least split.folds = {folds}")
+    if kept.height < max(folds, 1):
+        raise DataError(f"{root}: only {kept.height} valid streams, need at least "
+                        + (f"split.folds = {folds}" if folds else "one to predict"))
 
-    fold = assign_folds(kept["stream_id"].to_list(), kept["anchor_id"].to_list(), folds=folds, seed=split_seed,
-                        group_by=group_by)
+    if predicting:
+        fold = np.full(kept.height, -1, dtype=np.int64)
+    else:
+        fold = assign_folds(kept["stream_id"].to_list(), kept["anchor_id"].to_list(), folds=folds, seed=split_seed,
+                            group_by=group_by)
     n = kept.height
     kept = kept.with_columns(
         pl.Series("fold", fold, dtype=pl.Int16),
-        (pl.col("sales").cast(pl.Float64) + target_offset).log().alias("target"),
+        (pl.col("sales").cast(pl.Float64) + target_offset).log().fill_null(float("nan")).alias("target"),
     )
     kept_ids = kept["stream_id"].to_list()
     out_items = good_items.filter(pl.col("stream_id").is_in(kept_ids)).sort(["stream_id", "position", "item_id"])
@@ -330,10 +373,14 @@ def validate_dataset(
     write_text(out_dir / "summary.md", _markdown(summary))
     write_report_pages(out_dir, summary, excluded, cut_frame)
     sizes = [int((fold == k).sum()) for k in range(folds)]
+    sales_known = int(kept["target"].is_not_nan().sum())
     write_json(out_dir / "dataset.json", {
         "root": str(root),
         "columns": columns,
         "target": f"log(sales + {target_offset:g})",
+        "target_offset": target_offset,
+        "purpose": "predict" if predicting else "train",
+        "sales_known": sales_known,
         "streams_in": n_input,
         "streams_kept": n,
         "excluded": dict(Counter(r["level"] for r in drops.rows)),
@@ -346,16 +393,23 @@ def validate_dataset(
         log.info("excluded %d %s rows", count, level)
     for row in cut_frame.iter_rows(named=True):
         log.warning("truncated %s %s %s: %s", row["level"], row["object_id"], row["field"], row["reason"])
-    log.info("kept %d of %d streams; test streams per fold %s", n, n_input, sizes)
+    log.info("kept %d of %d streams; %s", n, n_input, f"test streams per fold {sizes}" if folds else
+             f"to predict ({sales_known} with known sales)")
     return ValidationResult(n_input=n_input, n_kept=n, n_excluded_streams=len(dropped_streams), fold_sizes=sizes)
 
 
 def fold_summary(streams: pl.DataFrame, folds: int) -> pl.DataFrame:
-    """The paper's Table 5 for fold 0 (its 80/20 split: train + validation, test), every fold's test part, and all."""
+    """The paper's Table 5 for fold 0 (its 80/20 split: train + validation, test), every fold's test part, and all.
+
+    A dataset to predict (``folds = 0``) has one row: all its streams, with the statistics of the known targets.
+    """
     def stats(df: pl.DataFrame, name: str) -> dict[str, Any]:
-        y = df["target"]
+        y = df["target"].filter(df["target"].is_not_nan())
         return {"part": name, "size": df.height, "max": y.max(), "min": y.min(), "mean": y.mean(),
                 "median": y.median(), "sd": y.std()}
+    if folds == 0:
+        return pl.DataFrame([stats(streams, "to predict")], schema_overrides={k: pl.Float64 for k in (
+            "max", "min", "mean", "median", "sd")})
     split = split_of(streams["fold"].to_numpy(), 0, folds)
     rows = [stats(streams.filter(pl.Series(split != SPLITS.index("test"))), "fold 0 train + val"),
             stats(streams.filter(pl.Series(split == SPLITS.index("test"))), "fold 0 test")]

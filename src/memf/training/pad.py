@@ -93,9 +93,10 @@ def pad_feature_set(
     shards: Mapping[str, Sequence[str | Path]],
     columns: Mapping[str, Mapping[str, list[str]]],
     max_items: int,
-    max_clips: int,
+    max_clips: int | Mapping[str, int],
     out: str | Path,
     truncated_out: str | Path,
+    model_axes: bool = False,
 ) -> PadReport:
     """Build and write ``{feature_set}.h5`` and ``{feature_set}.truncated.parquet``.
 
@@ -105,15 +106,24 @@ def pad_feature_set(
         shards: modality -> every shard file of the extractor the feature set names for it (all five modalities).
         columns: the config's ``columns`` section.
         max_items: cap on items per stream (``padding.max_items``).
-        max_clips: cap on clips per stream and kind (``padding.max_clips``).
+        max_clips: cap on clips per stream and kind (``padding.max_clips``), or kind -> cap: a dataset to predict is
+            cut to the clip axes of the model that predicts it, which may differ between video and audio.
         out: the padded HDF5 file.
         truncated_out: the record of everything dropped or cut.
+        model_axes: the caps are a trained model's item and clip axes (a dataset to predict), which the records say.
     """
     missing = [m for m in FEATURE_SET_MODALITIES if not shards.get(m)]
     if missing:
         raise ValueError(f"feature set '{feature_set}': no shards for modalities {missing}")
-    if max_items < 1 or max_clips < 1:
-        raise ValueError(f"padding caps must be >= 1, got max_items={max_items}, max_clips={max_clips}")
+    clip_caps = dict(max_clips) if isinstance(max_clips, Mapping) else {kind: max_clips for kind in ("video", "audio")}
+    if max_items < 1 or sorted(clip_caps) != ["audio", "video"] or min(clip_caps.values()) < 1:
+        raise ValueError(f"padding caps must be >= 1 for items, video and audio, got max_items={max_items}, "
+                         f"max_clips={max_clips}")
+    def beyond(what: str, cap: int) -> str:
+        if model_axes:
+            return f"truncated: beyond the {cap} {what} the model reads (its item and clip axes)"
+        return f"truncated: beyond padding.max_{'items' if what == 'items' else 'clips'}={cap}"
+
     ds = load_clean(data_dir)
     stores = {m: _load_fields(shards[m], m) for m in MODALITIES}
     clips = {kind: _load_clips(shards[kind]) for kind in ("video", "audio")}
@@ -145,7 +155,7 @@ def pad_feature_set(
                                 "reason": f"item dropped: no {gone[0][0]} feature for field {gone[0][1]}"})
             elif len(items) >= max_items:
                 records.append({"stream_id": sid, "entity": "commodity", "object_id": iid,
-                                "reason": f"truncated: beyond padding.max_items={max_items}"})
+                                "reason": beyond("items", max_items)})
             else:
                 items.append(item)
         stream["items"] = items
@@ -156,10 +166,11 @@ def pad_feature_set(
             rows = shard.clips_of(i) if shard is not None else slice(0, 0)
             vecs = shard.vectors[rows] if shard is not None else np.zeros((0, 0), np.float32)
             ids = shard.clip_ids[rows] if shard is not None else []
-            for cid in ids[max_clips:]:
+            cap = clip_caps[kind]
+            for cid in ids[cap:]:
                 records.append({"stream_id": sid, "entity": kind, "object_id": str(cid),
-                                "reason": f"truncated: beyond padding.max_clips={max_clips}"})
-            stream[kind] = vecs[:max_clips]
+                                "reason": beyond(f"{kind} clips", cap)})
+            stream[kind] = vecs[:cap]
             if len(vecs) == 0 and reason is None:
                 reason = f"stream dropped: no {kind} clip left"
         if reason is not None:
@@ -210,7 +221,7 @@ def pad_feature_set(
         folds=int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"]),
         arrays=arrays,
         attrs={"feature_set": feature_set, "extractors": extractors, "fields": fields,
-               "caps": {"max_items": max_items, "max_clips": max_clips}},
+               "caps": {"max_items": max_items, "max_clips": max_clips if isinstance(max_clips, int) else clip_caps}},
     )
     write_padded(out, padded)
     write_parquet(truncated_out, pa.Table.from_pylist(records, schema=TRUNCATED_SCHEMA))

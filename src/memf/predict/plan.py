@@ -1,0 +1,113 @@
+"""What the workflow's predict chain needs to plan its jobs, read when the workflow loads (no torch, no models).
+
+``predict.bundle`` names either an experiment of the matrix, whose bundle the ``export`` rule writes to
+``results/bundles/{experiment}``, or an existing bundle folder. Either way the rules that prepare new data
+(``validate`` and ``extract_{modality}`` on ``results/predict/{name}/``) take the bundle's contract and extractors as
+their ``params``: from the config for an experiment (what its bundle will record, since the bundle is made from the
+artefacts of this very config), from ``bundle.json`` for a folder. The predict job checks the features it is given
+against the bundle itself (:func:`memf.predict.predictor.check_features`), so a plan that disagreed with the bundle
+would be refused there, not predicted. Standard library only: the workflow reads this at every load, also from an
+environment that holds only Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memf.data.contract import numeric_accepts, numeric_transforms
+
+BUNDLES_DIR = Path("results/bundles")
+PREDICT_DIR = Path("results/predict")
+BUNDLE_FILE = "bundle.json"
+#: Extractor kinds whose local model folder a bundle copies (their weights, config, tokenizer, processor config).
+FOLDER_KINDS: tuple[str, ...] = ("transformers-text", "videomae", "wav2vec2")
+
+
+@dataclass(frozen=True)
+class PredictPlan:
+    """The bundle new data is predicted with, as the planning rules see it."""
+
+    bundle_dir: Path
+    experiment: str | None  # the matrix experiment the workflow exports, or None for an existing bundle folder
+    bundle_experiment: str  # the experiment the bundle holds (for titles)
+    feature_set: str
+    extractors: dict[str, dict[str, Any]]  # modality -> {name, kind, model, options} as the extraction jobs load them
+    columns: dict[str, dict[str, list[str]]]
+    target_offset: float
+    numeric: dict[str, Any]  # an explicit numeric policy (every numeric field named)
+    accepts: dict[str, dict[str, str]]
+    limits: dict[str, Any]
+    precision: str
+    shards: int  # the shard count of the bundle's training features (recorded; not used to plan)
+
+    def extractor_config(self, name: str) -> dict[str, Any]:
+        entry = next(e for e in self.extractors.values() if e["name"] == name)
+        return {"kind": entry["kind"], "model": entry["model"], "options": dict(entry["options"])}
+
+
+def is_weights_file(value: Any) -> bool:
+    """A torchvision ``weights`` option naming a file (not ``none`` or an enum name)."""
+    return isinstance(value, str) and ("/" in value or value.endswith((".safetensors", ".pt", ".pth")))
+
+
+def extractor_configs(meta: Mapping[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """Extractor name -> ``{kind, model, options}`` as new data is extracted with a bundle's extractors (record
+    ``meta["extractors"]`` of ``bundle.json``): the files the bundle copied are read from its folder ``path``."""
+    out = {}
+    for rec in meta["extractors"].values():
+        options = dict(rec["options"])
+        model = rec["model"]
+        if rec.get("copy") and rec["kind"] != "torchvision":
+            model = str(path / rec["copy"])
+        if rec["kind"] == "torchvision" and is_weights_file(options.get("weights")):
+            options["weights"] = str(path / options["weights"])
+        out[rec["name"]] = {"kind": rec["kind"], "model": model, "options": options}
+    return out
+
+
+def bundle_dir_of(config: Mapping[str, Any]) -> Path | None:
+    """The bundle folder ``predict.bundle`` means (None when prediction is off)."""
+    ref = config["predict"]["bundle"]
+    if ref is None:
+        return None
+    return BUNDLES_DIR / ref if ref in config["experiments"] else Path(ref)
+
+
+def _bundle_copy(entry: Mapping[str, Any], name: str, bundle_dir: Path, built: set[str]) -> dict[str, Any]:
+    """An extractor of the config as the bundle's copy of it loads: a local model folder (or one the workflow
+    builds) and a local weights file are read from the bundle."""
+    model, options = entry.get("model"), dict(entry.get("options") or {})
+    local = isinstance(model, str) and (Path(model).is_dir() or str(Path(model)) in built)
+    if entry["kind"] in FOLDER_KINDS and local:
+        model = str(bundle_dir / "extractors" / name)
+    weights = options.get("weights")
+    if entry["kind"] == "torchvision" and is_weights_file(weights):
+        options["weights"] = str(bundle_dir / "extractors" / name / Path(weights).name)
+    return {"name": name, "kind": entry["kind"], "model": model, "options": options}
+
+
+def predict_plan(config: Mapping[str, Any]) -> PredictPlan | None:
+    """The plan of a checked config (:func:`memf.core.config.load_config`), or None when ``predict.bundle`` is null."""
+    bundle_dir = bundle_dir_of(config)
+    if bundle_dir is None:
+        return None
+    ref = config["predict"]["bundle"]
+    if ref in config["experiments"]:
+        feature_set = config["experiments"][ref]["feature_set"]
+        built = {str(Path("results/models") / n) for n in config["tiny_models"]}
+        chosen = config["feature_sets"][feature_set]
+        extractors = {m: _bundle_copy(config["extractors"][name], name, bundle_dir, built) for m, name in chosen.items()}
+        transforms = numeric_transforms(config["numeric"], config["columns"])
+        return PredictPlan(bundle_dir, ref, ref, feature_set, extractors, config["columns"], float(config["target"]["offset"]),
+                           {"default": "log1p", "columns": transforms}, numeric_accepts(config["numeric"], config["columns"]),
+                           dict(config["limits"]), config["extraction"]["precision"], int(config["extraction"]["shards"]))
+    meta = json.loads((bundle_dir / BUNDLE_FILE).read_text(encoding="utf-8"))
+    loads = extractor_configs(meta, bundle_dir)
+    extractors = {m: {"name": rec["name"], **loads[rec["name"]]} for m, rec in meta["extractors"].items()}
+    return PredictPlan(bundle_dir, None, meta["experiment"], meta["feature_set"], extractors, meta["columns"], float(meta["target"]["offset"]),
+                       {"default": "log1p", "columns": meta["numeric"]["transforms"]}, meta["numeric"]["accepts"],
+                       dict(meta["limits"]), meta["extraction"]["precision"], int(meta["extraction"]["shards"]))

@@ -1,0 +1,358 @@
+"""Predicting a new dataset with a bundle (docs/predict.md): the same validation, extraction and padding functions as
+training data, then every member of the bundle, the interval and the drivers.
+
+:func:`predict_dataset` runs the whole chain in this process (the API and the CLI); the workflow runs validation and
+extraction as its own jobs (rules ``validate`` and ``extract_{modality}`` on ``results/predict/{name}/``) and calls
+:func:`predict_features` for the rest, so both write the same files:
+
+::
+
+    {out}/data/                   the validated dataset (excluded.csv: every dropped object and why)
+    {out}/features/{modality}/{extractor}/shard-{k}.*   its features, made by the bundle's extractors
+    {out}/padded.h5               padded to the models' item and clip axes; padded.truncated.parquet
+    {out}/predictions.parquet     one row per predicted stream (PREDICTION_COLUMNS, then one column per member model)
+    {out}/drivers.parquet         stream_id, entity, contribution, attention
+    {out}/unpredicted.csv         every input stream without a prediction: stream_id, stage, reason
+    {out}/metrics.json            counts, the interval, and with known sales the metrics and the coverage
+    {out}/drivers.png             the drivers of a few streams
+    {out}/drivers_vs_truth.{json,md,png}   on simulated data (the dataset holds ground_truth.parquet): the
+                                  contributions against the simulator's truth (:func:`truth_report`)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from tqdm import tqdm
+
+from memf.core.io import DataError, read_json, write_json, write_parquet, write_text
+from memf.core.metrics import regression_metrics
+from memf.data.contract import ENTITIES, MODALITY_LIMITS
+from memf.features.spec import CLIP_MODALITIES, FEATURE_MODALITIES
+from memf.predict.bundle import Bundle, extractor_signature
+from memf.predict.drivers import (
+    chosen_streams,
+    compare_with_truth,
+    draw_drivers,
+    draw_truth,
+    drivers_frame,
+    true_entity_contributions,
+    truth_markdown,
+)
+from memf.predict.intervals import coverage
+from memf.predict.neutral import neutralise
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "stream_id", "log_sales_pred", "sales_pred", "log_sales_lower", "log_sales_upper", "sales_lower", "sales_upper",
+    "log_sales", "sales",
+)
+UNPREDICTED_SCHEMA = {"stream_id": pl.String, "stage": pl.String, "reason": pl.String}
+
+
+def shard_paths(root: str | os.PathLike[str], modality: str, extractor: str, n_shards: int) -> list[Path]:
+    """``{root}/{modality}/{extractor}/shard-{k}.{parquet|h5}`` for every shard (the feature store's grammar)."""
+    suffix = "h5" if modality in CLIP_MODALITIES else "parquet"
+    return [Path(root) / modality / extractor / f"shard-{k}.{suffix}" for k in range(n_shards)]
+
+
+def member_column(fold: int, seed: int) -> str:
+    return f"pred_fold{fold}_seed{seed}"
+
+
+# --- checks between the bundle and the new features ------------------------------------------------------------------
+
+
+def check_features(bundle: Bundle, shards: Mapping[str, Sequence[str | os.PathLike[str]]]) -> None:
+    """Refuse shards whose extractor differs from the bundle's record of it (kind, options, weights, dimension,
+    preprocessing, code version: :func:`memf.predict.bundle.extractor_signature`).
+
+    Raises:
+        DataError: one line naming the modality, the file and the first difference.
+    """
+    from memf.features.store import read_shard_meta
+
+    for modality, paths in shards.items():
+        record = bundle.meta["extractors"][modality]
+        want = extractor_signature(record)
+        for path in paths:
+            meta = read_shard_meta(path)
+            got = extractor_signature({**meta["identity"], "weights_id": meta["weights_id"], "dim": meta["dim"]})
+            diff = next((k for k in want if want[k] != got[k]), None)
+            if diff is not None:
+                raise DataError(f"{path}: made by extractor {meta['identity']['name']} with {diff} {got[diff]!r}, but "
+                                f"the bundle's {modality} extractor {record['name']} has {want[diff]!r}: these features "
+                                "do not fit the bundle's model; extract them with the bundle's extractors")
+
+
+def fit_to_model(arrays: Mapping[str, np.ndarray], dims: Mapping[str, Sequence[int]], where: str) -> dict[str, np.ndarray]:
+    """The padded arrays zero-padded up to the model's item and clip axes; every other axis must already agree.
+
+    Raises:
+        DataError: a per-stream shape the model cannot read (another number of fields, another feature size).
+    """
+    out = {}
+    for key, arr in arrays.items():
+        want = tuple(int(d) for d in dims[key])
+        have = arr.shape[1:]
+        set_axis = key.startswith(("commodity/", "video/", "audio/"))
+        if len(have) != len(want) or have[1:] != want[1:] or (have[0] != want[0] and not set_axis) or have[0] > want[0]:
+            raise DataError(f"{where}: '{key}' has per-stream shape {have}, the bundle's model reads {want}: the data "
+                            "does not fit the model (another column mapping or extractor)")
+        if have[0] < want[0]:
+            pad = [(0, 0), (0, want[0] - have[0])] + [(0, 0)] * (arr.ndim - 2)
+            arr = np.pad(arr, pad)
+        out[key] = arr
+    return out
+
+
+# --- the members -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class MemberOutputs:
+    pred: dict[tuple[int, int], np.ndarray]  # (fold, seed) -> [S] log(sales)
+    contribution: np.ndarray  # [S, 5] mean over members, ENTITIES order
+    attention: np.ndarray | None  # [S, 5] mean over members and queries (NaN: an entity the model leaves out)
+
+
+def _forward(model: torch.nn.Module, batch: Mapping[str, np.ndarray], device: str, mean: float, sd: float
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One model's prediction on the original scale [B] and its attention [B, E, E] or None."""
+    out = model({k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()})
+    attention = None if out.attention is None else out.attention.float().cpu().numpy()
+    return out.pred.float().cpu().numpy() * sd + mean, attention
+
+
+@torch.no_grad()
+def run_members(bundle: Bundle, arrays: Mapping[str, np.ndarray], batch_size: int = 512) -> MemberOutputs:
+    """Every member model's prediction of every stream, and the drivers averaged over the members: per model and
+    batch, one pass on the inputs and one with each entity neutralised (memf.predict.drivers)."""
+    n = len(next(iter(arrays.values())))
+    preds: dict[tuple[int, int], np.ndarray] = {}
+    contribution = np.zeros((n, len(ENTITIES)))
+    attention_sum = np.zeros((n, len(ENTITIES)))
+    attention_seen = 0
+    bar = tqdm(total=bundle.n_models * n, desc="predict (models x streams)", unit="stream")
+    for member in bundle.members:
+        scaled = member.scaler.apply(arrays)
+        for seed, model in member.models.items():
+            mean, sd = member.scaling[seed]
+            pred = np.zeros(n)
+            has_attention = True
+            for start in range(0, n, batch_size):
+                part = {k: v[start : start + batch_size] for k, v in scaled.items()}
+                rows = slice(start, start + len(part["commodity/mask"]))
+                pred[rows], attention = _forward(model, part, bundle.device, mean, sd)
+                for j, entity in enumerate(ENTITIES):
+                    other, _ = _forward(model, neutralise(part, entity, member.neutral), bundle.device, mean, sd)
+                    contribution[rows, j] += pred[rows] - other
+                has_attention = has_attention and attention is not None
+                if attention is not None:
+                    labels = list(member.attention_labels or [])
+                    weights = attention.mean(axis=1)  # [B, E]: the mean over query entities
+                    for j, entity in enumerate(ENTITIES):
+                        attention_sum[rows, j] += weights[:, labels.index(entity)] if entity in labels else np.nan
+                bar.update(rows.stop - rows.start)
+            preds[(member.fold, seed)] = pred
+            attention_seen += has_attention
+    bar.close()
+    attention = attention_sum / attention_seen if attention_seen == bundle.n_models else None
+    return MemberOutputs(preds, contribution / bundle.n_models, attention)
+
+
+# --- one dataset's features -> the prediction files ------------------------------------------------------------------
+
+
+def _unpredicted(data_dir: Path, truncated: Path) -> pl.DataFrame:
+    excluded = pl.read_parquet(data_dir / "excluded.parquet").filter(pl.col("level") == "stream")
+    padded = pl.read_parquet(truncated).filter(pl.col("entity") == "stream")
+    return pl.concat([
+        excluded.select(pl.col("object_id").alias("stream_id"), pl.lit("validate").alias("stage"), "reason"),
+        padded.select("stream_id", pl.lit("pad").alias("stage"), "reason"),
+    ]).cast(UNPREDICTED_SCHEMA).sort("stream_id")
+
+
+def predict_features(
+    bundle: Bundle,
+    data_dir: str | os.PathLike[str],
+    shards: Mapping[str, Sequence[str | os.PathLike[str]]],
+    out_dir: str | os.PathLike[str],
+    *,
+    figure_streams: int | Sequence[str] = 6,
+    batch_size: int = 512,
+    name: str | None = None,
+) -> pl.DataFrame:
+    """Pad a validated dataset's features, predict it with every member, and write the prediction files.
+
+    Args:
+        bundle: the loaded bundle.
+        data_dir: the dataset validated with the bundle's contract (``validate_dataset(..., folds=0)``).
+        shards: modality -> every shard of the bundle's extractor for that modality, made from ``data_dir``.
+        out_dir: where the files go (``results/predict/{name}``).
+        figure_streams: the streams of ``drivers.png``: their ids, or how many to spread over the predicted range.
+        batch_size: streams per forward pass.
+        name: the dataset's name in titles (the folder's name by default).
+
+    Returns:
+        The predictions (the columns of ``predictions.parquet``).
+    """
+    from memf.training.pad import pad_feature_set
+    from memf.training.padded import read_padded
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    name = name or out_dir.name
+    check_features(bundle, shards)
+    max_items, max_clips = bundle.model_axes()
+    pad_feature_set(data_dir=data_dir, feature_set=bundle.meta["feature_set"], shards=shards, columns=bundle.columns,
+                    max_items=max_items, max_clips=max_clips, out=out_dir / "padded.h5",
+                    truncated_out=out_dir / "padded.truncated.parquet", model_axes=True)
+    padded = read_padded(out_dir / "padded.h5")
+    if padded.attrs["fields"] != bundle.meta["fields"]:
+        raise DataError(f"{data_dir}: fields {padded.attrs['fields']} differ from the bundle's {bundle.meta['fields']}")
+    arrays = fit_to_model(padded.arrays, bundle.meta["dims"], str(out_dir / "padded.h5"))
+    outputs = run_members(bundle, arrays, batch_size)
+
+    offset = bundle.target_offset
+    calib = bundle.meta["intervals"]
+    members = np.stack([outputs.pred[key] for key in sorted(outputs.pred)])  # [models, S]
+    mean = members.mean(axis=0)
+    lower, upper = mean - calib["q"], mean + calib["q"]
+    y = padded.target.astype(np.float64)
+    to_sales = (lambda v: np.maximum(np.exp(v) - offset, 0.0))
+    frame = pl.DataFrame({
+        "stream_id": padded.stream_id.astype(str), "log_sales_pred": mean, "sales_pred": to_sales(mean),
+        "log_sales_lower": lower, "log_sales_upper": upper, "sales_lower": to_sales(lower),
+        "sales_upper": to_sales(upper), "log_sales": y, "sales": np.exp(y) - offset,
+        **{member_column(f, s): outputs.pred[(f, s)] for f, s in sorted(outputs.pred)},
+    }).with_columns(pl.col("log_sales", "sales").fill_nan(None))
+    drivers = drivers_frame(padded.stream_id, ENTITIES, outputs.contribution, outputs.attention)
+    unpredicted = _unpredicted(data_dir, out_dir / "padded.truncated.parquet")
+    write_parquet(out_dir / "predictions.parquet", frame)
+    write_parquet(out_dir / "drivers.parquet", drivers)
+    write_text(out_dir / "unpredicted.csv", unpredicted.write_csv())
+
+    known = ~np.isnan(y)
+    dataset = read_json(data_dir / "dataset.json")
+    metrics: dict[str, Any] = {
+        "dataset": dataset["root"], "bundle": str(bundle.path), "experiment": bundle.meta["experiment"],
+        "members": [{"fold": m.fold, "seeds": sorted(m.models)} for m in bundle.members],
+        "streams_in": dataset["streams_in"], "streams_predicted": int(len(mean)), "unpredicted": unpredicted.height,
+        "sales_known": int(known.sum()),
+        "interval": {"level": calib["level"], "q_log": calib["q"], "width_log": 2 * calib["q"],
+                     "coverage": coverage(y, lower, upper) if known.any() else None,
+                     "bundle_test_coverage": calib["test_coverage"]},
+        "test": regression_metrics(y[known], mean[known]) if known.sum() >= 2 else None,
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    draw_drivers(drivers, frame, chosen_streams(frame, figure_streams), out_dir / "drivers.png",
+                 f"{name}: what drives each prediction ({bundle.meta['experiment']})")
+    log.info("%s: %d streams predicted, %d not (unpredicted.csv); interval +-%.3f log at %.0f%%%s", name, len(mean),
+             unpredicted.height, calib["q"], 100 * calib["level"],
+             f", coverage {metrics['interval']['coverage']:.3f} on {known.sum()} known" if known.any() else "")
+    return frame
+
+
+def truth_report(out_dir: str | os.PathLike[str], ground_truth: str | os.PathLike[str],
+                 ground_truth_json: str | os.PathLike[str] | None, name: str, experiment: str) -> dict[str, Any]:
+    """On simulated data: ``drivers_vs_truth.{json,md,png}`` from ``{out_dir}/drivers.parquet`` and the simulator's
+    ground truth of the predicted streams (memf.predict.drivers.compare_with_truth)."""
+    out_dir = Path(out_dir)
+    drivers = pl.read_parquet(out_dir / "drivers.parquet")
+    truth = true_entity_contributions(pl.read_parquet(ground_truth),
+                                      read_json(ground_truth_json) if ground_truth_json else None)
+    result = compare_with_truth(drivers, truth)
+    write_json(out_dir / "drivers_vs_truth.json", result)
+    write_text(out_dir / "drivers_vs_truth.md", truth_markdown(result, name))
+    draw_truth(drivers, truth, result, out_dir / "drivers_vs_truth.png",
+               f"{name}: measured against true entity contributions ({experiment})")
+    return result
+
+
+# --- the whole chain in this process ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _out_folder(out: str | os.PathLike[str] | None) -> Iterator[Path]:
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix="memf-predict-") as tmp:
+        yield Path(tmp)
+
+
+def predict_dataset(
+    bundle: Bundle,
+    dataset_root: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    shards: int | None = None,
+    workers: int = 2,
+    device: str = "cpu",
+    batch_size: int = 16,
+    timeout_s: float = 60.0,
+    max_drop_fraction: float = 0.25,
+    figure_streams: int | Sequence[str] = 6,
+    eval_batch_size: int = 512,
+) -> pl.DataFrame:
+    """Validate, extract and predict the raw dataset at ``dataset_root`` with ``bundle`` (the workflow's predict chain
+    run in this process, with the same functions: the same files for the same settings).
+
+    Args:
+        out: folder for every file (see the module docstring); None keeps them in a temporary folder.
+        shards: extraction shards (the batches follow them; None: the bundle's training shard count, as the workflow).
+        workers: decoding workers of extraction and of the media probe.
+        device: where the extractors run (``cpu``, ``cuda``, ``auto``); the bundle's models run where it was loaded.
+        batch_size: extraction batch size unless an extractor's options set one.
+        timeout_s: longest decode of one file before it is a recorded failure.
+        max_drop_fraction: more dropped streams than this fails (``validation.max_drop_fraction``, 0.25 by default).
+        figure_streams: the streams of ``drivers.png``.
+        eval_batch_size: streams per model forward pass.
+    """
+    from memf.core.gpu import claim_device
+    from memf.data.validate import validate_dataset
+    from memf.features.extract import extract_shard
+
+    root = Path(dataset_root)
+    n_shards = int(shards or bundle.meta["extraction"]["shards"])
+    with _out_folder(out) as folder:
+        data_dir = folder / "data"
+        log.info("validating %s with the bundle's contract", root)
+        validate_dataset(root, data_dir, columns=bundle.columns, target_offset=bundle.target_offset,
+                         max_drop_fraction=max_drop_fraction, split_seed=0, folds=0, probe_workers=workers,
+                         probe_timeout_s=timeout_s, numeric_accepts=bundle.meta["numeric"]["accepts"],
+                         limits=bundle.meta["limits"])
+        extractors = bundle.extractor_configs()
+        extraction = {"shards": n_shards, "device": device, "workers": workers, "timeout_s": timeout_s,
+                      "batch_size": batch_size, "precision": bundle.meta["extraction"]["precision"]}
+        features = folder / "features"
+        shard_files: dict[str, list[Path]] = {}
+        with claim_device(device) as claimed:
+            for modality in FEATURE_MODALITIES:
+                name = bundle.meta["extractors"][modality]["name"]
+                shard_files[modality] = shard_paths(features, modality, name, n_shards)
+                for k, path in enumerate(shard_files[modality]):
+                    extract_shard(data_dir=data_dir, extractors=extractors, name=name, columns=bundle.columns,
+                                  extraction=extraction, shard=k, out=path,
+                                  failures_out=path.with_name(f"shard-{k}.failures.parquet"), device=claimed,
+                                  threads=workers, numeric=bundle.numeric_policy() if modality == "numeric" else None,
+                                  limits={key: bundle.meta["limits"][key] for key in MODALITY_LIMITS[modality]})
+        frame = predict_features(bundle, data_dir, shard_files, folder, figure_streams=figure_streams,
+                                 batch_size=eval_batch_size, name=root.name)
+        truth, truth_json = root / "ground_truth.parquet", root / "ground_truth.json"
+        if truth.is_file():
+            truth_report(folder, truth, truth_json if truth_json.is_file() else None, root.name,
+                         bundle.meta["experiment"])
+        return frame

@@ -1,0 +1,86 @@
+# Prediction helpers for predict.smk (docs/predict.md): which experiments can be exported, the bundle's inputs, each
+# dataset to predict's feature store and ground truth, and the final targets of the predict chain.
+# Needs from common.smk: PLAN, PREDICT_DATASETS, predict_data_inputs; from features_common.smk and stage2_common.smk
+# the store's and the runs' paths.
+
+
+include: "features_common.smk"
+include: "stage2_common.smk"
+
+
+#: Experiments a bundle can be made of: trained (neural) ones on extracted features.
+EXPORTABLE = [name for name in NEURAL if EXPERIMENTS[name].feature_set != LATENT_FEATURE_SET]
+EXPORT_FOLDS = [config["predict"]["fold"]] if config["predict"]["fold"] is not None else FOLDS
+BUNDLE_OUTPUTS = ("bundle.json", "metrics.json")
+PREDICT_OUTPUTS = {
+    "predictions": "predictions.parquet", "drivers": "drivers.parquet", "metrics": "metrics.json",
+    "unpredicted": "unpredicted.csv", "padded": "padded.h5", "truncated": "padded.truncated.parquet",
+}
+TRUTH_OUTPUTS = ("drivers_vs_truth.json", "drivers_vs_truth.md", "drivers_vs_truth.png")
+
+
+def get_export_inputs(wildcards):
+    """The runs of every exported fold, the padded feature set they trained on, the validated data's record, the
+    numeric shards (their transforms) and the local models of the feature set's extractors (copied into the bundle)."""
+    exp = EXPERIMENTS[wildcards.experiment]
+    chosen = config["feature_sets"][exp.feature_set]
+    files = ("model.json", "weights.safetensors", "predictions.parquet")
+    return {
+        "runs": [f for k in EXPORT_FOLDS for f in run_files(wildcards.experiment, k, files)],
+        "padded": padded_path(exp.feature_set),
+        "tables": DATA_INPUTS,
+        "numeric": shard_files("numeric", chosen["numeric"]),
+        "models": sorted({path for name in chosen.values() for path in model_inputs_of(name)}),
+    }
+
+
+def predict_shards(name):
+    """Modality -> every shard of the bundle's extractor for it in the dataset's own feature store."""
+    return {m: [f"results/predict/{name}/features/{m}/{PLAN.extractors[m]['name']}/shard-{k}.{shard_suffix(m)}"
+                for k in SHARDS] for m in FEATURE_MODALITIES}
+
+
+def get_predict_inputs(wildcards):
+    return {
+        "tables": predict_data_inputs(wildcards.name),
+        "shards": sum(predict_shards(wildcards.name).values(), []),
+        "bundle": str(PLAN.bundle_dir / "bundle.json"),
+    }
+
+
+def truth_of(name):
+    """The simulator's ground truth of a dataset to predict ({} for data without it): the configured simulated
+    dataset's (written by rule simulate), or ground_truth.parquet/.json found in the dataset's folder."""
+    root = PREDICT_DATASETS[name]
+    if SIMULATED and root == config["dataset"]["root"]:
+        return {"ground_truth": GROUND_TRUTH, "ground_truth_json": GROUND_TRUTH_JSON}
+    folder = Path(root)
+    if not (folder / "ground_truth.parquet").is_file():
+        return {}
+    out = {"ground_truth": str(folder / "ground_truth.parquet")}
+    if (folder / "ground_truth.json").is_file():
+        out["ground_truth_json"] = str(folder / "ground_truth.json")
+    return out
+
+
+TRUTH_DATASETS = [name for name in PREDICT_DATASETS if truth_of(name)]
+
+
+def get_truth_inputs(wildcards):
+    return {**truth_of(wildcards.name), "drivers": f"results/predict/{wildcards.name}/drivers.parquet"}
+
+
+def predict_targets():
+    """The bundle the workflow exports, and for each dataset to predict its files and its feature store's shards
+    (targets themselves, so a shard deleted by hand is replanned)."""
+    if PLAN is None:
+        return []
+    targets = [str(PLAN.bundle_dir / name) for name in BUNDLE_OUTPUTS] if PLAN.experiment else []
+    for name in PREDICT_DATASETS:
+        targets += [f"results/predict/{name}/{file}" for file in (*PREDICT_OUTPUTS.values(), "drivers.png")]
+        targets += [f"results/predict/{name}/data/{file}" for file in ("summary.md", "excluded.csv")]
+        for paths in predict_shards(name).values():
+            targets += paths + [f"{p.rsplit('.', 1)[0]}.failures.parquet" for p in paths]
+        if name in TRUTH_DATASETS:
+            targets += [f"results/predict/{name}/{file}" for file in TRUTH_OUTPUTS]
+    return targets
