@@ -393,11 +393,11 @@ class Workflow:
         rc = first.wait(timeout=1800)
         runs = log.read_text().count("failures in")  # Snakemake empties a job's log before it runs
         text = second.stdout + second.stderr
-        refused = second.returncode != 0 and "cannot be locked" in text
+        refused = second.returncode != 0 and ("cannot be locked" in text or "Incomplete files" in text)
         jobs = "rule extract_image" in text
         ok = held and refused and not jobs and rc == 0 and runs == 1
-        return ok, (f"second run: exit {second.returncode}, 'cannot be locked': {refused}, jobs started: {jobs}; "
-                    f"first run: exit {rc}; shard-0 written {runs} time(s)")
+        return ok, (f"second run: exit {second.returncode}, refused by the lock or the incomplete marker: {refused}, "
+                    f"jobs started: {jobs}; first run: exit {rc}; shard-0 written {runs} time(s)")
 
     def sigterm(self) -> tuple[bool, str]:
         shard = self.dir / "results/features/audio/wav2vec2-tiny/shard-0.h5"
