@@ -226,6 +226,10 @@ def export_bundle(
         raise DataError(f"{padded_path}: feature set '{padded.attrs.get('feature_set')}' was not made by extractors "
                         "(the latent feature set cannot predict new data)")
     dataset = read_json(Path(data_dir) / "dataset.json")
+    lacking = [k for k in ("columns", "target", "target_offset", "numeric_accepts", "limits") if k not in dataset]
+    if lacking:
+        raise DataError(f"{Path(data_dir) / 'dataset.json'}: no {', '.join(lacking)}; the validated data was written by "
+                        "an older memf: run the workflow again (its validate rule rewrites it)")
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
