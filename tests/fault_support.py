@@ -179,6 +179,17 @@ def run_measured(code: str, timeout: float = 120) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def validate_measured(raw: Path, out: Path, timeout: float = 300) -> dict:
+    """Validate the dataset ``raw`` into ``out`` (two folds, every drop allowed, one probing worker) in a fresh Python;
+    the :func:`run_measured` peaks of it."""
+    return run_measured(
+        "from pathlib import Path\nfrom memf.data.validate import validate_dataset\n"
+        "from memf.data.contract import DEFAULT_COLUMNS\n"
+        f"validate_dataset(Path({str(raw)!r}), Path({str(out)!r}), columns=DEFAULT_COLUMNS, target_offset=1.0,"
+        " max_drop_fraction=1.0, split_seed=0, folds=2, probe_workers=1)\nRESULT = {}\n",
+        timeout=timeout)
+
+
 # --- A small filesystem that fills up -------------------------------------------------------------------------------
 def can_mount_tmpfs() -> str | None:
     """None if ``unshare`` can give this user a private mount of a small tmpfs (a real ENOSPC), else why not."""

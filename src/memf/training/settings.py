@@ -27,6 +27,15 @@ PLACEMENT_KEYS: frozenset[str] = frozenset({"device", "eval_batch_size", "checkp
 DISTRIBUTIONS: tuple[str, ...] = ("choice", "uniform", "log_uniform", "int", "log_int")
 
 
+def _build(cls: type, section: str, cfg: Mapping[str, Any]) -> Any:
+    """``cls(**cfg)`` for the config section ``section``; a key ``cls`` lacks raises ValueError naming it."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"{section}: unknown keys {unknown}, expected a subset of {sorted(known)}")
+    return cls(**cfg)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training settings (config section ``train``; defaults are the demo settings for 2 CPU cores)."""
@@ -48,11 +57,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TrainConfig:
         """Build from the config's ``train`` section; unknown keys or bad values raise ValueError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"train: unknown keys {unknown}, expected a subset of {sorted(known)}")
-        out = cls(**cfg)
+        out = _build(cls, "train", cfg)
         for name in ("epochs", "step_size"):
             if getattr(out, name) < 1:
                 raise ValueError(f"train.{name} is {getattr(out, name)}, expected >= 1")
@@ -94,11 +99,7 @@ class TuningSettings:
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any]) -> TuningSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"tuning: unknown keys {unknown}, expected a subset of {sorted(known)}")
-        out = cls(**cfg)
+        out = _build(cls, "tuning", cfg)
         if out.trials < 1 or out.startup_trials < 0 or out.prune_warmup_epochs < 0:
             raise ValueError(f"tuning: trials {out.trials}, startup_trials {out.startup_trials}, prune_warmup_epochs "
                              f"{out.prune_warmup_epochs}; expected trials >= 1 and the others >= 0")
