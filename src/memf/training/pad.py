@@ -119,6 +119,7 @@ def pad_feature_set(
     if max_items < 1 or sorted(clip_caps) != ["audio", "video"] or min(clip_caps.values()) < 1:
         raise ValueError(f"padding caps must be >= 1 for items, video and audio, got max_items={max_items}, "
                          f"max_clips={max_clips}")
+
     def beyond(what: str, cap: int) -> str:
         if model_axes:
             return f"truncated: beyond the {cap} {what} the model reads (its item and clip axes)"
