@@ -242,17 +242,30 @@ def test_worlds_summary_states_the_fusion_order_verdict_per_world(tmp_path):
             "r2": [0.5 + diff, 0.5, 0.8], "r2_sd": [0.01, 0.01, None], "r2_diff": [diff, None, None],
             "r2_lo": [lo, None, None], "r2_hi": [hi, None, None], "verdict": [verdict, "reference", None],
             "frac_oracle": [0.6, 0.6, 1.0], "frac_latent": [0.7, 0.7, None], "n_parameters": [10, 20, None],
+            "feature_set": ["demo", "demo", None], "n_streams": [500] * 3, "n_folds": [5] * 3, "n_seeds": [1] * 3,
             "settings": ["", "", None],
         }).write_csv(folder / "worlds.csv")
+        # A latent-ceiling row that beats every row on features: not the "best on features".
+        pl.DataFrame({"label": ["MEMF (latents)", ORACLE_LABEL], "experiment": ["memf-latent", "oracle"],
+                      "feature_set": ["latent", None], "r2": [0.75, 0.8], "verdict": ["reference", None]}
+                     ).write_csv(folder / "ceilings.csv")
 
     world("default", 0.01, -0.02, 0.04, "not separable")
     world("cross_modal", -0.10, -0.15, -0.05, "worse")
-    sentences = summarise(tmp_path / "worlds", tmp_path / "tables")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- worlds:begin -->\nOLD\n<!-- worlds:end -->\nafter\n")
+    sentences = summarise(tmp_path / "worlds", tmp_path / "tables", readme)
     assert sentences[0].startswith("default:") and "not separable" in sentences[0]
     assert "cross_modal" in sentences[1] and "entity-first MEMF wins" in sentences[1] and "Δ +0.100" in sentences[1]
+    assert "best on features Modality first (R² 0.510)" in sentences[0]
     table = pl.read_csv(tmp_path / "tables" / "worlds.csv")
-    assert table["world"].unique().sort().to_list() == ["cross_modal", "default"] and table.height == 6
+    assert table["world"].unique().sort().to_list() == ["cross_modal", "default"] and table.height == 8
     assert "<table>" in (tmp_path / "tables" / "worlds.html").read_text()
+    text = readme.read_text()
+    assert "OLD" not in text and text.endswith("<!-- worlds:end -->\nafter\n") and "500 streams per world" in text
+    assert "| model | `default` | `cross_modal` |" in text
+    assert "| Modality first | 0.510 (+0.010 [-0.020, +0.040], not separable) | 0.400 (-0.100 [-0.150, -0.050], worse) |" in text
+    assert "| MEMF (latents) | 0.750 | 0.750 |" in text and "- cross_modal: MEMF R² 0.500" in text
 
 
 def test_readme_section_is_regenerated_between_its_markers(runs, tmp_path):

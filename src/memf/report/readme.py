@@ -129,13 +129,15 @@ def _sentences(rows: pl.DataFrame, memf: dict, oracle: dict) -> list[str]:
     return out
 
 
-def update_readme(readme: Path, section: str) -> None:
+def update_readme(readme: Path, section: str, marker: str = "results") -> None:
+    """Replace the text between ``<!-- {marker}:begin -->`` and ``<!-- {marker}:end -->`` of ``readme``."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
     text = readme.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise DataError(f"{readme}: no '{BEGIN}' ... '{END}' markers")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    write_text(readme, f"{head}{BEGIN}\n{section}\n{END}{tail}")
+    if begin not in text or end not in text:
+        raise DataError(f"{readme}: no '{begin}' ... '{end}' markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    write_text(readme, f"{head}{begin}\n{section}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:

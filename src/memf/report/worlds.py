@@ -11,6 +11,9 @@ reads every world's ``results/tables/worlds.csv`` (the config's ``worlds`` table
 paired bootstrap within folds) and writes ``worlds.csv``, ``worlds.md`` and ``worlds.html``: per world and model the
 pooled R², the difference from MEMF with its interval and verdict, the fractions of the oracle and of the latent
 ceiling, and per world a plain sentence on the paper's claim (entity-first MEMF against the modality-first order).
+The rows of a world's ``ceilings`` table (models fed the true latent factors, compared with MEMF on them) follow its
+``worlds`` rows when it has one. ``--readme README.md`` also rewrites the README's text between
+``<!-- worlds:begin -->`` and ``<!-- worlds:end -->``: a model x world table of R² and verdicts, and the sentences.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import yaml
 
 from memf.core.html import table_page
 from memf.core.io import DataError, write_text
+from memf.report.readme import update_readme
 from memf.report.tables import write_csv
 
 WORLDS: tuple[str, ...] = ("default", "cross_modal", "fit", "dynamics")
 TABLE = "worlds"
+CEILINGS = "ceilings"
 REFERENCE = "memf"
 ORDER = "memf-modality-first"
 ROOT = Path(__file__).resolve().parents[3]
@@ -51,10 +56,16 @@ def run_worlds(config: Path, out: Path, worlds: list[str], cores: str, extra: li
 
 
 def load(folder: Path) -> pl.DataFrame:
-    path = folder / "results" / "tables" / f"{TABLE}.csv"
+    """A world's ``worlds`` table, then the model rows of its ``ceilings`` table (the oracle row is in the first)."""
+    tables = folder / "results" / "tables"
+    path = tables / f"{TABLE}.csv"
     if not path.is_file():
         raise DataError(f"{path}: missing; run the world's workflow with a `{TABLE}` table (config.worlds.yaml)")
-    return pl.read_csv(path, infer_schema_length=None)
+    frames = [pl.read_csv(path, infer_schema_length=None)]
+    if (tables / f"{CEILINGS}.csv").is_file():
+        ceilings = pl.read_csv(tables / f"{CEILINGS}.csv", infer_schema_length=None)
+        frames.append(ceilings.filter(pl.col("experiment") != "oracle"))
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def claim(world: str, frame: pl.DataFrame) -> str:
@@ -65,14 +76,17 @@ def claim(world: str, frame: pl.DataFrame) -> str:
         return f"{world}: no {ORDER} or {REFERENCE} row."
     o = order.row(0, named=True)
     verdict = {"worse": "entity-first MEMF wins", "better": "modality-first wins", "not separable": "not separable"}
-    best = frame.filter(pl.col("experiment") != "oracle").sort("r2", descending=True).row(0, named=True)
+    features = frame.filter((pl.col("experiment") != "oracle") & (pl.col("feature_set") != "latent")
+                            if "feature_set" in frame.columns else pl.col("experiment") != "oracle")
+    best = features.sort("r2", descending=True).row(0, named=True)
     return (f"{world}: MEMF R² {memf['r2'][0]:.3f} vs modality-first {o['r2']:.3f} (Δ {-o['r2_diff']:+.3f} "
-            f"[{-o['r2_hi']:+.3f}, {-o['r2_lo']:+.3f}]): {verdict[o['verdict']]}; best row {best['label']} "
+            f"[{-o['r2_hi']:+.3f}, {-o['r2_lo']:+.3f}]): {verdict[o['verdict']]}; best on features {best['label']} "
             f"(R² {best['r2']:.3f}).")
 
 
-def summarise(folder: Path, out: Path) -> list[str]:
-    """Write ``worlds.{csv,md,html}`` under ``out`` from every world under ``folder``; return the sentences."""
+def summarise(folder: Path, out: Path, readme: Path | None = None) -> list[str]:
+    """Write ``worlds.{csv,md,html}`` under ``out`` from every world under ``folder`` (and the README block, given
+    ``readme``); return the sentences."""
     frames, sentences = [], []
     for world in WORLDS:
         if not (folder / world).is_dir():
@@ -83,8 +97,8 @@ def summarise(folder: Path, out: Path) -> list[str]:
     if not frames:
         raise DataError(f"{folder}: no world folder ({', '.join(WORLDS)})")
     table = pl.concat(frames, how="diagonal_relaxed")
-    cols = ["world", "label", "experiment", "r2", "r2_sd", "r2_diff", "r2_lo", "r2_hi", "verdict", "frac_oracle",
-            "frac_latent", "n_parameters", "settings"]
+    cols = ["world", "label", "experiment", "feature_set", "r2", "r2_sd", "compared_to", "r2_diff", "r2_lo", "r2_hi",
+            "verdict", "frac_oracle", "frac_latent", "n_parameters", "n_streams", "n_folds", "n_seeds", "settings"]
     table = table.select([c for c in cols if c in table.columns])
     write_csv(out / "worlds.csv", table)
     head = ["World", "Model", "R²", "ΔR² vs MEMF [95% CI]", "Verdict", "of oracle", "of latent"]
@@ -104,7 +118,31 @@ def summarise(folder: Path, out: Path) -> list[str]:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     write_text(out / "worlds.md", "\n".join([*lines, "", *sentences, ""]))
     write_text(out / "worlds.html", table_page(title, head, rows, note))
+    if readme is not None:
+        update_readme(readme, readme_section(table, sentences), marker="worlds")
     return sentences
+
+
+def readme_section(table: pl.DataFrame, sentences: list[str]) -> str:
+    """Models down, worlds across: each cell the pooled R² and, but for the reference rows, the difference from the
+    row's reference with its interval and verdict; then the per-world sentences."""
+    worlds = list(dict.fromkeys(table["world"].to_list()))
+    labels = list(dict.fromkeys(table["label"].to_list()))
+    cell: dict[tuple[str, str], str] = {}
+    for r in table.iter_rows(named=True):
+        text = f"{r['r2']:.3f}"
+        if r["r2_diff"] is not None:
+            text += f" ({r['r2_diff']:+.3f} [{r['r2_lo']:+.3f}, {r['r2_hi']:+.3f}], {r['verdict']})"
+        cell[(r["label"], r["world"])] = text
+    lines = ["| model | " + " | ".join(f"`{w}`" for w in worlds) + " |", "|---" * (len(worlds) + 1) + "|"]
+    lines += ["| " + " | ".join([label, *(cell.get((label, w), "") for w in worlds)]) + " |" for label in labels]
+    ref = table.filter(pl.col("experiment") == REFERENCE)
+    info = (ref if ref.height else table).row(0, named=True)
+    note = (f"R² of the pooled test predictions ({info['n_streams']} streams per world, {info['n_folds']} folds, "
+            f"{info['n_seeds']} seed(s) per neural model); in brackets the difference from MEMF on the same features "
+            "(from MEMF (latents) for the rows fed the latent factors) with its paired bootstrap 95% interval and "
+            "verdict. Generated by `python -m memf.report.worlds summary ... --readme README.md`.")
+    return "\n".join([note, "", *lines, "", *(f"- {s}" for s in sentences)])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = sub.add_parser("summary", help="summarise finished world runs")
     summary.add_argument("folder", type=Path)
     summary.add_argument("--out", type=Path, default=Path("results/tables"))
+    for command in (run, summary):
+        command.add_argument("--readme", type=Path, help="also rewrite this README's worlds block")
     args = parser.parse_args(argv)
     if args.command == "run":
         run_worlds(args.config, args.out, args.worlds, args.cores, args.snakemake_args)
@@ -127,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         folder, out = args.folder, args.out
     try:
-        for sentence in summarise(folder, out):
+        for sentence in summarise(folder, out, args.readme):
             print(sentence)
     except DataError as exc:
         raise SystemExit(f"memf worlds: {exc}") from None
