@@ -112,7 +112,7 @@ def oversized_png(base: Path) -> tuple[bool, str]:
     raw = small_dataset(base, "png")
     victim = pl.read_parquet(raw / "items.parquet").filter(pl.col("item_id") == "s001-i0")["image"][0]
     fs.bomb_png(raw / victim, side=30_000)
-    result = fs.validate_measured(raw, base / 'png-out')
+    result = fs.validate_measured(raw, base / "png-out")
     reason = reasons(base / "png-out").get(("item", "s001-i0"), "kept")
     # The probing worker's peak counts the validating process's pages it was forked with; decoding the PNG would add
     # 2.7 GB to it.

@@ -217,7 +217,7 @@ def test_an_oversized_png_is_a_recorded_drop_in_validation_without_a_memory_spik
     items = pl.read_parquet(raw / "items.parquet")
     victim = items.filter(pl.col("item_id") == "s001-i0")["image"][0]
     fs.bomb_png(raw / victim, side=30_000)
-    result = fs.validate_measured(raw, tmp_path / 'out')
+    result = fs.validate_measured(raw, tmp_path / "out")
     reason = rows_of(tmp_path / "out", "excluded")[("item", "s001-i0")]
     assert reason.startswith("image does not decode: MediaError: ") and reason.endswith(
         "image has 900,000,000 pixels, over limits.max_image_pixels = 89,478,485 (refused before decoding)")
