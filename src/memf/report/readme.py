@@ -18,7 +18,13 @@ import polars as pl
 
 from memf.core.io import DataError, write_text
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+def markers(name: str) -> tuple[str, str]:
+    """The README comments that open and close the generated block ``name``."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+BEGIN, END = markers("results")
 TABLES = ("table9", "references", "ceilings", "fig5")
 REFERENCE = "memf"
 REFERENCE_MODELS = ("mean", "ridge", "hgb")
@@ -131,7 +137,7 @@ def _sentences(rows: pl.DataFrame, memf: dict, oracle: dict) -> list[str]:
 
 def update_readme(readme: Path, section: str, marker: str = "results") -> None:
     """Replace the text between ``<!-- {marker}:begin -->`` and ``<!-- {marker}:end -->`` of ``readme``."""
-    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    begin, end = markers(marker)
     text = readme.read_text(encoding="utf-8")
     if begin not in text or end not in text:
         raise DataError(f"{readme}: no '{begin}' ... '{end}' markers")
