@@ -2,7 +2,7 @@
 
 For each of text, image, video and audio it prints items/s end to end, items/s of the model alone on inputs decoded
 beforehand, their ratio (1.0 = decoding fully hidden behind the model), and the peak memory (host RSS; on CUDA also
-the peak allocated device memory). Inputs are a synthetic fixture dataset (memf.features.fixtures).
+the peak allocated device memory). Inputs are a synthetic fixture dataset (tests/fixture_data.py).
 
     python bench/extract_bench.py                       # tiny models, CPU
     python bench/extract_bench.py --paper-sizes --device cuda --streams 64
@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,14 +24,16 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from memf.data.contract import DEFAULT_COLUMNS
-from memf.data.dataset import load_clean
-from memf.features.base import MediaExtractor, build_extractor
-from memf.features.extract import embed_files, field_rows
-from memf.features.fixtures import FixtureSizes, write_fixture_dataset
-from memf.features.spec import ExtractionSettings, ExtractorSpec
-from memf.features.text import TransformersText
-from memf.features.tiny import build_tiny_model, dataset_texts
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fixture dataset is test data
+from fixture_data import FixtureSizes, write_fixture_dataset  # noqa: E402
+
+from memf.data.contract import DEFAULT_COLUMNS  # noqa: E402
+from memf.data.dataset import load_clean  # noqa: E402
+from memf.features.base import MediaExtractor, build_extractor  # noqa: E402
+from memf.features.extract import embed_files, field_rows  # noqa: E402
+from memf.features.spec import ExtractionSettings, ExtractorSpec  # noqa: E402
+from memf.features.text import TransformersText  # noqa: E402
+from memf.features.tiny import build_tiny_model, dataset_texts  # noqa: E402
 
 TINY = {"bert": {"vocab_size": 1000}, "videomae": {"image_size": 32, "num_frames": 4}, "wav2vec2": {}}
 # Random-weight stand-ins of the paper's checkpoints: the configs' defaults are the base sizes.

@@ -237,7 +237,7 @@ def disk_full(base: Path) -> tuple[bool, str]:
     why = fs.can_mount_tmpfs()
     if why:
         return False, f"no private tmpfs to fill on this machine ({why}); tests/test_faults.py injects ENOSPC instead"
-    from memf.features.fixtures import write_fixture_dataset
+    from fixture_data import write_fixture_dataset
 
     write_fixture_dataset(base / "enospc-raw", base / "enospc-data")
     env_out = fs.run_on_small_fs(fs.ENOSPC_CHILD, size_kib=256,

@@ -153,7 +153,7 @@ def write_inputs(folder: Path) -> tuple[Path, Path]:
     import numpy as np
 
     from memf.data.folds import split_of
-    from memf.training.padded import Padded, write_padded
+    from memf.padding.padded import Padded, write_padded
 
     arrays, target = synthetic_arrays()
     n = len(target)

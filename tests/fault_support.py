@@ -120,7 +120,7 @@ def sparse_wav(path: Path, seconds: float, rate: int = 16_000) -> Path:
 
 def long_mp4(path: Path, seconds: int, fps: int = 1, size: int = 32, bright_after: float | None = None) -> Path:
     """An H.264 MP4 of ``seconds`` at ``fps`` small frames: black, and white from ``bright_after`` seconds on."""
-    from memf.features.fixtures import write_mp4
+    from fixture_data import write_mp4
 
     n = seconds * fps
     frames = np.zeros((n, size, size, 3), dtype=np.uint8)
@@ -226,8 +226,8 @@ def fill_up(folder: str | os.PathLike[str]) -> int:
 
 
 def tiny_padded(n_streams: int, dim: int = 8):
-    """A valid :class:`memf.training.padded.Padded` of random values (for writer tests)."""
-    from memf.training.padded import BATCH_KEYS, MASK_KEYS, Padded
+    """A valid :class:`memf.padding.padded.Padded` of random values (for writer tests)."""
+    from memf.padding.padded import BATCH_KEYS, MASK_KEYS, Padded
 
     rng = np.random.default_rng(0)
     shapes = {1: (3,), 2: (3, dim), 3: (2, 3, dim)}
@@ -252,7 +252,7 @@ import json, os
 from pathlib import Path
 import fault_support as fs
 from memf.core.logs import job_log
-from memf.training.padded import write_padded
+from memf.padding.padded import write_padded
 from memf.features.extract import extract_shard
 from memf.data.contract import DEFAULT_COLUMNS
 small = Path(os.environ["SMALL"])

@@ -10,7 +10,7 @@ import torch
 
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.dataset import load_clean
-from memf.features.fixtures import write_fixture_dataset
+from fixture_data import write_fixture_dataset
 from memf.features.tiny import build_tiny_model, dataset_texts
 
 

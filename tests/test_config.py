@@ -1,4 +1,4 @@
-"""memf.core.config: the schema's defaults are the shipped config, the shipped configs load clean, and the
+"""memf.config: the schema's defaults are the shipped config, the shipped configs load clean, and the
 evaluation keeps what the matrix has."""
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memf.core.config import ConfigError, evaluation_plan, load_config, schema_with_defaults, validate_schema
+from memf.config import ConfigError, evaluation_plan, load_config, schema_with_defaults, validate_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -22,7 +22,7 @@ def test_schema_defaults_are_the_shipped_config():
     schema = yaml.safe_load(SCHEMA.read_text())
     shipped = yaml.safe_load((ROOT / "config.yaml").read_text())
     assert schema_with_defaults(schema, shipped) == schema, (
-        "config.yaml and the schema's defaults differ: run python -m memf.core.config "
+        "config.yaml and the schema's defaults differ: run python -m memf.config "
         "workflow/schemas/config.schema.yaml config.yaml")
     filled: dict = {}
     assert validate_schema(filled, schema) == [] and validate_schema(shipped, schema) == []

@@ -15,8 +15,8 @@ from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.dataset import load_clean
 from memf.features.extract import extract_shard
 from memf.features.store import ClipShard, read_clip_shard, read_field_shard, write_clip_shard
-from memf.training.pad import pad_feature_set
-from memf.training.padded import read_padded
+from memf.padding.pad import pad_feature_set
+from memf.padding.padded import read_padded
 
 CHOSEN = {"text": "bert", "image": "rn", "numeric": "num", "video": "vm", "audio": "w2v"}
 N_SHARDS = 2
@@ -161,7 +161,7 @@ def _latents(env: TinyEnv, path: Path, drop_item: str | None = None) -> None:
 
 
 def test_latent_feature_set_holds_one_vector_per_object(tiny_env, tmp_path):
-    from memf.training.pad import pad_latents
+    from memf.padding.pad import pad_latents
 
     _latents(tiny_env, tmp_path / "latents.parquet")
     padded = pad_latents(data_dir=tiny_env.data, latents=tmp_path / "latents.parquet", max_items=8, max_clips=5,

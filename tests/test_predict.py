@@ -13,11 +13,11 @@ import polars as pl
 import pytest
 
 from fakedata import write_dataset
-from memf.core.config import ConfigError, load_config
+from memf.config import ConfigError, load_config
 from memf.core.io import DataError, read_json
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.validate import validate_dataset
-from memf.predict.bundle import extractor_signature
+from memf.predict.plan import extractor_signature
 from memf.predict.drivers import compare_with_truth, drivers_frame, true_entity_contributions
 from memf.predict.intervals import calibrate, conformal_quantile, coverage
 from memf.predict.neutral import neutral_reference, neutralise

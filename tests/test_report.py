@@ -18,7 +18,7 @@ from memf.report.figures import draw_figures, expected_max
 from memf.report.tables import ORACLE_LABEL, build_tables, settings_summary
 from memf.training.fit import JobSpec, fit_experiment
 from memf.training.matrix import experiments_from_config, run_dir, tuning_dir
-from memf.training.padded import write_padded
+from memf.padding.padded import write_padded
 from memf.training.runs import predictions_frame, write_run
 from memf.training.settings import TuningSettings, parse_space
 

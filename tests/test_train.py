@@ -12,10 +12,11 @@ from train_support import tiny_builder, tiny_padded
 
 from memf.core.io import DataError, read_json
 from memf.core.metrics import METRICS, regression_metrics
-from memf.training.fit import JobSpec, fit_experiment, load_models
+from memf.training.fit import JobSpec, fit_experiment
+from memf.training.runs import load_models
 from memf.training.loop import predict, train_model
 from memf.training.matrix import TRAINED_FILES
-from memf.training.padded import Padded, write_padded
+from memf.padding.padded import Padded, write_padded
 from memf.training.prepare import fold_data
 from memf.training.runs import read_predictions
 from memf.training.settings import TrainConfig, TuningSettings, parse_space

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from memf.training.padded import Padded
+from memf.padding.padded import Padded
 
 ENTITY_KEYS = {
     "anchor": ("anchor/text", "anchor/image", "anchor/numeric"),

@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from memf.core.config import ConfigError, evaluation_plan, load_config
+from memf.config import ConfigError, evaluation_plan, load_config
 from memf.core.version import code_version
 from memf.data.contract import TABLES as TABLE_NAMES, numeric_accepts
 from memf.predict.plan import PREDICT_DIR, predict_plan

@@ -1,7 +1,7 @@
-"""Snakemake adapter: rule pad -> memf.training.pad.pad_feature_set."""
+"""Snakemake adapter: rule pad -> memf.padding.pad.pad_feature_set."""
 
 from memf.core.logs import job_log
-from memf.training.pad import pad_feature_set
+from memf.padding.pad import pad_feature_set
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

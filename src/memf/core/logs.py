@@ -25,10 +25,9 @@ DEBUG_ENV = "MEMF_DEBUG"
 
 
 def is_known(exc: BaseException) -> bool:
-    """Errors whose message says everything a user needs: no traceback on the console for these."""
-    from memf.data.media import MediaError
-
-    if isinstance(exc, (DataError, MediaError, ValueError, Terminated, KeyboardInterrupt)):
+    """Errors whose message says everything a user needs (bad data, an undecodable file: ``memf.data.media.MediaError``
+    is a DataError; a bad setting; a termination): no traceback on the console for these."""
+    if isinstance(exc, (DataError, ValueError, Terminated, KeyboardInterrupt)):
         return True
     return isinstance(exc, OSError) and is_disk_full(exc)
 

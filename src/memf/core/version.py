@@ -13,17 +13,19 @@ import functools
 import hashlib
 from pathlib import Path
 
+#: The package version (pyproject.toml's ``version``); ``memf.__version__``.
+VERSION = "0.1.0"
 PACKAGE = Path(__file__).resolve().parent.parent
-_TRAINING = ("training/matrix.py", "training/padded.py", "training/prepare.py", "training/runs.py",
+_TRAINING = ("training/matrix.py", "padding/padded.py", "training/prepare.py", "training/runs.py",
              "training/settings.py", "training/tuning.py", "training/fit.py", "core/metrics.py", "data/folds.py")
 #: What turns a padded feature set into a trained member's predictions: a model bundle records its version and is
 #: refused by a checkout whose version differs (memf.predict.bundle).
-_MODEL = ("models", "training/prepare.py", "training/padded.py")
+_MODEL = ("models", "training/prepare.py", "padding/padded.py")
 #: What writes a bundle (not the predictor, figures or truth comparison: editing those does not re-export).
 _EXPORT = ("predict/bundle.py", "predict/intervals.py", "predict/neutral.py", "predict/plan.py", *_MODEL,
            "training/runs.py", "training/matrix.py", "features/store.py", "features/base.py", "features/spec.py",
            "core/metrics.py")
-_PREDICT = ("predict", *_MODEL, "training/pad.py", "training/fit.py", "training/runs.py", "training/matrix.py",
+_PREDICT = ("predict", *_MODEL, "padding/pad.py", "training/fit.py", "training/runs.py", "training/matrix.py",
             "features/store.py", "features/base.py", "data/dataset.py", "data/contract.py", "data/folds.py",
             "core/metrics.py")
 #: Stage -> source files and folders (relative to src/memf) its outputs depend on.
@@ -31,7 +33,7 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "simulate": ("simulate", "data/contract.py"),
     "validate": ("data",),
     "tiny_model": ("features/tiny.py",),
-    "pad": ("training/pad.py", "training/padded.py", "features/store.py", "data/dataset.py", "data/contract.py"),
+    "pad": ("padding/pad.py", "padding/padded.py", "features/store.py", "data/dataset.py", "data/contract.py"),
     "fit": ("models", "training/loop.py", "training/checkpoint.py", *_TRAINING),
     "fit_reference": ("training/references.py", *_TRAINING),
     "report": ("report", "core/metrics.py", "training/runs.py", "training/matrix.py", "data/folds.py"),

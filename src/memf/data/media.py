@@ -35,14 +35,15 @@ from typing import Any
 
 import numpy as np
 
+from memf.core.io import DataError
 from memf.data.contract import Limits
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 _LIMITS = Limits()
 
 
-class MediaError(Exception):
-    """A media file that cannot be decoded; the message names the file."""
+class MediaError(DataError):
+    """A media file that cannot be decoded; the message names the file (bad input data, like any DataError)."""
 
 
 def current_limits() -> Limits:

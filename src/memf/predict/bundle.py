@@ -41,7 +41,7 @@ import numpy as np
 import polars as pl
 
 from memf.core.io import DataError, read_json, write_json
-from memf.core.version import code_version
+from memf.core.version import VERSION, code_version
 from memf.data.contract import CLIP_KINDS
 from memf.features.spec import RANDOM_INIT
 from memf.features.spec import code_version as extractor_code_version
@@ -76,21 +76,6 @@ def stage_versions(extractors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
     """The code versions a bundle records and checks: the stages of :data:`CHECKED_STAGES` and each extractor kind."""
     return {**{stage: code_version(stage) for stage in CHECKED_STAGES},
             "extractors": {e["name"]: extractor_code_version(e["kind"]) for e in extractors.values()}}
-
-
-def extractor_signature(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """What must be equal between the bundle's record of an extractor and the shards it makes on new data: kind,
-    options (a weights file by its hash only), precision, code version, weights id, dimension and preprocessing
-    values and sources (not the file names they were read from, which move with the bundle)."""
-    options = dict(entry.get("options") or {})
-    if is_weights_file(options.get("weights")):
-        options["weights"] = "file"
-    pre = entry.get("preprocessing")
-    return {
-        "kind": entry["kind"], "options": options, "precision": entry["precision"],
-        "code_version": entry["code_version"], "weights_id": entry.get("weights_id", entry.get("weights")),
-        "dim": entry["dim"], "preprocessing": None if pre is None else {"values": pre["values"], "from": pre["from"]},
-    }
 
 
 def random_init_digest(arch: str, seed: int) -> str:
@@ -214,7 +199,7 @@ def export_bundle(
         The bundle's ``bundle.json`` content.
     """
     from memf.predict.intervals import calibrate, seed_mean
-    from memf.training.padded import read_padded
+    from memf.padding.padded import read_padded
     from memf.core.metrics import regression_metrics
 
     out = Path(out)
@@ -266,7 +251,7 @@ def export_bundle(
             "intervals": calibration.to_json(),
             "neutral": NEUTRAL_METHOD,
             "code_versions": stage_versions(records),
-            "versions": {"memf": _memf_version(), **package_versions()},
+            "versions": {"memf": VERSION, **package_versions()},
             "training": {"dataset": dataset["root"], "streams": dataset["streams_kept"], "padded": str(padded_path)},
         }
         write_json(tmp / BUNDLE_METRICS, {
@@ -283,12 +268,6 @@ def export_bundle(
     log.info("bundle %s: %s folds %s, interval +-%.3f (log) at %.0f%%, test coverage %.3f", out, experiment,
              [m["fold"] for m in members], calibration.q, 100 * level, calibration.test_coverage)
     return bundle
-
-
-def _memf_version() -> str:
-    from memf import __version__
-
-    return __version__
 
 
 def _swap_into(tmp: Path, out: Path) -> None:
@@ -453,7 +432,7 @@ def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any 
     """
     from safetensors.numpy import load_file as load_numpy
 
-    from memf.training.fit import load_models
+    from memf.training.runs import load_models
     from memf.training.prepare import NumericScaler
 
     path = Path(path)

@@ -54,6 +54,21 @@ def is_weights_file(value: Any) -> bool:
     return isinstance(value, str) and ("/" in value or value.endswith((".safetensors", ".pt", ".pth")))
 
 
+def extractor_signature(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What must be equal between the bundle's record of an extractor and the shards it makes on new data: kind,
+    options (a weights file by its hash only), precision, code version, weights id, dimension and preprocessing
+    values and sources (not the file names they were read from, which move with the bundle)."""
+    options = dict(entry.get("options") or {})
+    if is_weights_file(options.get("weights")):
+        options["weights"] = "file"
+    pre = entry.get("preprocessing")
+    return {
+        "kind": entry["kind"], "options": options, "precision": entry["precision"],
+        "code_version": entry["code_version"], "weights_id": entry.get("weights_id", entry.get("weights")),
+        "dim": entry["dim"], "preprocessing": None if pre is None else {"values": pre["values"], "from": pre["from"]},
+    }
+
+
 def extractor_configs(meta: Mapping[str, Any], path: Path) -> dict[str, dict[str, Any]]:
     """Extractor name -> ``{kind, model, options}`` as new data is extracted with a bundle's extractors (record
     ``meta["extractors"]`` of ``bundle.json``): the files the bundle copied are read from its folder ``path``."""
@@ -91,7 +106,7 @@ def _bundle_copy(entry: Mapping[str, Any], name: str, bundle_dir: Path, built: s
 
 
 def predict_plan(config: Mapping[str, Any]) -> PredictPlan | None:
-    """The plan of a checked config (:func:`memf.core.config.load_config`), or None when ``predict.bundle`` is null."""
+    """The plan of a checked config (:func:`memf.config.load_config`), or None when ``predict.bundle`` is null."""
     bundle_dir = bundle_dir_of(config)
     if bundle_dir is None:
         return None

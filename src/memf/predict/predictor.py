@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -39,7 +39,7 @@ from memf.core.io import DataError, read_json, write_json, write_parquet, write_
 from memf.core.metrics import regression_metrics
 from memf.data.contract import ENTITIES, MODALITY_LIMITS
 from memf.features.spec import CLIP_MODALITIES, FEATURE_MODALITIES
-from memf.predict.bundle import Bundle, extractor_signature
+from memf.predict.plan import extractor_signature
 from memf.predict.drivers import (
     chosen_streams,
     compare_with_truth,
@@ -51,6 +51,9 @@ from memf.predict.drivers import (
 )
 from memf.predict.intervals import coverage
 from memf.predict.neutral import neutralise
+
+if TYPE_CHECKING:  # the bundle loads this module lazily (Bundle.predict): a type-only import, no cycle
+    from memf.predict.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ def member_column(fold: int, seed: int) -> str:
 
 def check_features(bundle: Bundle, shards: Mapping[str, Sequence[str | os.PathLike[str]]]) -> None:
     """Refuse shards whose extractor differs from the bundle's record of it (kind, options, weights, dimension,
-    preprocessing, code version: :func:`memf.predict.bundle.extractor_signature`).
+    preprocessing, code version: :func:`memf.predict.plan.extractor_signature`).
 
     Raises:
         DataError: one line naming the modality, the file and the first difference.
@@ -208,8 +211,8 @@ def predict_features(
     Returns:
         The predictions (the columns of ``predictions.parquet``).
     """
-    from memf.training.pad import pad_feature_set
-    from memf.training.padded import read_padded
+    from memf.padding.pad import pad_feature_set
+    from memf.padding.padded import read_padded
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     name = name or out_dir.name

@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-import memf
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.core.io import atomic_path, write_json, write_parquet
+from memf.core.version import VERSION
 from memf.simulate import attributes, render, vocab
 from memf.simulate.defects import WAV_HEADER_KEEP, DefectPlan, garbage_bytes, plan_defects
 from memf.simulate.factors import FACTORS, latents_table
@@ -337,7 +337,7 @@ def simulate(root: str | Path, cfg: dict[str, Any], columns: dict[str, dict[str,
         "defects": defects.num_rows,
     }
     write_json(root / "dataset.json", {
-        "generator": "memf.simulate", "version": memf.__version__, "seed": config.seed, "sizes": sizes,
+        "generator": "memf.simulate", "version": VERSION, "seed": config.seed, "sizes": sizes,
         "simulator": config.to_dict(), "columns": mapping, "column_sources": sources,
     })
     target = report["target"]

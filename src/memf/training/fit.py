@@ -46,7 +46,7 @@ from memf.training.matrix import (
     WEIGHTS_FILE,
     REFERENCE_MODELS,
 )
-from memf.training.padded import read_padded
+from memf.padding.padded import read_padded
 from memf.training.prepare import FoldData, fold_data
 from memf.training.runs import predictions_frame, write_run
 from memf.training.settings import SearchSpace, TrainConfig, TuningSettings, split_params
@@ -344,21 +344,3 @@ def fit_experiment(
     if partial_root.exists():
         shutil.rmtree(partial_root)
     return metrics
-
-
-def load_models(run_dir: str | Path, builder: Builder | None = None,
-                device: torch.device | str = "cpu") -> tuple[dict[int, nn.Module], dict[str, Any]]:
-    """Rebuild every seed's model of a trained run folder from ``model.json`` and ``weights.safetensors`` (every key
-    must match). Returns seed -> model (eval mode) and the metadata; ``per_seed[seed]`` holds each target scaling."""
-    run_dir = Path(run_dir)
-    meta = read_json(run_dir / MODEL_JSON)
-    build = builder or _default_builder()
-    dims = {k: tuple(v) for k, v in meta["dims"].items()}
-    tensors = load_file(str(run_dir / WEIGHTS_FILE))
-    models = {}
-    for seed in meta["seeds"]:
-        prefix = f"seed{seed}/"
-        model = build(meta["model"], dims, **meta["options"])
-        model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
-        models[int(seed)] = model.to(device).eval()
-    return models, meta

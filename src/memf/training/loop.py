@@ -30,7 +30,7 @@ from tqdm import tqdm
 from memf.core.io import DataError
 from memf.core.metrics import METRICS, regression_metrics
 from memf.training.checkpoint import Progress, load_checkpoint, save_checkpoint
-from memf.training.padded import Padded
+from memf.padding.padded import Padded
 from memf.training.prepare import FoldData
 from memf.training.settings import TrainConfig
 

@@ -18,7 +18,7 @@ import torch
 
 from memf.core.io import DataError
 from memf.data.folds import SPLITS
-from memf.training.padded import Padded
+from memf.padding.padded import Padded
 
 #: Numeric batch keys and the mask that tells their real rows (None: one value per stream).
 NUMERIC_KEYS: dict[str, str | None] = {"anchor/numeric": None, "room/numeric": None, "commodity/numeric": "commodity/mask"}

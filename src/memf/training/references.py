@@ -33,7 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from memf.training.matrix import reference_options
-from memf.training.padded import Padded
+from memf.padding.padded import Padded
 from memf.training.prepare import FoldData
 
 #: (batch key, mask key or None) blocks pooled in this order.

@@ -29,7 +29,7 @@ from memf.core.io import DataError, read_json, read_parquet_checked, write_parqu
 from memf.data.contract import FIELD_ENTITIES, MODALITIES
 from memf.data.dataset import load_clean
 from memf.features.store import ClipShard, field_vectors, read_clip_shard, read_field_shard
-from memf.training.padded import Padded, write_padded
+from memf.padding.padded import Padded, write_padded
 
 log = logging.getLogger(__name__)
 FEATURE_SET_MODALITIES: tuple[str, ...] = ("text", "image", "numeric", "video", "audio")

@@ -1,4 +1,4 @@
-"""A small synthetic validated dataset for the extraction tests and benchmark (not the demo simulator).
+"""A small synthetic validated dataset for the extraction tests and benchmark (test data; not the demo simulator).
 
 :func:`write_fixture_dataset` writes raw media (PNG images, H.264 MP4 clips through PyAV, WAV clips through
 soundfile) under ``root`` and the validated tables that ``memf.data.dataset.load_clean`` reads under ``data_dir``:

@@ -349,7 +349,7 @@ DEFAULT_EXPERIMENTS: dict[str, Any] = {"memf": {"model": "memf", "feature_set": 
 SCHEMA_HEADER = (
     "# JSON schema of the memf config (config.yaml; docs/configuration.md). Defaults fill what a config leaves out and\n"
     "# equal the shipped config.yaml (tests/test_config.py), except `experiments`. After editing config.yaml, rewrite\n"
-    "# the defaults with: python -m memf.core.config workflow/schemas/config.schema.yaml config.yaml\n"
+    "# the defaults with: python -m memf.config workflow/schemas/config.schema.yaml config.yaml\n"
 )
 
 
@@ -402,7 +402,7 @@ if __name__ == "__main__":
     from memf.core.io import write_text
 
     if len(sys.argv) != 3:
-        sys.exit("usage: python -m memf.core.config SCHEMA CONFIG  (rewrites SCHEMA's defaults from CONFIG)")
+        sys.exit("usage: python -m memf.config SCHEMA CONFIG  (rewrites SCHEMA's defaults from CONFIG)")
     with open(sys.argv[1], encoding="utf-8") as fh:
         current = yaml.safe_load(fh)
     with open(sys.argv[2], encoding="utf-8") as fh:
