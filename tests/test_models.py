@@ -20,7 +20,8 @@ from memf.models import (
 )
 from memf.models.baselines import HierarchicalPairwise, MFHPair, SelfAttentionFusion, TensorFusion
 from memf.models.blocks import masked_mean
-from memf.models.common import ModelConfig, Registry
+from memf.core.registry import Registry
+from memf.models.common import ModelConfig
 from memf.models.options import ENTITY_FUSION_NAMES
 from memf.models.memf import IntraCommodityAttention
 

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from memf.core.io import DataError, read_json
-from memf.predict.bundle import load_bundle
+from memf.predict.predictor import load_bundle
 from memf.predict.datasets import copy_streams
 from memf.predict.intervals import conformal_quantile
 from memf.predict.predictor import check_features

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from memf.core.version import VERSION as __version__
+
 __all__ = ["__version__", "load_bundle"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "load_bundle":
-        from memf.predict.bundle import load_bundle
+        from memf.predict import load_bundle
 
         return load_bundle
     raise AttributeError(f"module 'memf' has no attribute {name!r}")

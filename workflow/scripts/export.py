@@ -1,9 +1,9 @@
-"""Snakemake adapter: rule export -> memf.predict.bundle.export_bundle (one experiment's bundle)."""
+"""Snakemake adapter: rule export -> memf.predict.export.export_bundle (one experiment's bundle)."""
 
 from pathlib import Path
 
 from memf.core.logs import job_log
-from memf.predict.bundle import export_bundle
+from memf.predict.export import export_bundle
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

@@ -7,8 +7,7 @@ import torch
 
 from memf.core.gpu import claim_device
 from memf.core.logs import job_log
-from memf.predict.bundle import load_bundle
-from memf.predict.predictor import predict_features
+from memf.predict.predictor import load_bundle, predict_features
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

@@ -16,7 +16,6 @@ from memf.models.common import (
     PAPER_OPTIONS,
     ModelConfig,
     ModelOutput,
-    Registry,
     batch_dims,
     build_model,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "PAPER_OPTIONS",
     "ModelConfig",
     "ModelOutput",
-    "Registry",
     "batch_dims",
     "accepted_options",
     "build_model",

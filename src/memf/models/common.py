@@ -1,4 +1,4 @@
-"""Shared parts of the fusion models: output type, options, input layout checks and the registries.
+"""Shared parts of the fusion models: output type, options, input layout checks and the model registry.
 
 Every model is built by :func:`build_model` from the per-stream shapes of a padded batch (:func:`batch_dims`) and plain
 JSON-able options, and is called as ``model(batch) -> ModelOutput``. The batch layout is ``docs/architecture.md``'s
@@ -7,13 +7,14 @@ padded tensor file: ``"{entity}/{modality}"`` field tensors, ``"commodity/mask"`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
+from memf.core.registry import Registry
 from memf.data.contract import CLIP_KINDS, ENTITIES, FIELD_ENTITIES, MODALITIES
 from memf.models.options import (  # noqa: F401 (re-exported: the option catalog is torch-free)
     COMMON_OPTIONS,
@@ -25,7 +26,6 @@ from memf.models.options import (  # noqa: F401 (re-exported: the option catalog
 )
 
 Dims = dict[str, tuple[int, ...]]
-T = TypeVar("T")
 
 
 @dataclass
@@ -40,37 +40,6 @@ class ModelOutput:
 
     pred: torch.Tensor
     attention: torch.Tensor | None
-
-
-class Registry(Mapping[str, T], Generic[T]):
-    """Name -> object. Registering a name twice raises; looking up an unknown name raises a ValueError naming it."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._items: dict[str, T] = {}
-
-    def register(self, name: str) -> Callable[[T], T]:
-        def add(obj: T) -> T:
-            if name in self._items:
-                raise ValueError(f"{self.kind} '{name}' is already registered")
-            self._items[name] = obj
-            return obj
-
-        return add
-
-    def lookup(self, name: str) -> T:
-        if name not in self._items:
-            raise ValueError(f"unknown {self.kind} '{name}' (known: {', '.join(sorted(self._items))})")
-        return self._items[name]
-
-    def __getitem__(self, name: str) -> T:
-        return self._items[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 # --- Input layout --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from memf.models.blocks import Encoder
-from memf.models.common import Registry
+from memf.core.registry import Registry
 from memf.models.options import ModelConfig
 
 EntityFusionBuilder = Callable[[int, ModelConfig], nn.Module]

@@ -144,5 +144,5 @@ def _fixed_fusion(fusion: str) -> Callable[[Mapping[str, tuple[int, ...]], Model
 
 
 # Table 7's entity-level variants under their own names (the same as memf with entity_fusion=...).
-for _fusion in ("mean", "fc", "lstm", "cnn"):
+for _fusion in (name for name in ENTITY_FUSIONS if name != "transformer"):
     register_model(f"memf_{_fusion}", _fixed_fusion(_fusion))

@@ -20,7 +20,7 @@ from memf.core.logs import DEBUG_ENV, is_known, one_line
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from memf.predict.bundle import load_bundle
+    from memf.predict.predictor import load_bundle
 
     bundle = load_bundle(args.bundle, device=args.model_device)
     frame = bundle.predict(args.dataset, args.out, shards=args.shards, workers=args.workers, device=args.device,
@@ -31,7 +31,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from memf.core.io import read_json
-    from memf.predict.bundle import export_bundle
+    from memf.predict.export import export_bundle
     from memf.training.matrix import MODEL_JSON, run_dir
 
     results = Path(args.results)

@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -39,6 +39,8 @@ from memf.core.io import DataError, read_json, write_json, write_parquet, write_
 from memf.core.metrics import regression_metrics
 from memf.data.contract import ENTITIES, MODALITY_LIMITS
 from memf.features.spec import CLIP_MODALITIES, FEATURE_MODALITIES
+from memf.predict.bundle import Bundle
+from memf.predict.bundle import load_bundle as load_checked_bundle
 from memf.predict.plan import extractor_signature
 from memf.predict.drivers import (
     chosen_streams,
@@ -51,9 +53,6 @@ from memf.predict.drivers import (
 )
 from memf.predict.intervals import coverage
 from memf.predict.neutral import neutralise
-
-if TYPE_CHECKING:  # the bundle loads this module lazily (Bundle.predict): a type-only import, no cycle
-    from memf.predict.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -359,3 +358,31 @@ def predict_dataset(
             truth_report(folder, truth, truth_json if truth_json.is_file() else None, root.name,
                          bundle.meta["experiment"])
         return frame
+
+
+class Predictor(Bundle):
+    """A loaded bundle that predicts raw datasets: ``memf.load_bundle(path).predict(root)``."""
+
+    def predict(self, dataset_root: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                **options: Any) -> pl.DataFrame:
+        """Predict every stream of the raw dataset at ``dataset_root`` (docs/data-format.md; ``sales`` optional).
+
+        Runs what the workflow's predict chain runs, in this process: validation with the bundle's contract,
+        extraction with the bundle's extractors, padding, the members, the interval and the drivers. With ``out``,
+        every file the workflow writes to ``results/predict/{name}/`` is written there. Options: see
+        :func:`predict_dataset`.
+
+        Returns:
+            One row per predicted stream (the columns of ``predictions.parquet``).
+        """
+        return predict_dataset(self, dataset_root, out, **options)
+
+
+def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any = None) -> Predictor:
+    """Load and check the bundle folder ``path`` (:func:`memf.predict.bundle.load_bundle`), ready to predict.
+
+    Raises:
+        DataError: one line for a missing file, another format or code version, a changed model file.
+    """
+    bundle = load_checked_bundle(path, device, builder)
+    return Predictor(bundle.path, bundle.meta, bundle.members, bundle.device)

@@ -1,0 +1,221 @@
+"""Writing a model bundle (docs/predict.md, "The bundle"): the runs of a trained experiment, the padded feature set
+they trained on and the validated data's record, made into one self-contained folder (layout and checks in
+:mod:`memf.predict.bundle`). The folder is built beside its destination and renamed onto it, so a bundle is complete
+or absent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from memf.core.io import DataError, read_json, write_json
+from memf.core.version import VERSION
+from memf.features.spec import RANDOM_INIT
+from memf.predict.bundle import (
+    BUNDLE_METRICS,
+    FORMAT,
+    NEUTRAL_FILE,
+    NEUTRAL_METHOD,
+    package_versions,
+    random_init_digest,
+    stage_versions,
+)
+from memf.predict.plan import BUNDLE_FILE, FOLDER_KINDS, is_weights_file
+from memf.training.matrix import MODEL_JSON, PREDICTIONS_FILE, REFERENCE_MODELS, WEIGHTS_FILE
+
+log = logging.getLogger(__name__)
+
+
+def _copy_extractor(entry: Mapping[str, Any], tmp: Path) -> dict[str, Any]:
+    """The bundle's record of one extractor (from the padded file's ``extractors`` attribute), copying what it loads
+    from local files into ``extractors/{name}``."""
+    from memf.features.base import sha256_file, sha256_folder
+
+    name = entry["name"]
+    rec = {k: entry[k] for k in ("name", "kind", "modality", "model", "options", "precision", "code_version")}
+    rec.update(weights_id=entry["weights"], dim=int(entry["dim"]), preprocessing=entry.get("preprocessing"), copy=None)
+    rec["options"] = dict(rec["options"] or {})
+    model = entry.get("model")
+    if entry["kind"] in FOLDER_KINDS and isinstance(model, str) and Path(model).is_dir():
+        rel = f"extractors/{name}"
+        shutil.copytree(model, tmp / rel)
+        if f"sha256:{sha256_folder(tmp / rel)}" != entry["weights"]:
+            raise DataError(f"extractor {name}: the model folder {model} changed since its features were made "
+                            f"(recorded {entry['weights']}); rerun its extraction before exporting")
+        rec.update(model=rel, copy=rel)
+    weights = rec["options"].get("weights")
+    if entry["kind"] == "torchvision" and is_weights_file(weights):
+        rel = f"extractors/{name}/{Path(weights).name}"
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(weights, tmp / rel)
+        if f"sha256:{sha256_file(tmp / rel)}" != entry["weights"]:
+            raise DataError(f"extractor {name}: the weights file {weights} changed since its features were made")
+        rec["options"]["weights"] = rel
+        rec["copy"] = rel
+    if entry["kind"] == "torchvision" and entry["weights"] == RANDOM_INIT:
+        rec["init_digest"] = random_init_digest(str(model), int(rec["options"].get("seed", 0)))
+    return rec
+
+
+def _numeric_transforms(features_dir: Path, numeric: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """entity -> numeric column -> policy transform, as the numeric extractor's shard 0 recorded it."""
+    from memf.features.store import read_field_shard
+
+    shard = features_dir / "numeric" / numeric["name"] / "shard-0.parquet"
+    _, meta = read_field_shard(shard)
+    out: dict[str, dict[str, str]] = {}
+    for key, transform in (meta.get("transforms") or {}).items():
+        entity, column = key.split(".", 1)
+        out.setdefault(entity, {})[column] = transform
+    return out
+
+
+def _write_member(tmp: Path, fold: int, run_dir: Path, seeds: Sequence[int] | None, padded: Any) -> dict[str, Any]:
+    from safetensors.numpy import save_file as save_numpy
+    from safetensors.torch import load_file, save_file
+
+    from memf.predict.neutral import neutral_reference
+    from memf.training.prepare import NumericScaler
+
+    meta = read_json(run_dir / MODEL_JSON)
+    if meta["model"] in REFERENCE_MODELS:
+        raise DataError(f"{run_dir}: a reference model ({meta['model']}) has no weights to bundle; export a trained one")
+    have = [int(s) for s in meta["seeds"]]
+    chosen = have if seeds is None else [int(s) for s in seeds]
+    missing = sorted(set(chosen) - set(have))
+    if missing:
+        raise DataError(f"{run_dir}: no seeds {missing} (the run has seeds {have})")
+    if {k: tuple(v) for k, v in meta["dims"].items()} != padded.dims():
+        raise DataError(f"{run_dir}: model dims differ from the padded feature set's; rerun the experiment")
+    tensors = load_file(str(run_dir / WEIGHTS_FILE))
+    kept = {k: v for k, v in tensors.items() if int(k.split("/", 1)[0][len("seed"):]) in chosen}
+    folder = tmp / "members" / f"fold{fold}"
+    folder.mkdir(parents=True)
+    member_meta = {**meta, "seeds": chosen, "per_seed": {str(s): meta["per_seed"][str(s)] for s in chosen}}
+    save_file(kept, str(folder / WEIGHTS_FILE))
+    write_json(folder / MODEL_JSON, member_meta)
+    scaled = NumericScaler.from_json(meta["numeric_scaler"]).apply(padded.arrays)
+    neutral = neutral_reference(scaled, padded.index("train", fold))
+    save_numpy({k: np.ascontiguousarray(v.reshape(v.shape or (1,))) for k, v in neutral.items()},
+               str(folder / NEUTRAL_FILE))
+    return {"fold": fold, "seeds": chosen, "dir": f"members/fold{fold}", "options": meta["options"],
+            "params": meta.get("params", {})}
+
+
+def export_bundle(
+    *,
+    experiment: str,
+    run_dirs: Mapping[int, str | os.PathLike[str]],
+    padded_path: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    features_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    seeds: Sequence[int] | None = None,
+    level: float = 0.9,
+    extraction_shards: int = 2,
+) -> dict[str, Any]:
+    """Write the bundle of ``experiment``'s runs ``run_dirs`` (fold -> ``results/runs/{experiment}/fold{k}``) to ``out``.
+
+    Args:
+        padded_path: the feature set's padded file the runs trained on (attributes: extractors, fields, caps; the
+            arrays give the neutral reference).
+        data_dir: the validated training dataset (``dataset.json``: column mapping, target, limits).
+        features_dir: the training feature store (the numeric shards record each field's transform).
+        out: the bundle folder; replaced whole (the new folder is built beside it, then renamed onto it).
+        seeds: the seeds to keep (None: every seed of each run).
+        level: nominal coverage of the prediction interval.
+        extraction_shards: the shard count the features were extracted with (the default for new data).
+
+    Returns:
+        The bundle's ``bundle.json`` content.
+    """
+    from memf.predict.intervals import calibrate, seed_mean
+    from memf.padding.padded import read_padded
+    from memf.core.metrics import regression_metrics
+
+    out = Path(out)
+    if not run_dirs:
+        raise ValueError(f"export {experiment}: no runs to bundle")
+    padded = read_padded(padded_path)
+    extractors = padded.attrs.get("extractors", {})
+    if set(extractors) != {"text", "image", "numeric", "video", "audio"}:
+        raise DataError(f"{padded_path}: feature set '{padded.attrs.get('feature_set')}' was not made by extractors "
+                        "(the latent feature set cannot predict new data)")
+    dataset = read_json(Path(data_dir) / "dataset.json")
+    lacking = [k for k in ("columns", "target", "target_offset", "numeric_accepts", "limits") if k not in dataset]
+    if lacking:
+        raise DataError(f"{Path(data_dir) / 'dataset.json'}: no {', '.join(lacking)}; the validated data was written by "
+                        "an older memf: run the workflow again (its validate rule rewrites it)")
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        members = [_write_member(tmp, int(k), Path(d), seeds, padded) for k, d in sorted(run_dirs.items())]
+        metas = {m["fold"]: read_json(tmp / m["dir"] / MODEL_JSON) for m in members}
+        first = metas[members[0]["fold"]]
+        for k, meta in metas.items():
+            if (meta["model"], meta["feature_set"], meta["experiment"]) != (first["model"], first["feature_set"], experiment):
+                raise DataError(f"fold {k}: run of {meta['experiment']} ({meta['model']} on {meta['feature_set']}), "
+                                f"expected {experiment} ({first['model']} on {first['feature_set']})")
+        records = {m: _copy_extractor(e, tmp) for m, e in extractors.items()}
+        predictions = {m["fold"]: pl.read_parquet(Path(run_dirs[m["fold"]]) / PREDICTIONS_FILE) for m in members}
+        calibration = calibrate(predictions, {m["fold"]: m["seeds"] for m in members}, level)
+        tests = pl.concat([seed_mean(predictions[m["fold"]], m["seeds"]).filter(pl.col("split") == "test")
+                           for m in members])
+        transforms = _numeric_transforms(Path(features_dir), extractors["numeric"])
+        bundle = {
+            "format": FORMAT,
+            "experiment": experiment,
+            "model": first["model"],
+            "feature_set": padded.attrs["feature_set"],
+            "members": members,
+            "folds": int(padded.folds),
+            "dims": first["dims"],
+            "attention_labels": first.get("attention_labels"),
+            "fields": padded.attrs["fields"],
+            "caps": padded.attrs["caps"],
+            "columns": dataset["columns"],
+            "target": {"offset": float(dataset["target_offset"]), "transform": dataset["target"]},
+            "numeric": {"transforms": transforms, "accepts": dataset["numeric_accepts"]},
+            "limits": dataset["limits"],
+            "extractors": records,
+            "extraction": {"shards": int(extraction_shards), "precision": records["text"]["precision"]},
+            "intervals": calibration.to_json(),
+            "neutral": NEUTRAL_METHOD,
+            "code_versions": stage_versions(records),
+            "versions": {"memf": VERSION, **package_versions()},
+            "training": {"dataset": dataset["root"], "streams": dataset["streams_kept"], "padded": str(padded_path)},
+        }
+        write_json(tmp / BUNDLE_METRICS, {
+            "experiment": experiment, "interval": calibration.to_json(),
+            "test": regression_metrics(tests["y_true"].to_numpy(), tests["y_pred"].to_numpy()),
+            "test_streams": tests.height,
+            "note": "test metrics of each member fold's seed ensemble on its own test part, pooled over folds",
+        })
+        write_json(tmp / BUNDLE_FILE, bundle)
+        _swap_into(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log.info("bundle %s: %s folds %s, interval +-%.3f (log) at %.0f%%, test coverage %.3f", out, experiment,
+             [m["fold"] for m in members], calibration.q, 100 * level, calibration.test_coverage)
+    return bundle
+
+
+def _swap_into(tmp: Path, out: Path) -> None:
+    """Rename the complete folder ``tmp`` onto ``out``; an old ``out`` is moved aside first and removed after."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old)
