@@ -125,6 +125,7 @@ JOB_RUN = """
 import sys
 import torch
 from memf.training.fit import JobSpec, fit_experiment
+from memf.training.neural import NeuralFitter
 from memf.training.settings import TuningSettings, parse_space
 import yaml
 torch.set_num_threads(1)
@@ -132,8 +133,8 @@ path, out, trials, config = sys.argv[1], sys.argv[2], int(sys.argv[3]), yaml.saf
 space = parse_space("bench", {"train.lr": {"log_uniform": [1e-3, 1e-2]}, "model.dropout": {"choice": [0.0, 0.1, 0.2]}})
 spec = JobSpec(experiment="memf", model="memf", feature_set="demo", fold=0, seeds=(0, 1, 2), options=config["model"],
                space=space, source="bench")
-fit_experiment(path, out + "/run", spec, {**config["train"], "device": "cpu"}, tuning_dir=out + "/tuning",
-               tuning=TuningSettings.from_dict({**config["tuning"], "trials": trials}))
+fit_experiment(path, out + "/run", spec, {**config["train"], "device": "cpu"}, fitter=NeuralFitter,
+               tuning_dir=out + "/tuning", tuning=TuningSettings.from_dict({**config["tuning"], "trials": trials}))
 """
 
 

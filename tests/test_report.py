@@ -18,6 +18,7 @@ from memf.report.figures import draw_figures, expected_max
 from memf.report.tables import ORACLE_LABEL, build_tables, settings_summary
 from memf.training.fit import JobSpec, fit_experiment
 from memf.training.matrix import experiments_from_config, run_dir, tuning_dir
+from memf.training.neural import NeuralFitter
 from memf.padding.padded import write_padded
 from memf.training.runs import predictions_frame, write_run
 from memf.training.settings import TuningSettings, parse_space
@@ -119,8 +120,8 @@ def runs(tmp_path_factory):
         job = JobSpec(experiment="full", model="tiny", feature_set="demo", fold=fold, seeds=(0, 1), space=space,
                       source="s")
         fit_experiment(root / "demo.h5", run_dir("full", fold, root / "runs"), job, {"epochs": 3, "device": "cpu"},
-                       tuning=TuningSettings(trials=2, startup_trials=1), tuning_dir=tuning_dir("full", fold, root / "tuning"),
-                       builder=tiny_builder, ground_truth=gt)
+                       fitter=NeuralFitter.with_builder(tiny_builder), tuning=TuningSettings(trials=2, startup_trials=1),
+                       tuning_dir=tuning_dir("full", fold, root / "tuning"), ground_truth=gt)
         split = padded.split(fold)
         # Leave-one-out runs: noise grows with the dropped entity's true importance (the true ranking is recoverable).
         for entity, share in truth.items():

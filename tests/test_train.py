@@ -12,12 +12,14 @@ from train_support import tiny_builder, tiny_padded
 
 from memf.core.io import DataError, read_json
 from memf.core.metrics import METRICS, regression_metrics
+from memf.padding.padded import Padded, write_padded
 from memf.training.fit import JobSpec, fit_experiment
-from memf.training.runs import load_models
 from memf.training.loop import predict, train_model
 from memf.training.matrix import TRAINED_FILES
-from memf.padding.padded import Padded, write_padded
+from memf.training.neural import NeuralFitter
 from memf.training.prepare import fold_data
+from memf.training.references import ReferenceFitter
+from memf.training.members import load_models
 from memf.training.runs import read_predictions
 from memf.training.settings import TrainConfig, TuningSettings, parse_space
 
@@ -33,8 +35,9 @@ def _job(tmp_path, padded: Padded, name="run", cfg=CFG, seeds=(0,), model="tiny"
     write_padded(path, padded)
     job = JobSpec(experiment=name, model=model, feature_set="demo", fold=fold, seeds=tuple(seeds),
                   options={"dropout": 0.2}, space=space, **spec)
-    return fit_experiment(path, tmp_path / name, job, cfg, tuning_dir=tmp_path / "tuning" / name, tuning=TUNING,
-                          builder=builder)
+    fitter = ReferenceFitter if job.is_reference else NeuralFitter.with_builder(builder)
+    return fit_experiment(path, tmp_path / name, job, cfg, fitter=fitter, tuning_dir=tmp_path / "tuning" / name,
+                          tuning=TUNING)
 
 
 def test_job_writes_every_file_and_metrics_match_predictions(tmp_path):
@@ -200,14 +203,12 @@ def _no_val(padded: Padded) -> Padded:
 
 
 def test_real_memf_model_trains_and_reports_entity_attention(tmp_path):
-    from memf.models import build_model
-
     path = tmp_path / "p.h5"
     write_padded(path, tiny_padded(40))
     job = JobSpec(experiment="memf", model="memf", feature_set="demo", fold=2, seeds=(0,),
                   options={"width": 16, "heads": 2, "layers": 1, "dropout": 0.0, "drop_entities": ["audio"]})
-    metrics = fit_experiment(path, tmp_path / "memf", job, {**CFG, "epochs": 2}, tuning_dir=tmp_path / "t",
-                             builder=build_model)
+    metrics = fit_experiment(path, tmp_path / "memf", job, {**CFG, "epochs": 2}, fitter=NeuralFitter,
+                             tuning_dir=tmp_path / "t")
     assert np.isfinite(metrics["seeds"]["0"]["test"]["r2"]) and metrics["seeds"]["0"]["n_parameters"] > 0
     attn = pl.read_parquet(tmp_path / "memf" / "attention.parquet")
     assert attn["query"].unique(maintain_order=True).to_list() == ["anchor", "commodity", "room", "video"]

@@ -88,7 +88,7 @@ def test_matrix_runs_to_tables_and_figures(tmp_path):
     for fig in ("fig3_training_curves", "fig4_scatter_density", "fig6_attention", "fig5_fusion_order", "table9_methods",
                 "tuning_budget"):
         assert (tmp_path / f"results/figures/{fig}.png").stat().st_size > 5000
-    assert (tmp_path / "logs/train/memf/fold0.log").exists()
+    assert (tmp_path / "logs/runs/memf/fold0.log").exists()
 
     again = _snakemake("-n", cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr

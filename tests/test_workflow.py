@@ -180,7 +180,7 @@ def test_tiny_workflow_writes_every_stage(tiny_run):
     assert sorted(sum(tested, [])) == sorted(streams)
     tuning = pl.read_csv(tiny_run / "results/tables/tuning.csv")
     assert tuning["trials"].n_unique() == 1 and tuning.height == 3 * 5  # 5 tuned experiments x 3 folds
-    assert (tiny_run / "logs/train/memf/fold0.log").is_file()
+    assert (tiny_run / "logs/runs/memf/fold0.log").is_file()
 
 
 def test_an_unchanged_workflow_plans_nothing_and_speed_knobs_change_nothing(tiny_run, tmp_path):

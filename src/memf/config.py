@@ -124,7 +124,9 @@ def _check_feature_sets(config: Mapping[str, Any]) -> list[str]:
 def _check_extractors(config: Mapping[str, Any]) -> list[str]:
     from memf.features import spec
 
-    problems = spec.check_extractors(config["extractors"], built_models={f"results/models/{n}" for n in config["tiny_models"]})
+    from memf.features.layout import model_dir
+
+    problems = spec.check_extractors(config["extractors"], built_models={model_dir(n) for n in config["tiny_models"]})
     out = []
     for line in problems:
         key, sep, message = line.partition(": ")
@@ -211,10 +213,12 @@ def _check_experiments(config: Mapping[str, Any]) -> list[str]:
 def _check_evaluation(config: Mapping[str, Any]) -> list[str]:
     """What the evaluation section can get wrong beyond naming absent experiments (those are filtered, see
     :func:`evaluation_plan`)."""
+    from memf.training.matrix import REFERENCE_MODELS
+
     out = []
     experiments = config["experiments"]
     figure = config["evaluation"]["figures"]["experiment"]
-    if figure in experiments and experiments[figure]["model"] in ("mean", "ridge", "hgb"):
+    if figure in experiments and experiments[figure]["model"] in REFERENCE_MODELS:
         out.append(f"config key 'evaluation.figures.experiment': '{figure}' is a reference model; Figs. 3, 4 and 6 "
                    "need a trained one")
     run_folds = config["split"]["run_folds"]

@@ -1,5 +1,4 @@
 # Shared helpers: the config check, the path grammar, and the final targets of each stage.
-import json
 import os
 import re
 import sys
@@ -8,7 +7,8 @@ from pathlib import Path
 from memf.config import ConfigError, evaluation_plan, load_config
 from memf.core.version import code_version
 from memf.data.contract import TABLES as TABLE_NAMES, numeric_accepts
-from memf.predict.plan import PREDICT_DIR, predict_plan
+from memf.data.layout import RESULTS, validated_dir, validated_file
+from memf.predict.plan import predict_dir, predict_plan, predict_prefix
 
 # Every mistake the config can hold is caught here, one line each, before anything is planned (docs/configuration.md).
 try:
@@ -25,9 +25,8 @@ for _line in _notes:
 os.environ.setdefault("TQDM_MININTERVAL", "10")
 
 RAW = Path(config["dataset"]["root"])
-DATA = Path("results/data")
-RAW_TABLES = [str(RAW / f"{table}.parquet") for table in ("streams", "anchors", "items", "clips")]
-CLEAN_TABLES = [str(DATA / f"{table}.parquet") for table in ("streams", "anchors", "items", "clips")]
+RAW_TABLES = [str(RAW / f"{table}.parquet") for table in TABLE_NAMES]
+CLEAN_TABLES = [validated_file(f"{table}.parquet") for table in TABLE_NAMES]
 SIMULATED = config["dataset"]["simulate"]
 
 # Prediction (docs/predict.md): the bundle's contract and extractors, and the datasets to predict. A dataset to
@@ -35,13 +34,25 @@ SIMULATED = config["dataset"]["simulate"]
 # paths are results/{prefix}data/... and results/{prefix}features/..., the prefix empty for the training data.
 PLAN = predict_plan(config)
 PREDICT_DATASETS = dict(config["predict"]["datasets"]) if PLAN is not None else {}
-PREFIXES = [""] + [f"{PREDICT_DIR.relative_to('results').as_posix()}/{name}/" for name in PREDICT_DATASETS]
-PREFIX_REGEX = "(?:" + "|".join(re.escape(p) for p in PREFIXES) + ")"  # "(?:)" when only the training data
+PREFIX_OF = {predict_prefix(name): name for name in PREDICT_DATASETS}
+PREFIX_REGEX = "(?:" + "|".join(re.escape(p) for p in ["", *PREFIX_OF]) + ")"  # "(?:)" when only the training data
+
+
+def log_of(output, job=None):
+    """A job's log: its output's path under logs/ instead of results/, the file's suffix replaced by .log (or, for a
+    job writing a folder, ``job``.log inside the mirrored folder)."""
+    rel = Path(output).relative_to(RESULTS).as_posix()
+    return f"logs/{rel}/{job}.log" if job else f"logs/{os.path.splitext(rel)[0]}.log"
+
+
+def names_regex(names):
+    """A wildcard constraint matching exactly these names (never matching when there are none)."""
+    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
 
 
 def predict_name(prefix):
     """The dataset a path prefix stands for (None: the training data)."""
-    return prefix[len("predict/") : -1] if prefix else None
+    return PREFIX_OF[prefix] if prefix else None
 
 
 def predict_raw_tables(name):
@@ -49,13 +60,9 @@ def predict_raw_tables(name):
     return [str(root / f"{table}.parquet") for table in TABLE_NAMES]
 
 
-def predict_data_dir(name):
-    return PREDICT_DIR / name / "data"
-
-
 def predict_data_inputs(name):
-    data = predict_data_dir(name)
-    return [str(data / f"{table}.parquet") for table in TABLE_NAMES] + [str(data / "dataset.json")]
+    prefix = predict_prefix(name)
+    return [validated_file(f"{table}.parquet", prefix) for table in TABLE_NAMES] + [validated_file("dataset.json", prefix)]
 
 
 def get_raw_tables(wildcards):
@@ -79,13 +86,8 @@ def validate_params(wildcards):
     }
 
 
-def identity(section):
-    """A config section as canonical JSON: put it in `params:` so a change reruns the rule and its downstream."""
-    return json.dumps(section, sort_keys=True)
-
-
 def data_targets():
-    return [str(DATA / "summary.md"), str(DATA / "excluded.csv")]
+    return [validated_file("summary.md"), validated_file("excluded.csv")]
 
 
 def get_final_outputs(wildcards):

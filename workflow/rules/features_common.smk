@@ -1,10 +1,10 @@
 # Stage 1 helpers: paths of the feature store and the input functions of features.smk.
 import json
-import re
 
 from memf.data.contract import MODALITY_LIMITS
+from memf.predict.plan import BUNDLE_FILE
+from memf.features.layout import MODELS_DIR, failures_path, manifest_path, model_dir, shard_path, store_dir
 from memf.features.spec import (
-    CLIP_MODALITIES,
     FEATURE_MODALITIES,
     ExtractionSettings,
     ExtractorSpec,
@@ -14,20 +14,8 @@ from memf.features.spec import (
 )
 from memf.training.matrix import LATENT_FEATURE_SET
 
-FEATURES = Path("results/features")
-MODELS = Path("results/models")
-PADDED = Path("results/padded")
 SHARDS = list(range(config["extraction"]["shards"]))
-DATA_INPUTS = CLEAN_TABLES + [str(DATA / "dataset.json")]
-
-
-def _one_of(names):
-    """A wildcard constraint matching exactly these names (never matching when there are none)."""
-    return "|".join(re.escape(n) for n in sorted(names)) or "(?!)"
-
-
-def shard_suffix(modality):
-    return "h5" if modality in CLIP_MODALITIES else "parquet"
+DATA_INPUTS = CLEAN_TABLES + [validated_file("dataset.json")]
 
 
 def extractors_of(modality):
@@ -35,17 +23,17 @@ def extractors_of(modality):
     return [name for name, e in config["extractors"].items() if kind_modality(e["kind"]) == modality]
 
 
-def shard_files(modality, extractor):
-    """Every shard of one extractor (what the gather and pad rules read)."""
-    return [str(FEATURES / modality / extractor / f"shard-{k}.{shard_suffix(modality)}") for k in SHARDS]
+def shard_files(modality, extractor, prefix=""):
+    """Every shard of one extractor in the training store (or a dataset to predict's): what pad and predict read."""
+    return [shard_path(store_dir(prefix), modality, extractor, k) for k in SHARDS]
 
 
-def failure_files(modality, extractor):
-    return [str(FEATURES / modality / extractor / f"shard-{k}.failures.parquet") for k in SHARDS]
+def failure_files(modality, extractor, prefix=""):
+    return [failures_path(store_dir(prefix), modality, extractor, k) for k in SHARDS]
 
 
 def manifest_file(modality, extractor):
-    return str(FEATURES / modality / extractor / "manifest.json")
+    return manifest_path(store_dir(), modality, extractor)
 
 
 def columns_of(modality, columns=None):
@@ -113,7 +101,7 @@ def get_extract_inputs(wildcards):
     name = predict_name(wildcards.prefix)
     if name is None:
         return {"tables": DATA_INPUTS, "model": get_model_input(wildcards)}
-    bundle = str(PLAN.bundle_dir / "bundle.json")
+    bundle = str(PLAN.bundle_dir / BUNDLE_FILE)
     if PLAN.experiment is None:
         return {"tables": predict_data_inputs(name), "model": [bundle]}
     return {"tables": predict_data_inputs(name), "model": [ancient(bundle), *model_inputs_of(wildcards.extractor)]}
@@ -123,7 +111,7 @@ def model_inputs_of(extractor):
     """The tiny model folder (or local weight file) an extractor of the config loads, when the workflow builds it."""
     entry = config["extractors"][extractor]
     refs = [entry.get("model"), (entry.get("options") or {}).get("weights")]
-    return [r for r in refs if isinstance(r, str) and Path(r).parts[: len(MODELS.parts)] == MODELS.parts]
+    return [r for r in refs if isinstance(r, str) and Path(r).parts[: len(Path(MODELS_DIR).parts)] == Path(MODELS_DIR).parts]
 
 
 def get_model_input(wildcards):
@@ -139,10 +127,6 @@ def feature_set_shards(feature_set):
 def used_feature_sets():
     """Extractor-made feature sets named by experiments (the latent one is the simulator's, not stage 1's)."""
     return sorted({e["feature_set"] for e in config["experiments"].values()} - {LATENT_FEATURE_SET})
-
-
-def padded_file(feature_set):
-    return str(PADDED / f"{feature_set}.h5")
 
 
 def features_targets():

@@ -12,9 +12,9 @@ rule export:
     input:
         unpack(get_export_inputs),
     output:
-        [f"results/bundles/{{experiment}}/{name}" for name in BUNDLE_OUTPUTS],
+        [str(bundle_dir("{experiment}") / name) for name in BUNDLE_OUTPUTS],
     log:
-        "logs/predict/export/{experiment}.log",
+        log_of(bundle_dir("{experiment}")),
     params:
         folds=EXPORT_FOLDS,
         seeds=config["predict"]["seeds"],
@@ -36,10 +36,11 @@ rule predict:
     input:
         unpack(get_predict_inputs),
     output:
-        **{key: f"results/predict/{{name}}/{file}" for key, file in PREDICT_OUTPUTS.items()},
-        figure=report("results/predict/{name}/drivers.png", category="Predictions", caption="../report/predict_drivers.rst"),
+        **{key: str(predict_dir("{name}") / file) for key, file in PREDICT_FILES.items() if key != "figure"},
+        figure=report(str(predict_dir("{name}") / PREDICT_FILES["figure"]), category="Predictions",
+                      caption="../report/predict_drivers.rst"),
     log:
-        "logs/predict/{name}/predict.log",
+        log_of(predict_dir("{name}"), "predict"),
     params:
         shards=lambda wildcards: predict_shards(wildcards.name),
         figure_streams=config["predict"]["figure_streams"],
@@ -60,12 +61,12 @@ rule predict_truth:
     input:
         unpack(get_truth_inputs),
     output:
-        json="results/predict/{name}/drivers_vs_truth.json",
-        md="results/predict/{name}/drivers_vs_truth.md",
-        figure=report("results/predict/{name}/drivers_vs_truth.png", category="Predictions",
+        json=str(predict_dir("{name}") / TRUTH_FILES["json"]),
+        md=str(predict_dir("{name}") / TRUTH_FILES["md"]),
+        figure=report(str(predict_dir("{name}") / TRUTH_FILES["figure"]), category="Predictions",
                       caption="../report/predict_truth.rst"),
     log:
-        "logs/predict/{name}/truth.log",
+        log_of(predict_dir("{name}"), "truth"),
     params:
         experiment=PLAN.bundle_experiment if PLAN is not None else None,
         code=code_version("predict"),

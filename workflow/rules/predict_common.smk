@@ -4,6 +4,9 @@
 # the store's and the runs' paths.
 
 
+from memf.predict.plan import BUNDLE_FILE, BUNDLE_OUTPUTS, PREDICT_FILES, TRUTH_FILES, bundle_dir
+
+
 include: "features_common.smk"
 include: "stage2_common.smk"
 
@@ -11,12 +14,6 @@ include: "stage2_common.smk"
 #: Experiments a bundle can be made of: trained (neural) ones on extracted features.
 EXPORTABLE = [name for name in NEURAL if EXPERIMENTS[name].feature_set != LATENT_FEATURE_SET]
 EXPORT_FOLDS = [config["predict"]["fold"]] if config["predict"]["fold"] is not None else FOLDS
-BUNDLE_OUTPUTS = ("bundle.json", "metrics.json")
-PREDICT_OUTPUTS = {
-    "predictions": "predictions.parquet", "drivers": "drivers.parquet", "metrics": "metrics.json",
-    "unpredicted": "unpredicted.csv", "padded": "padded.h5", "truncated": "padded.truncated.parquet",
-}
-TRUTH_OUTPUTS = ("drivers_vs_truth.json", "drivers_vs_truth.md", "drivers_vs_truth.png")
 
 
 def get_export_inputs(wildcards):
@@ -36,15 +33,14 @@ def get_export_inputs(wildcards):
 
 def predict_shards(name):
     """Modality -> every shard of the bundle's extractor for it in the dataset's own feature store."""
-    return {m: [f"results/predict/{name}/features/{m}/{PLAN.extractors[m]['name']}/shard-{k}.{shard_suffix(m)}"
-                for k in SHARDS] for m in FEATURE_MODALITIES}
+    return {m: shard_files(m, PLAN.extractors[m]["name"], predict_prefix(name)) for m in FEATURE_MODALITIES}
 
 
 def get_predict_inputs(wildcards):
     return {
         "tables": predict_data_inputs(wildcards.name),
         "shards": sum(predict_shards(wildcards.name).values(), []),
-        "bundle": str(PLAN.bundle_dir / "bundle.json"),
+        "bundle": str(PLAN.bundle_dir / BUNDLE_FILE),
     }
 
 
@@ -67,7 +63,7 @@ TRUTH_DATASETS = [name for name in PREDICT_DATASETS if truth_of(name)]
 
 
 def get_truth_inputs(wildcards):
-    return {**truth_of(wildcards.name), "drivers": f"results/predict/{wildcards.name}/drivers.parquet"}
+    return {**truth_of(wildcards.name), "drivers": str(predict_dir(wildcards.name) / PREDICT_FILES["drivers"])}
 
 
 def predict_targets():
@@ -77,10 +73,12 @@ def predict_targets():
         return []
     targets = [str(PLAN.bundle_dir / name) for name in BUNDLE_OUTPUTS] if PLAN.experiment else []
     for name in PREDICT_DATASETS:
-        targets += [f"results/predict/{name}/{file}" for file in (*PREDICT_OUTPUTS.values(), "drivers.png")]
-        targets += [f"results/predict/{name}/data/{file}" for file in ("summary.md", "excluded.csv")]
-        for paths in predict_shards(name).values():
-            targets += paths + [f"{p.rsplit('.', 1)[0]}.failures.parquet" for p in paths]
+        prefix = predict_prefix(name)
+        targets += [str(predict_dir(name) / file) for file in PREDICT_FILES.values()]
+        targets += [validated_file(file, prefix) for file in ("summary.md", "excluded.csv")]
+        for m in FEATURE_MODALITIES:
+            extractor = PLAN.extractors[m]["name"]
+            targets += shard_files(m, extractor, prefix) + failure_files(m, extractor, prefix)
         if name in TRUTH_DATASETS:
-            targets += [f"results/predict/{name}/{file}" for file in TRUTH_OUTPUTS]
+            targets += [str(predict_dir(name) / file) for file in TRUTH_FILES.values()]
     return targets

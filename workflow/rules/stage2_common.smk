@@ -1,7 +1,6 @@
 # Stage 2 helpers shared by train.smk and report.smk (included by both; Snakemake includes a file once): the
 # experiment matrix, its folds, the run and tuning folders, and the final tables and figures (docs/training.md).
-import re
-
+from memf.padding.layout import padded_path
 from memf.training.matrix import (
     BEST_FILE,
     LATENT_FEATURE_SET,
@@ -20,9 +19,7 @@ SPACES = {name: parse_space(name, spec) for name, spec in config["search_spaces"
 GROUND_TRUTH = str(RAW / "ground_truth.parquet")
 GROUND_TRUTH_JSON = str(RAW / "ground_truth.json")
 LATENTS = str(RAW / "latents.parquet")
-PADDED_DIR = "results/padded"
-TABLES_DIR = "results/tables"
-FIGURES_DIR = "results/figures"
+from memf.report.layout import FIGURES_DIR, TABLES_DIR
 
 TABLES = list(EVALUATION["tables"])
 FIGURE_RUN = EVALUATION["figures"]
@@ -33,18 +30,9 @@ RUN_FIGURES = ["fig3_training_curves", "fig4_scatter_density", "fig6_attention"]
 TUNED = [name for name, exp in EXPERIMENTS.items() if exp.search]
 
 
-def names_regex(names):
-    """A wildcard constraint matching exactly these names (nothing when the list is empty)."""
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
-
-
 def get_ground_truth(wildcards=None):
     """The simulator's ground truth when the dataset is simulated (adds the oracle R^2), else nothing."""
     return {"ground_truth": GROUND_TRUTH} if SIMULATED else {}
-
-
-def padded_path(feature_set):
-    return f"{PADDED_DIR}/{feature_set}.h5"
 
 
 def get_fit_inputs(wildcards):

@@ -4,7 +4,8 @@
 # in the same format and results/tuning/{experiment}/fold{k}/, so the tables do not care which made a run.
 # Speed and placement settings (train.device, eval_batch_size, checkpoint_every) reach the script through the config,
 # not through params, so changing them reruns nothing; the code version of the model and training modules is a param.
-from memf.training.matrix import REFERENCE_FILES, TRAINED_FILES
+from memf.padding.layout import padded_path, truncated_path
+from memf.training.matrix import BEST_FILE, REFERENCE_FILES, TRAINED_FILES, TRIALS_FILE, run_dir, tuning_dir
 
 
 include: "features_common.smk"
@@ -16,10 +17,10 @@ rule pad:
         tables=DATA_INPUTS,
         shards=lambda wildcards: sum(feature_set_shards(wildcards.feature_set).values(), []),
     output:
-        padded=str(PADDED / "{feature_set}.h5"),
-        truncated=str(PADDED / "{feature_set}.truncated.parquet"),
+        padded=padded_path("{feature_set}"),
+        truncated=truncated_path(padded_path("{feature_set}")),
     log:
-        "logs/train/pad/{feature_set}.log",
+        log_of(padded_path("{feature_set}")),
     params:
         data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
         shards=lambda wildcards: feature_set_shards(wildcards.feature_set),
@@ -27,7 +28,7 @@ rule pad:
         padding=config["padding"],
         code=code_version("pad"),
     wildcard_constraints:
-        feature_set=_one_of(config["feature_sets"]),
+        feature_set=names_regex(config["feature_sets"]),
     resources:
         mem_mb=4000,
     conda:
@@ -44,9 +45,9 @@ if SIMULATED:
             latents=LATENTS,
             truth=GROUND_TRUTH_JSON,
         output:
-            padded=str(PADDED / f"{LATENT_FEATURE_SET}.h5"),
+            padded=padded_path(LATENT_FEATURE_SET),
         log:
-            "logs/train/pad/latent.log",
+            log_of(padded_path(LATENT_FEATURE_SET)),
         params:
             data_dir=lambda wildcards, input: str(Path(input.tables[0]).parent),
             padding=config["padding"],
@@ -63,11 +64,11 @@ rule fit:
     input:
         unpack(get_fit_inputs),
     output:
-        [f"results/runs/{{experiment}}/fold{{fold}}/{name}" for name in TRAINED_FILES],
-        trials="results/tuning/{experiment}/fold{fold}/trials.parquet",
-        best="results/tuning/{experiment}/fold{fold}/best.json",
+        [str(run_dir("{experiment}", "{fold}") / name) for name in TRAINED_FILES],
+        trials=str(tuning_dir("{experiment}", "{fold}") / TRIALS_FILE),
+        best=str(tuning_dir("{experiment}", "{fold}") / BEST_FILE),
     log:
-        "logs/train/{experiment}/fold{fold}.log",
+        log_of(run_dir("{experiment}", "{fold}")),
     params:
         spec=get_job_spec,
         train=train_identity(),
@@ -90,11 +91,11 @@ rule fit_reference:
     input:
         unpack(get_fit_inputs),
     output:
-        [f"results/runs/{{experiment}}/fold{{fold}}/{name}" for name in REFERENCE_FILES],
-        trials="results/tuning/{experiment}/fold{fold}/trials.parquet",
-        best="results/tuning/{experiment}/fold{fold}/best.json",
+        [str(run_dir("{experiment}", "{fold}") / name) for name in REFERENCE_FILES],
+        trials=str(tuning_dir("{experiment}", "{fold}") / TRIALS_FILE),
+        best=str(tuning_dir("{experiment}", "{fold}") / BEST_FILE),
     log:
-        "logs/train/{experiment}/fold{fold}.log",
+        log_of(run_dir("{experiment}", "{fold}")),
     params:
         spec=get_job_spec,
         tuning=config["tuning"],

@@ -8,6 +8,8 @@ from threadpoolctl import threadpool_limits
 from memf.core.io import read_json
 from memf.core.logs import job_log
 from memf.training.fit import JobSpec, fit_experiment
+from memf.training.neural import NeuralFitter
+from memf.training.references import ReferenceFitter
 from memf.training.settings import PLACEMENT_KEYS, Param, TrainConfig, TuningSettings
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -29,6 +31,7 @@ with job_log(sm.log[0]), threadpool_limits(sm.threads):
             source=spec["search"] or (f"tuned_as {spec['tuned_as']}" if spec["tuned_as"] else "fixed"),
         ),
         TrainConfig.from_dict(train),
+        fitter=ReferenceFitter if sm.rule == "fit_reference" else NeuralFitter,
         tuning=TuningSettings.from_dict(sm.params.tuning),
         tuning_dir=Path(sm.output.best).parent,
         ground_truth=sm.input.get("ground_truth"),

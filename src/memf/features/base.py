@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from memf.core.registry import Registry
 from memf.features.spec import KIND_OPTIONS, KINDS, ExtractionSettings, ExtractorSpec, option_problems
 
 
@@ -180,17 +181,25 @@ class MediaExtractor(Extractor):
         """``[B, D]`` float32 vectors for ``B`` prepared inputs."""
 
 
-_REGISTRY: dict[str, type[Extractor]] = {}
+def _import_kind(kind: str) -> None:
+    """Import the module that registers extractor ``kind`` (kinds are imported on first use: torchvision, transformers
+    and decord load only where an extractor of theirs is built)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown extractor kind '{kind}', expected one of {sorted(KINDS)}")
+    importlib.import_module(f"memf.features.{KINDS[kind][1]}")
+
+
+#: Extractor kind -> class; the torch-free catalog :data:`memf.features.spec.KINDS` lists the same kinds (tested).
+EXTRACTORS: Registry[type[Extractor]] = Registry("extractor kind", load=_import_kind)
 
 
 def register(cls: type[Extractor]) -> type[Extractor]:
-    """Class decorator adding an extractor kind to the registry; a kind may be registered once, as listed in KINDS.
+    """Class decorator adding an extractor kind to :data:`EXTRACTORS`; the kind must be listed in KINDS with the
+    class's modality.
 
     The class's options are :data:`memf.features.spec.KIND_OPTIONS` of its kind; a class that declares its own
     ``defaults`` must declare exactly those, so the load-time check and the class never disagree.
     """
-    if cls.kind in _REGISTRY:
-        raise ValueError(f"extractor kind '{cls.kind}' is already registered by {_REGISTRY[cls.kind].__qualname__}")
     if KINDS.get(cls.kind, (None,))[0] != cls.modality:
         raise ValueError(f"extractor kind '{cls.kind}' ({cls.modality}) is not listed with that modality in memf.features.spec.KINDS")
     declared = cls.__dict__.get("defaults")
@@ -198,17 +207,12 @@ def register(cls: type[Extractor]) -> type[Extractor]:
         raise ValueError(f"extractor kind '{cls.kind}': {cls.__qualname__}.defaults {declared} differ from "
                          f"memf.features.spec.KIND_OPTIONS {KIND_OPTIONS[cls.kind]}")
     cls.defaults = KIND_OPTIONS[cls.kind]
-    _REGISTRY[cls.kind] = cls
-    return cls
+    return EXTRACTORS.register(cls.kind)(cls)
 
 
 def extractor_class(kind: str) -> type[Extractor]:
     """The class registered for ``kind``, importing its module on first use."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown extractor kind '{kind}', expected one of {sorted(KINDS)}")
-    if kind not in _REGISTRY:
-        importlib.import_module(f"memf.features.{KINDS[kind][1][0]}")
-    return _REGISTRY[kind]
+    return EXTRACTORS.lookup(kind)
 
 
 def build_extractor(spec: ExtractorSpec, settings: ExtractionSettings, device: torch.device) -> Extractor:

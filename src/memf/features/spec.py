@@ -11,7 +11,6 @@ extractor's :func:`identity` is everything its output depends on; the workflow p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from memf.core.version import modules_version
+
 log = logging.getLogger(__name__)
 
 #: Modalities a feature store holds: the field modalities, then the clip kinds.
@@ -28,14 +29,14 @@ FEATURE_MODALITIES: tuple[str, ...] = ("text", "image", "numeric", "video", "aud
 CLIP_MODALITIES: tuple[str, ...] = ("video", "audio")
 RANDOM_INIT = "random-init"
 
-#: Extractor kind -> (modality, modules under memf.features whose source is part of its code version; the first
-#: defines and registers the class).
-KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "transformers-text": ("text", ("text",)),
-    "torchvision": ("image", ("image",)),
-    "videomae": ("video", ("video",)),
-    "wav2vec2": ("audio", ("audio",)),
-    "log-standard": ("numeric", ("numeric",)),
+#: Extractor kind -> (modality, the module under memf.features that defines and registers its class). The torch-free
+#: catalog of the registry :data:`memf.features.base.EXTRACTORS` (tested equal).
+KINDS: dict[str, tuple[str, str]] = {
+    "transformers-text": ("text", "text"),
+    "torchvision": ("image", "image"),
+    "videomae": ("video", "video"),
+    "wav2vec2": ("audio", "audio"),
+    "log-standard": ("numeric", "numeric"),
 }
 #: Kinds whose model is a transformers checkpoint (hub id or local folder, ``from_pretrained``).
 HF_KINDS: tuple[str, ...] = ("transformers-text", "videomae", "wav2vec2")
@@ -96,9 +97,6 @@ OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "min_chunk_seconds": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
 }
 
-#: Sources every kind's output depends on: the extractor base, the job driver, the store layout, the decoders.
-SHARED_SOURCES: tuple[str, ...] = ("features/base.py", "features/extract.py", "features/store.py", "data/media.py")
-
 
 def kind_modality(kind: str) -> str:
     if kind not in KINDS:
@@ -158,14 +156,11 @@ class ExtractorSpec:
         return cls(name=name, kind=entry["kind"], model=entry.get("model"), options=dict(entry.get("options") or {}))
 
 
-def code_version(kind: str) -> str:
-    """sha256 (12 hex digits) of the sources ``kind``'s output depends on: editing any of them changes it."""
+def extractor_version(kind: str) -> str:
+    """The code version of extractor ``kind``: the job driver (memf.features.extract), the kind's module and all they
+    import (:func:`memf.core.version.modules_version`); editing any of them changes it."""
     kind_modality(kind)
-    package = Path(__file__).parent.parent
-    digest = hashlib.sha256()
-    for rel in (*(f"features/{m}.py" for m in KINDS[kind][1]), *SHARED_SOURCES):
-        digest.update(rel.encode() + b"\0" + (package / rel).read_bytes())
-    return digest.hexdigest()[:12]
+    return modules_version(("memf.features.extract", f"memf.features.{KINDS[kind][1]}"))
 
 
 def identity(spec: ExtractorSpec, settings: ExtractionSettings) -> dict[str, Any]:
@@ -178,7 +173,7 @@ def identity(spec: ExtractorSpec, settings: ExtractionSettings) -> dict[str, Any
         "model": spec.model,
         "options": dict(spec.options),
         "precision": settings.precision,
-        "code_version": code_version(spec.kind),
+        "code_version": extractor_version(spec.kind),
     }
     if spec.preprocessing is not None:
         ident["preprocessing"] = dict(spec.preprocessing)

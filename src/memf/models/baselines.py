@@ -2,7 +2,20 @@
 
 All five share MEMF's token projections, the modality-first stage 1 (``modality.ModalityEncoders``: one vector per
 modality, text, image, numeric, video, audio -> [B, 5, D]) and the DNN predictor; only the fusion of the five modality
-vectors differs. Written from the original papers' descriptions (see /work/shared/notes/baselines.md).
+vectors differs. Written from the original papers:
+
+- MFB: Z. Yu, J. Yu, J. Fan, D. Tao, "Multi-modal Factorized Bilinear Pooling with Co-Attention Learning for Visual
+  Question Answering", ICCV 2017.
+- MFH: Z. Yu, J. Yu, C. Xiang, J. Fan, D. Tao, "Beyond Bilinear: Generalized Multimodal Factorized High-Order Pooling
+  for Visual Question Answering", IEEE TNNLS 29(12), 2018.
+- TFN: A. Zadeh, M. Chen, S. Poria, E. Cambria, L.-P. Morency, "Tensor Fusion Network for Multimodal Sentiment
+  Analysis", EMNLP 2017.
+- VTFSA: S. Cui, R. Wang, J. Wei, J. Hu, S. Wang, "Self-Attention Based Visual-Tactile Fusion Learning for Predicting
+  Grasp Outcomes", IEEE RA-L 5(4), 2020.
+- CMMT: L. Yang, J.-C. Na, J. Yu, "Cross-Modal Multitask Transformer for End-to-End Multimodal Aspect-Based Sentiment
+  Analysis", Information Processing & Management 59(5), 2022.
+
+docs/models.md lists every adaptation to five modalities and regression.
 """
 
 from __future__ import annotations

@@ -31,19 +31,23 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from memf.core.io import read_json
+    from memf.data.layout import validated_dir
+    from memf.features.layout import store_dir
+    from memf.padding.layout import padded_path
     from memf.predict.export import export_bundle
-    from memf.training.matrix import MODEL_JSON, run_dir
+    from memf.training.matrix import MODEL_JSON, RUNS_DIR, run_dir
 
-    results = Path(args.results)
-    runs = results / "runs" / args.experiment
+    # The workflow's folders, relative to the working directory that holds results/.
+    work = Path(args.results).parent
+    runs = work / run_dir(args.experiment, 0).parent
     folds = [args.fold] if args.fold is not None else sorted(
         int(p.name[len("fold"):]) for p in runs.glob("fold*") if (p / MODEL_JSON).is_file())
     if not folds:
         raise ValueError(f"{runs}: no finished run of experiment '{args.experiment}'")
-    dirs = {k: run_dir(args.experiment, k, results / "runs") for k in folds}
+    dirs = {k: run_dir(args.experiment, k, work / RUNS_DIR) for k in folds}
     feature_set = read_json(dirs[folds[0]] / MODEL_JSON)["feature_set"]
-    bundle = export_bundle(experiment=args.experiment, run_dirs=dirs, padded_path=results / "padded" / f"{feature_set}.h5",
-                           data_dir=results / "data", features_dir=results / "features", out=args.out,
+    bundle = export_bundle(experiment=args.experiment, run_dirs=dirs, padded_path=work / padded_path(feature_set),
+                           data_dir=work / validated_dir(), features_dir=work / store_dir(), out=args.out,
                            seeds=args.seeds, level=args.coverage, extraction_shards=args.shards)
     iv = bundle["intervals"]
     print(f"bundle {args.out}: {args.experiment}, folds {folds}; {100 * iv['level']:.0f}% interval +-{iv['q']:.3f} "

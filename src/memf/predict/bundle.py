@@ -40,7 +40,7 @@ import numpy as np
 from memf.core.io import DataError, read_json
 from memf.core.version import code_version
 from memf.data.contract import CLIP_KINDS
-from memf.features.spec import code_version as extractor_code_version
+from memf.features.spec import extractor_version
 from memf.predict.plan import BUNDLE_FILE, extractor_configs
 from memf.training.matrix import MODEL_JSON, WEIGHTS_FILE
 
@@ -71,7 +71,7 @@ def package_versions() -> dict[str, str | None]:
 def stage_versions(extractors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The code versions a bundle records and checks: the stages of :data:`CHECKED_STAGES` and each extractor kind."""
     return {**{stage: code_version(stage) for stage in CHECKED_STAGES},
-            "extractors": {e["name"]: extractor_code_version(e["kind"]) for e in extractors.values()}}
+            "extractors": {e["name"]: extractor_version(e["kind"]) for e in extractors.values()}}
 
 
 def random_init_digest(arch: str, seed: int) -> str:
@@ -224,7 +224,7 @@ def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any 
     """
     from safetensors.numpy import load_file as load_numpy
 
-    from memf.training.runs import load_models
+    from memf.training.members import load_models
     from memf.training.prepare import NumericScaler
 
     path = Path(path)

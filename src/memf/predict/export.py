@@ -19,6 +19,7 @@ import polars as pl
 
 from memf.core.io import DataError, read_json, write_json
 from memf.core.version import VERSION
+from memf.features.layout import shard_path
 from memf.features.spec import RANDOM_INIT
 from memf.predict.bundle import (
     BUNDLE_METRICS,
@@ -70,7 +71,7 @@ def _numeric_transforms(features_dir: Path, numeric: Mapping[str, Any]) -> dict[
     """entity -> numeric column -> policy transform, as the numeric extractor's shard 0 recorded it."""
     from memf.features.store import read_field_shard
 
-    shard = features_dir / "numeric" / numeric["name"] / "shard-0.parquet"
+    shard = shard_path(features_dir, "numeric", numeric["name"], 0)
     _, meta = read_field_shard(shard)
     out: dict[str, dict[str, str]] = {}
     for key, transform in (meta.get("transforms") or {}).items():

@@ -19,12 +19,26 @@ from pathlib import Path
 from typing import Any
 
 from memf.data.contract import numeric_accepts, numeric_transforms
+from memf.data.layout import RESULTS
+from memf.features.layout import model_dir
+from memf.features.spec import HF_KINDS
 
-BUNDLES_DIR = Path("results/bundles")
-PREDICT_DIR = Path("results/predict")
+BUNDLES_DIR = Path(RESULTS) / "bundles"
+PREDICT_DIR = Path(RESULTS) / "predict"
 BUNDLE_FILE = "bundle.json"
-#: Extractor kinds whose local model folder a bundle copies (their weights, config, tokenizer, processor config).
-FOLDER_KINDS: tuple[str, ...] = ("transformers-text", "videomae", "wav2vec2")
+#: A bundle's files that mark it complete (bundle.json is written last) and its record of test metrics.
+BUNDLE_OUTPUTS: tuple[str, ...] = (BUNDLE_FILE, "metrics.json")
+#: Files a prediction writes into a dataset to predict's folder (memf.predict.predictor), by role.
+PREDICT_FILES: dict[str, str] = {
+    "predictions": "predictions.parquet", "drivers": "drivers.parquet", "metrics": "metrics.json",
+    "unpredicted": "unpredicted.csv", "padded": "padded.h5", "truncated": "padded.truncated.parquet",
+    "figure": "drivers.png",
+}
+#: Files of the drivers' comparison with the simulator's truth (simulated datasets only), by role.
+TRUTH_FILES: dict[str, str] = {"json": "drivers_vs_truth.json", "md": "drivers_vs_truth.md", "figure": "drivers_vs_truth.png"}
+#: Extractor kinds whose local model folder a bundle copies (their weights, config, tokenizer, processor config): the
+#: transformers checkpoints.
+FOLDER_KINDS: tuple[str, ...] = HF_KINDS
 
 
 @dataclass(frozen=True)
@@ -84,12 +98,28 @@ def extractor_configs(meta: Mapping[str, Any], path: Path) -> dict[str, dict[str
     return out
 
 
+def bundle_dir(experiment: str) -> Path:
+    """``results/bundles/{experiment}``: the bundle the workflow exports of a trained experiment."""
+    return BUNDLES_DIR / experiment
+
+
+def predict_dir(name: str) -> Path:
+    """``results/predict/{name}``: everything about a dataset to predict (its validated data, features, outputs)."""
+    return PREDICT_DIR / name
+
+
+def predict_prefix(name: str) -> str:
+    """The path prefix of a dataset to predict (``predict/{name}/``): its validated data is
+    ``results/{prefix}data`` and its features ``results/{prefix}features``, as the training data's with no prefix."""
+    return f"{predict_dir(name).relative_to(RESULTS).as_posix()}/"
+
+
 def bundle_dir_of(config: Mapping[str, Any]) -> Path | None:
     """The bundle folder ``predict.bundle`` means (None when prediction is off)."""
     ref = config["predict"]["bundle"]
     if ref is None:
         return None
-    return BUNDLES_DIR / ref if ref in config["experiments"] else Path(ref)
+    return bundle_dir(ref) if ref in config["experiments"] else Path(ref)
 
 
 def _bundle_copy(entry: Mapping[str, Any], name: str, bundle_dir: Path, built: set[str]) -> dict[str, Any]:
@@ -113,7 +143,7 @@ def predict_plan(config: Mapping[str, Any]) -> PredictPlan | None:
     ref = config["predict"]["bundle"]
     if ref in config["experiments"]:
         feature_set = config["experiments"][ref]["feature_set"]
-        built = {str(Path("results/models") / n) for n in config["tiny_models"]}
+        built = {str(Path(model_dir(n))) for n in config["tiny_models"]}
         chosen = config["feature_sets"][feature_set]
         extractors = {m: _bundle_copy(config["extractors"][name], name, bundle_dir, built) for m, name in chosen.items()}
         transforms = numeric_transforms(config["numeric"], config["columns"])

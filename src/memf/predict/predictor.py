@@ -38,10 +38,12 @@ from tqdm import tqdm
 from memf.core.io import DataError, read_json, write_json, write_parquet, write_text
 from memf.core.metrics import regression_metrics
 from memf.data.contract import ENTITIES, MODALITY_LIMITS
-from memf.features.spec import CLIP_MODALITIES, FEATURE_MODALITIES
+from memf.data.layout import VALIDATED
+from memf.features.layout import STORE, failures_path, shard_path
+from memf.features.spec import FEATURE_MODALITIES
 from memf.predict.bundle import Bundle
 from memf.predict.bundle import load_bundle as load_checked_bundle
-from memf.predict.plan import extractor_signature
+from memf.predict.plan import PREDICT_FILES, TRUTH_FILES, extractor_signature
 from memf.predict.drivers import (
     chosen_streams,
     compare_with_truth,
@@ -61,12 +63,6 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "log_sales", "sales",
 )
 UNPREDICTED_SCHEMA = {"stream_id": pl.String, "stage": pl.String, "reason": pl.String}
-
-
-def shard_paths(root: str | os.PathLike[str], modality: str, extractor: str, n_shards: int) -> list[Path]:
-    """``{root}/{modality}/{extractor}/shard-{k}.{parquet|h5}`` for every shard (the feature store's grammar)."""
-    suffix = "h5" if modality in CLIP_MODALITIES else "parquet"
-    return [Path(root) / modality / extractor / f"shard-{k}.{suffix}" for k in range(n_shards)]
 
 
 def member_column(fold: int, seed: int) -> str:
@@ -217,13 +213,14 @@ def predict_features(
     name = name or out_dir.name
     check_features(bundle, shards)
     max_items, max_clips = bundle.model_axes()
+    files = {role: out_dir / file for role, file in PREDICT_FILES.items()}
     pad_feature_set(data_dir=data_dir, feature_set=bundle.meta["feature_set"], shards=shards, columns=bundle.columns,
-                    max_items=max_items, max_clips=max_clips, out=out_dir / "padded.h5",
-                    truncated_out=out_dir / "padded.truncated.parquet", model_axes=True)
-    padded = read_padded(out_dir / "padded.h5")
+                    max_items=max_items, max_clips=max_clips, out=files["padded"], truncated_out=files["truncated"],
+                    model_axes=True)
+    padded = read_padded(files["padded"])
     if padded.attrs["fields"] != bundle.meta["fields"]:
         raise DataError(f"{data_dir}: fields {padded.attrs['fields']} differ from the bundle's {bundle.meta['fields']}")
-    arrays = fit_to_model(padded.arrays, bundle.meta["dims"], str(out_dir / "padded.h5"))
+    arrays = fit_to_model(padded.arrays, bundle.meta["dims"], str(files["padded"]))
     outputs = run_members(bundle, arrays, batch_size)
 
     offset = bundle.target_offset
@@ -240,10 +237,10 @@ def predict_features(
         **{member_column(f, s): outputs.pred[(f, s)] for f, s in sorted(outputs.pred)},
     }).with_columns(pl.col("log_sales", "sales").fill_nan(None))
     drivers = drivers_frame(padded.stream_id, ENTITIES, outputs.contribution, outputs.attention)
-    unpredicted = _unpredicted(data_dir, out_dir / "padded.truncated.parquet")
-    write_parquet(out_dir / "predictions.parquet", frame)
-    write_parquet(out_dir / "drivers.parquet", drivers)
-    write_text(out_dir / "unpredicted.csv", unpredicted.write_csv())
+    unpredicted = _unpredicted(data_dir, files["truncated"])
+    write_parquet(files["predictions"], frame)
+    write_parquet(files["drivers"], drivers)
+    write_text(files["unpredicted"], unpredicted.write_csv())
 
     known = ~np.isnan(y)
     dataset = read_json(data_dir / "dataset.json")
@@ -257,8 +254,8 @@ def predict_features(
                      "bundle_test_coverage": calib["test_coverage"]},
         "test": regression_metrics(y[known], mean[known]) if known.sum() >= 2 else None,
     }
-    write_json(out_dir / "metrics.json", metrics)
-    draw_drivers(drivers, frame, chosen_streams(frame, figure_streams), out_dir / "drivers.png",
+    write_json(files["metrics"], metrics)
+    draw_drivers(drivers, frame, chosen_streams(frame, figure_streams), files["figure"],
                  f"{name}: what drives each prediction ({bundle.meta['experiment']})")
     log.info("%s: %d streams predicted, %d not (unpredicted.csv); interval +-%.3f log at %.0f%%%s", name, len(mean),
              unpredicted.height, calib["q"], 100 * calib["level"],
@@ -271,13 +268,13 @@ def truth_report(out_dir: str | os.PathLike[str], ground_truth: str | os.PathLik
     """On simulated data: ``drivers_vs_truth.{json,md,png}`` from ``{out_dir}/drivers.parquet`` and the simulator's
     ground truth of the predicted streams (memf.predict.drivers.compare_with_truth)."""
     out_dir = Path(out_dir)
-    drivers = pl.read_parquet(out_dir / "drivers.parquet")
+    drivers = pl.read_parquet(out_dir / PREDICT_FILES["drivers"])
     truth = true_entity_contributions(pl.read_parquet(ground_truth),
                                       read_json(ground_truth_json) if ground_truth_json else None)
     result = compare_with_truth(drivers, truth)
-    write_json(out_dir / "drivers_vs_truth.json", result)
-    write_text(out_dir / "drivers_vs_truth.md", truth_markdown(result, name))
-    draw_truth(drivers, truth, result, out_dir / "drivers_vs_truth.png",
+    write_json(out_dir / TRUTH_FILES["json"], result)
+    write_text(out_dir / TRUTH_FILES["md"], truth_markdown(result, name))
+    draw_truth(drivers, truth, result, out_dir / TRUTH_FILES["figure"],
                f"{name}: measured against true entity contributions ({experiment})")
     return result
 
@@ -330,7 +327,7 @@ def predict_dataset(
     root = Path(dataset_root)
     n_shards = int(shards or bundle.meta["extraction"]["shards"])
     with _out_folder(out) as folder:
-        data_dir = folder / "data"
+        data_dir = folder / VALIDATED
         log.info("validating %s with the bundle's contract", root)
         validate_dataset(root, data_dir, columns=bundle.columns, target_offset=bundle.target_offset,
                          max_drop_fraction=max_drop_fraction, split_seed=0, folds=0, probe_workers=workers,
@@ -339,16 +336,16 @@ def predict_dataset(
         extractors = bundle.extractor_configs()
         extraction = {"shards": n_shards, "device": device, "workers": workers, "timeout_s": timeout_s,
                       "batch_size": batch_size, "precision": bundle.meta["extraction"]["precision"]}
-        features = folder / "features"
-        shard_files: dict[str, list[Path]] = {}
+        store = folder / STORE
+        shard_files: dict[str, list[str]] = {}
         with claim_device(device) as claimed:
             for modality in FEATURE_MODALITIES:
                 name = bundle.meta["extractors"][modality]["name"]
-                shard_files[modality] = shard_paths(features, modality, name, n_shards)
+                shard_files[modality] = [shard_path(store, modality, name, k) for k in range(n_shards)]
                 for k, path in enumerate(shard_files[modality]):
                     extract_shard(data_dir=data_dir, extractors=extractors, name=name, columns=bundle.columns,
                                   extraction=extraction, shard=k, out=path,
-                                  failures_out=path.with_name(f"shard-{k}.failures.parquet"), device=claimed,
+                                  failures_out=failures_path(store, modality, name, k), device=claimed,
                                   threads=workers, numeric=bundle.numeric_policy() if modality == "numeric" else None,
                                   limits={key: bundle.meta["limits"][key] for key in MODALITY_LIMITS[modality]})
         frame = predict_features(bundle, data_dir, shard_files, folder, figure_streams=figure_streams,

@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from memf.core.io import DataError, write_text
+from memf.training.matrix import REFERENCE_MODELS
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -27,7 +28,6 @@ def markers(name: str) -> tuple[str, str]:
 BEGIN, END = markers("results")
 TABLES = ("table9", "references", "ceilings", "fig5")
 REFERENCE = "memf"
-REFERENCE_MODELS = ("mean", "ridge", "hgb")
 
 
 FLOATS = ("r2", "r2_sd", "r2_diff", "r2_lo", "r2_hi", "frac_oracle", "frac_latent", "n_parameters")

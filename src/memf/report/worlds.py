@@ -28,10 +28,13 @@ import yaml
 
 from memf.core.html import table_page
 from memf.core.io import DataError, write_text
+from memf.report.layout import TABLES_DIR, WORLDS_DIR
 from memf.report.readme import update_readme
 from memf.report.tables import write_csv
+from memf.simulate.worlds import WORLDS as SIMULATOR_WORLDS
 
-WORLDS: tuple[str, ...] = ("default", "cross_modal", "fit", "dynamics")
+#: Every simulator world, in the simulator's registry order.
+WORLDS: tuple[str, ...] = tuple(SIMULATOR_WORLDS)
 TABLE = "worlds"
 CEILINGS = "ceilings"
 REFERENCE = "memf"
@@ -57,7 +60,7 @@ def run_worlds(config: Path, out: Path, worlds: list[str], cores: str, extra: li
 
 def load(folder: Path) -> pl.DataFrame:
     """A world's ``worlds`` table, then the model rows of its ``ceilings`` table (the oracle row is in the first)."""
-    tables = folder / "results" / "tables"
+    tables = folder / TABLES_DIR
     path = tables / f"{TABLE}.csv"
     if not path.is_file():
         raise DataError(f"{path}: missing; run the world's workflow with a `{TABLE}` table (config.worlds.yaml)")
@@ -150,14 +153,14 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the workflow once per world, then summarise")
     run.add_argument("--config", type=Path, default=ROOT / "config.worlds.yaml")
-    run.add_argument("--out", type=Path, default=Path("results/worlds"))
-    run.add_argument("--tables", type=Path, default=Path("results/tables"))
+    run.add_argument("--out", type=Path, default=Path(WORLDS_DIR))
+    run.add_argument("--tables", type=Path, default=Path(TABLES_DIR))
     run.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=WORLDS)
     run.add_argument("--cores", default="all")
     run.add_argument("snakemake_args", nargs="*", help="passed to every workflow run (after --)")
     summary = sub.add_parser("summary", help="summarise finished world runs")
     summary.add_argument("folder", type=Path)
-    summary.add_argument("--out", type=Path, default=Path("results/tables"))
+    summary.add_argument("--out", type=Path, default=Path(TABLES_DIR))
     for command in (run, summary):
         command.add_argument("--readme", type=Path, help="also rewrite this README's worlds block")
     args = parser.parse_args(argv)

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from memf.core.registry import Registry
 from memf.simulate.factors import Factor
 from memf.simulate.latent import CALIBRATION_SEED, Latents, calibration_sample, ragged_mean
 from memf.simulate.vocab import BROADCASTER_FIELDS, CATEGORIES, COLOURS, FIELD_SELLS
@@ -44,6 +45,16 @@ AGREEMENT: float = 0.5
 TREND_SD: float = 0.5
 
 
+#: The worlds by name, in registration order: ``simulator.world`` names one of these.
+WORLDS: Registry[type[WorldModel]] = Registry("world")
+
+
+def register_world(cls: type[WorldModel]) -> type[WorldModel]:
+    """Class decorator adding a world to :data:`WORLDS` under its ``name``."""
+    return WORLDS.register(cls.name)(cls)
+
+
+@register_world
 class WorldModel:
     """The default world: no latents beyond the default ones and no signal term. Subclasses add one signal."""
 
@@ -97,6 +108,7 @@ class SignalWorld(WorldModel, ABC):
         return {self.signal: dict(self.entities)}
 
 
+@register_world
 class CrossModalWorld(SignalWorld):
     """Each item's photo shows a colour family and its title names one; they agree with probability
     :data:`AGREEMENT`. The photo colour is uniform and the title names it or, if not, another colour uniformly, so
@@ -140,6 +152,7 @@ def _field_fit() -> np.ndarray:
     return centred / math.sqrt(w @ centred**2 @ pi)
 
 
+@register_world
 class FitWorld(SignalWorld):
     """Each anchor has a field (written as its ``broadCasterField``, drawn with the field weights) and an audience
     price level ``b ~ N(0, 1)`` (an audience tag); an item fits when the field sells its category and when its price
@@ -194,6 +207,7 @@ def clip_slope(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.divide(zv, zz, out=np.zeros(len(counts)), where=zz > 0)
 
 
+@register_world
 class DynamicsWorld(SignalWorld):
     """Each stream's video-clip energy follows a linear trend over the clip positions, ``TREND_SD * tau_s`` from the
     middle to the last clip, ``tau_s ~ N(0, 1)``. The trend has mean 0 over the clips, so the stream's mean energy
@@ -218,12 +232,6 @@ class DynamicsWorld(SignalWorld):
 
     def raw_signal(self, lat: Latents) -> np.ndarray:
         return clip_slope(lat.video_energy, lat.video_offsets)
-
-
-#: The registry: ``simulator.world`` names one of these.
-WORLDS: dict[str, type[WorldModel]] = {
-    cls.name: cls for cls in (WorldModel, CrossModalWorld, FitWorld, DynamicsWorld)
-}
 
 
 def world_rng(seed: int, model: WorldModel) -> np.random.Generator:

@@ -6,14 +6,13 @@
 - early stopping and the choice of epoch on the validation part only. The test part's metrics per epoch (the paper's
   Fig. 3 curves) are computed only when asked for (``test_curves``: final runs, never tuning trials) and go to the
   history, which nothing reads to decide anything;
-- resumable from :mod:`memf.training.checkpoint` files when the run's fingerprint matches.
+- resumable from :mod:`memf.training.checkpoint` files when the run's fingerprint matches
+  (:func:`memf.training.settings.run_fingerprint`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import random
@@ -80,22 +79,6 @@ def deterministic_algorithms(enabled: bool, device: torch.device) -> Iterator[No
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
-
-
-def data_digest(padded: Padded, fold: int) -> str:
-    """A hash of one fold's data: every array, the ids, the fold's splits and the targets (for fingerprints)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update("\n".join(padded.stream_id.astype(str)).encode())
-    for arr in (padded.split(fold), padded.target, *(padded.arrays[k] for k in sorted(padded.arrays))):
-        h.update(str(arr.shape).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
-
-
-def fingerprint(model_name: str, options: dict, seed: int, cfg: TrainConfig, digest: str) -> str:
-    """Identity of a run: a checkpoint is resumed only under the same fingerprint. Placement keys are left out."""
-    blob = json.dumps([model_name, options, seed, cfg.identity(), digest], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @torch.no_grad()

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RUNS_DIR = Path("results/runs")
-TUNING_DIR = Path("results/tuning")
+from memf.data.layout import RESULTS
+
+RUNS_DIR = Path(RESULTS) / "runs"
+TUNING_DIR = Path(RESULTS) / "tuning"
 #: Reference models (memf.training.references) -> their options and defaults.
 REFERENCE_OPTIONS: dict[str, dict[str, Any]] = {
     "mean": {},
@@ -88,12 +90,12 @@ class Experiment:
         return run_dir(self.name, fold, root)
 
 
-def run_dir(experiment: str, fold: int, root: Path = RUNS_DIR) -> Path:
+def run_dir(experiment: str, fold: int | str, root: Path = RUNS_DIR) -> Path:
     """``results/runs/{experiment}/fold{fold}``."""
     return Path(root) / experiment / f"fold{fold}"
 
 
-def tuning_dir(experiment: str, fold: int, root: Path = TUNING_DIR) -> Path:
+def tuning_dir(experiment: str, fold: int | str, root: Path = TUNING_DIR) -> Path:
     """``results/tuning/{experiment}/fold{fold}``."""
     return Path(root) / experiment / f"fold{fold}"
 

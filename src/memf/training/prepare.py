@@ -9,6 +9,8 @@ model bundle carries them to new data (they are never refitted there).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +73,17 @@ class FoldData:
     fold: int
     rows: dict[str, np.ndarray]  # split -> row indices into padded
     scaler: NumericScaler
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A hash of this fold's data: the ids, the splits, the targets and every (standardised) array; part of
+        every run's fingerprint (memf.training.settings.run_fingerprint)."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update("\n".join(self.padded.stream_id.astype(str)).encode())
+        for arr in (self.split_code, self.padded.target, *(self.padded.arrays[k] for k in sorted(self.padded.arrays))):
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
 
     @property
     def split_code(self) -> np.ndarray:

@@ -22,6 +22,9 @@ through the tuning (:mod:`memf.training.tuning`), every option; the test part de
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +35,13 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from memf.training.matrix import reference_options
+from memf.core.metrics import regression_metrics
+from memf.core.registry import Registry
 from memf.padding.padded import Padded
+from memf.training.fit import Fitter, SeedResult
+from memf.training.matrix import reference_options
 from memf.training.prepare import FoldData
+from memf.training.tuning import Outcome, Trial
 
 #: (batch key, mask key or None) blocks pooled in this order.
 POOLED_BLOCKS: tuple[tuple[str, str | None], ...] = (
@@ -104,41 +111,87 @@ def _reducer(blocks: list[tuple[str, int]], components: int, n_train: int) -> Co
     return ColumnTransformer(parts)
 
 
-def fit_reference(name: str, data: FoldData, options: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Fit reference model ``name`` on the fold's training part (validation for hgb's length); predict every stream.
-
-    Returns:
-        predictions [S] for all streams, and a JSON-able description of the fitted model (the choices made).
-    """
-    opts = reference_options(name, options)
-    train, val = data.rows["train"], data.rows["val"]
-    y = data.padded.target.astype(np.float64)
-    if name == "mean":
-        value = float(y[train].mean())
-        return np.full(len(data.padded), value), {"mean": value}
+def _prepared(data: FoldData, opts: dict[str, Any], reduce: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pooled features of every stream, standardised (and with ``reduce`` > 0 reduced by per-block PCA) as fitted on
+    the fold's training part, and the record of what was done."""
+    train = data.rows["train"]
     x, blocks = pooled_features(data.padded, opts["pooling"])
     info: dict[str, Any] = {"features": [[key, width] for key, width in blocks], "n_features": int(x.shape[1]),
                             "pooling": opts["pooling"]}
     steps: list[Any] = [StandardScaler()]
-    if name == "hgb" and opts["pca"] > 0:
-        steps.append(_reducer(blocks, int(opts["pca"]), len(train)))
-    prep = make_pipeline(*steps).fit(x[train])
-    xs = prep.transform(x)
+    if reduce > 0:
+        steps.append(_reducer(blocks, reduce, len(train)))
+    xs = make_pipeline(*steps).fit(x[train]).transform(x)
     info["n_model_features"] = int(xs.shape[1])
-    if name == "ridge":
-        model = Ridge(alpha=float(opts["alpha"])).fit(xs[train], y[train])
-        info.update(alpha=float(opts["alpha"]), intercept=float(model.intercept_))
-        return model.predict(xs), info
+    return xs, info
+
+
+#: A reference model's fit: (fold, options over their defaults, seed) -> (predictions [S] of every stream, the record
+#: of what was fitted). The torch-free catalog :data:`memf.training.matrix.REFERENCE_OPTIONS` lists the same names.
+ReferenceFit = Callable[[FoldData, dict[str, Any], int], tuple[np.ndarray, dict[str, Any]]]
+REFERENCES: Registry[ReferenceFit] = Registry("reference model")
+
+
+@REFERENCES.register("mean")
+def fit_mean(data: FoldData, opts: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The training part's mean target, for every stream."""
+    value = float(data.target("train").mean())
+    return np.full(len(data.padded), value), {"mean": value}
+
+
+@REFERENCES.register("ridge")
+def fit_ridge(data: FoldData, opts: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Ridge regression on the standardised pooled features."""
+    xs, info = _prepared(data, opts, 0)
+    train = data.rows["train"]
+    model = Ridge(alpha=float(opts["alpha"])).fit(xs[train], data.target("train"))
+    info.update(alpha=float(opts["alpha"]), intercept=float(model.intercept_))
+    return model.predict(xs), info
+
+
+@REFERENCES.register("hgb")
+def fit_hgb(data: FoldData, opts: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Gradient boosting on the standardised (optionally PCA-reduced) pooled features, for ``max_iter`` iterations;
+    the number of iterations with the lowest validation MSE (one staged pass) is kept."""
+    xs, info = _prepared(data, opts, int(opts["pca"]))
+    train, val = data.rows["train"], data.rows["val"]
+    y_val = data.target("val")
     max_iter = int(opts["max_iter"])
     hgb = {k: opts[k] for k in ("learning_rate", "max_leaf_nodes", "min_samples_leaf", "l2_regularization",
                                 "max_bins", "max_features")}
     for key in ("max_leaf_nodes", "min_samples_leaf", "max_bins"):
         hgb[key] = int(hgb[key])
     model = HistGradientBoostingRegressor(max_iter=max_iter, early_stopping=False, random_state=seed, **hgb)
-    model.fit(xs[train], y[train])
+    model.fit(xs[train], data.target("train"))
     # The validation MSE after every iteration, in one staged pass; the best number of iterations is kept.
-    val_mse = np.array([np.mean((p - y[val]) ** 2) for p in model.staged_predict(xs[val])])
+    val_mse = np.array([np.mean((p - y_val) ** 2) for p in model.staged_predict(xs[val])])
     best = int(np.argmin(val_mse)) + 1
     pred = next(p for i, p in enumerate(model.staged_predict(xs)) if i == best - 1)
     info.update(hgb, pca=int(opts["pca"]), max_iter=max_iter, iterations=best, val_mse=float(val_mse[best - 1]))
     return pred, info
+
+
+def fit_reference(name: str, data: FoldData, options: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fit reference model ``name`` on the fold's training part (validation for hgb's length); predict every stream.
+
+    Returns:
+        predictions [S] for all streams, and a JSON-able description of the fitted model (the choices made).
+    """
+    opts = reference_options(name, options)  # the catalog's checks first: an unknown name or option in one line
+    return REFERENCES.lookup(name)(data, opts, seed)
+
+
+class ReferenceFitter(Fitter):
+    """Fits a reference model (rule ``fit_reference``): on the CPU, no epochs, nothing to prune."""
+
+    def trial(self, params: Mapping[str, Any], seed: int, trial: Trial) -> Outcome:
+        options, _ = self.settings(params)
+        pred, info = fit_reference(self.spec.model, self.data, options, seed)
+        scores = regression_metrics(self.data.target("val"), pred[self.data.rows["val"]])
+        return Outcome(scores["mse"], scores["r2"], None, {"iterations": info.get("iterations")})
+
+    def fit_seed(self, params: Mapping[str, Any], seed: int, partial: Path) -> SeedResult:
+        options, _ = self.settings(params)
+        started = time.perf_counter()
+        pred, info = fit_reference(self.spec.model, self.data, options, seed)
+        return SeedResult(seed, pred, {"fitted": info, "train_seconds": time.perf_counter() - started})

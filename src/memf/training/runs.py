@@ -11,7 +11,6 @@ fold, every seed inside, and reading it back. Training (:mod:`memf.training.fit`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import polars as pl
 from memf.core.io import DataError, read_json, read_parquet_checked, write_json, write_parquet
 from memf.core.metrics import regression_metrics
 from memf.data.folds import SPLITS
-from memf.training.matrix import METRICS_FILE, MODEL_JSON, PREDICTIONS_FILE, WEIGHTS_FILE
+from memf.training.matrix import METRICS_FILE, MODEL_JSON, PREDICTIONS_FILE
 
 PREDICTION_COLUMNS: dict[str, str] = {
     "stream_id": "string", "seed": "integer", "split": "string", "y_true": "float", "y_pred": "float",
@@ -114,25 +113,3 @@ def write_run(
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / METRICS_FILE)
-
-
-def load_models(run_dir: str | Path, builder: Callable[..., Any] | None = None,
-                device: str = "cpu") -> tuple[dict[int, Any], dict[str, Any]]:
-    """Rebuild every seed's model of a trained run folder from ``model.json`` and ``weights.safetensors`` (every key
-    must match). Returns seed -> model (eval mode, on ``device``) and the metadata; ``per_seed[seed]`` holds each
-    target scaling. The model registry and torch are imported here, so reading a run's metrics stays light."""
-    from safetensors.torch import load_file
-
-    run_dir = Path(run_dir)
-    meta = read_json(run_dir / MODEL_JSON)
-    if builder is None:
-        from memf.models import build_model as builder
-    dims = {k: tuple(v) for k, v in meta["dims"].items()}
-    tensors = load_file(str(run_dir / WEIGHTS_FILE))
-    models = {}
-    for seed in meta["seeds"]:
-        prefix = f"seed{seed}/"
-        model = builder(meta["model"], dims, **meta["options"])
-        model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
-        models[int(seed)] = model.to(device).eval()
-    return models, meta

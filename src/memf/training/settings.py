@@ -15,6 +15,7 @@ floats), ``int``/``log_int`` ([low, high] integers, both included).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -176,3 +177,11 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
 def space_json(space: SearchSpace) -> list[dict[str, Any]]:
     """A JSON-able description of a space (for rule params and the tuning record)."""
     return [dataclasses.asdict(p) | {"args": list(p.args)} for p in space]
+
+
+def run_fingerprint(model: str, options: Mapping[str, Any], seed: int, cfg: TrainConfig, data_digest: str) -> str:
+    """Identity of one run (model, resolved options, seed, the settings that decide a result, the fold's data): a
+    finished seed of a killed job and a training checkpoint are kept only under the same fingerprint. Placement
+    settings are left out, so moving a job to another device resumes it."""
+    blob = json.dumps([model, dict(options), seed, cfg.identity(), data_digest], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
