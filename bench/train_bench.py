@@ -3,6 +3,8 @@
     python bench/train_bench.py                       # demo and paper sizes, every model, CPU (and CUDA if present)
     python bench/train_bench.py --sizes demo --models memf cmmt --device cpu --steps 10
     python bench/train_bench.py --layout --runs 8     # trained runs per core-minute: a process per run vs one per job
+    python bench/train_bench.py --epoch-time --sizes paper --models memf --device cuda --batch-size 32
+        # seconds per epoch of 736 training streams (the paper's training set) through the real training loop
 
 ``--layout`` trains ``--runs`` MEMF runs of the same data (demo sizes, 500 synthetic streams, fold 0's 300 training and
 100 validation streams) in two layouts, side by side in one measurement: the layout before this one (commit
@@ -18,6 +20,11 @@ the demo's shapes (8 items, 5 clips, 32-d text, video and audio from the tiny mo
 model options of config.yaml's ``model`` section, or the paper's shapes (BERT 768-d text, ResNet50 2048-d images,
 VideoMAE 768-d video, wav2vec2 768-d audio) and options (``memf.models.PAPER_OPTIONS``). Samples/s counts streams through forward,
 backward and an Adam step, after warm-up steps.
+
+``--epoch-time`` trains ``--streams`` synthetic streams (with an eighth as many for validation, and as many for the
+test part) through :func:`memf.training.loop.train_model`, the loop the pipeline's jobs run (deterministic algorithms
+on CUDA as ``train.deterministic`` says, the validation pass after each epoch included), and reports the median
+seconds per epoch after the first and the training samples/s that gives.
 """
 
 from __future__ import annotations
@@ -31,10 +38,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
+from memf.data.folds import split_of
 from memf.models import MODELS, PAPER_OPTIONS, build_model
+from memf.training.loop import deterministic_algorithms, train_model
+from memf.padding.padded import Padded, write_padded
+from memf.training.prepare import fold_data
+from memf.training.settings import TrainConfig
 
 CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 #: Size name -> (model options, input dims of text, image, video, audio).
@@ -106,6 +119,46 @@ def one(model_name: str, size: str, device: str, batch_size: int, steps: int, wa
     }
 
 
+def training_fold(streams: int, size: str, seed: int = 0) -> Padded:
+    """Synthetic padded streams whose run fold 0 (5 folds) trains on exactly ``streams`` of them (folds 2-4),
+    validates on ``streams // 8`` (fold 1) and tests as many (fold 0)."""
+    held = max(2, streams // 8)
+    n = streams + 2 * held
+    arrays = {k: v.numpy() for k, v in synthetic_batch(n, **SIZES[size][1], seed=seed).items()}
+    fold = np.concatenate([np.zeros(held), np.ones(held), 2 + np.arange(streams) % 3]).astype(np.int8)
+    target = np.random.default_rng(seed).normal(5.0, 1.0, n).astype(np.float32)
+    return Padded(stream_id=np.array([f"s{i:05d}" for i in range(n)]), fold=fold, target=target, folds=5, arrays=arrays)
+
+
+def epoch_time(model_name: str, size: str, device: str, batch_size: int, epochs: int, streams: int = 736,
+               deterministic: bool = True) -> dict[str, object]:
+    """Seconds per epoch of ``streams`` training streams through the pipeline's training loop (in this process)."""
+    if epochs < 2:
+        raise ValueError(f"epochs is {epochs}; at least 2 are needed (the first one warms up and is not counted)")
+    torch.manual_seed(0)
+    data = fold_data(training_fold(streams, size), 0)
+    model = build_model(model_name, data.padded.dims(), **SIZES[size][0])
+    cfg = TrainConfig.from_dict({"epochs": epochs, "batch_size": batch_size, "patience": 0, "checkpoint_every": 0,
+                                 "device": device, "deterministic": deterministic})
+    marks: list[float] = []
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+    with deterministic_algorithms(cfg.deterministic, torch.device(device)):
+        marks.append(time.perf_counter())
+        result = train_model(model, data, cfg, 0, device,
+                             on_epoch_end=lambda epoch, row: marks.append(time.perf_counter()))
+    seconds = np.diff(marks)
+    epoch_s = float(np.median(seconds[1:]))
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.startswith("cuda") else None
+    return {
+        "model": model_name, "size": size, "device": device, "batch_size": batch_size, "streams": streams,
+        "val_streams": len(data.rows["val"]), "epochs": result.epochs_run, "deterministic": cfg.deterministic,
+        "first_epoch_s": round(float(seconds[0]), 4), "epoch_s": round(epoch_s, 4),
+        "samples_per_s": round(streams / epoch_s, 1), "peak_mib": None if peak is None else round(peak, 1),
+        "final_train_loss": result.history[-1]["train_loss"],
+    }
+
+
 #: The layout before this one (commit 2d6ea32): one Snakemake job, so one Python process, per (experiment, seed) run.
 BASELINE_COMMIT = "2d6ea32"
 BASELINE_RUN = """
@@ -134,14 +187,13 @@ space = parse_space("bench", {"train.lr": {"log_uniform": [1e-3, 1e-2]}, "model.
 spec = JobSpec(experiment="memf", model="memf", feature_set="demo", fold=0, seeds=(0, 1, 2), options=config["model"],
                space=space, source="bench")
 fit_experiment(path, out + "/run", spec, {**config["train"], "device": "cpu"}, fitter=NeuralFitter,
-               tuning_dir=out + "/tuning", tuning=TuningSettings.from_dict({**config["tuning"], "trials": trials}))
+               tuning_dir=out + "/tuning",
+               tuning=TuningSettings.from_dict({**config["tuning"], "trials": trials}))
 """
 
 
 def synthetic_arrays(n: int = 500) -> tuple[dict, "np.ndarray"]:
     """Demo-sized padded arrays whose target depends on a few inputs."""
-    import numpy as np
-
     arrays = {k: v.numpy() for k, v in synthetic_batch(n, **SIZES["demo"][1]).items()}
     rng = np.random.default_rng(0)
     target = 5 + arrays["anchor/numeric"][:, 0] + arrays["commodity/text"][:, 0, 0, :4].sum(1) + rng.normal(0, 0.5, n)
@@ -151,10 +203,6 @@ def synthetic_arrays(n: int = 500) -> tuple[dict, "np.ndarray"]:
 def write_inputs(folder: Path) -> tuple[Path, Path]:
     """The same streams as this layout's padded file (5 folds) and the baseline's (fold 0 as its fixed split)."""
     import h5py
-    import numpy as np
-
-    from memf.data.folds import split_of
-    from memf.padding.padded import Padded, write_padded
 
     arrays, target = synthetic_arrays()
     n = len(target)
@@ -222,6 +270,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--layout", action="store_true", help="compare the stage-2 job layouts (see above)")
+    parser.add_argument("--epoch-time", action="store_true", help="seconds per epoch of the training loop (see above)")
+    parser.add_argument("--streams", type=int, default=736, help="training streams of --epoch-time")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of --epoch-time (the first is not counted)")
     parser.add_argument("--runs", type=int, default=8, help="runs trained in --layout")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -233,6 +284,15 @@ def main() -> None:
         print(json.dumps(one(args.models[0], args.sizes[0], args.device[0], args.batch_size, args.steps, args.warmup)))
         return
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    if args.epoch_time:
+        print(f"{'model':<22}{'size':<7}{'device':<8}{'streams':>8}{'epoch s':>10}{'samples/s':>12}{'peak MiB':>11}")
+        for device in devices:
+            for size in args.sizes:
+                for name in args.models:
+                    r = epoch_time(name, size, device, args.batch_size, args.epochs, args.streams)
+                    print(f"{name:<22}{size:<7}{device:<8}{r['streams']:>8}{r['epoch_s']:>10}{r['samples_per_s']:>12}"
+                          f"{r['peak_mib'] if r['peak_mib'] is not None else '-':>11}")
+        return
     print(f"{'model':<22}{'size':<7}{'device':<8}{'params':>12}{'samples/s':>12}{'peak MiB':>11}  peak of")
     for device in devices:
         for size in args.sizes:
