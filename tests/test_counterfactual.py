@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from simulate_support import read, tiny
 
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.simulate import read_latents, simulate, simulate_latents
 from memf.simulate.counterfactual import ANCHOR_DRIVEN_CLIPS, Variant, counterfactual_truth
 from memf.simulate.latent import AUDIO_WEIGHTS, COMMODITY_WEIGHTS, COUPLING, ragged_mean
 from memf.simulate.worlds import WORLDS, FitWorld
-from simulate_support import read, tiny
 
 SIGNALS = {"default": None, "cross_modal": "match", "fit": "fit", "dynamics": "trend"}
 
@@ -140,8 +140,8 @@ def test_another_streams_anchor_items_and_room_bring_its_contributions(datasets:
     other, plan = t.row(o), t.row(s)
     for name in ("anchor", "commodity", "room", "interaction", SIGNALS[world]):
         assert truth[f"contrib_{name}"][0] == pytest.approx(other[f"contrib_{name}"], abs=1e-9)
-    assert truth["label"].to_list() == [f"anchor {t.anchor_of(o)['object_id']}; items "
-                                        f"{'+'.join(t.items_of(o)['object_id'])}; room of {o}", "o's room"]
+    items = "+".join(t.items_of(o)["object_id"])
+    assert truth["label"].to_list() == [f"anchor {t.anchor_of(o)['object_id']}; items {items}; room of {o}", "o's room"]
     # Only the room moves with the room: the clips stay the plan's.
     got = _contribs(truth, 1)
     assert got == {**{k.removeprefix("contrib_"): v for k, v in plan.items() if k.startswith("contrib_")},

@@ -3,19 +3,18 @@ it (memf.simulate.factors), pad_latents puts it in those arrays only, and every 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from simulate_support import tiny, write_latent_dataset
 
 from memf.models import MODELS, build_model
 from memf.simulate import attributes, render, simulate_latents, vocab
 from memf.simulate.factors import FACTORS, ROUTES, Factor
 from memf.simulate.worlds import WORLDS
 from memf.training.pad import pad_latents
-from simulate_support import tiny, write_latent_dataset
 
 torch.set_num_threads(1)
 #: Two values of a continuous factor far enough apart to change every keyword tier, whatever the tier's noise.
@@ -29,7 +28,7 @@ BASE: dict[str, float] = {"reach": 0.0, "skill": 0.0, "field": 0, "audience": 0.
 def _render(world: str, v: dict[tuple[str, str], Any]) -> dict[str, Any]:
     """Array -> what the simulator renders into that array's media from the latents ``v`` ((entity, factor) ->
     value), wired as the writer wires them, with fixed random draws."""
-    rng = lambda: np.random.default_rng(0)  # noqa: E731 (the same draws for every call)
+    rng = lambda: np.random.default_rng(0)  # the same draws for every call
     a, c, r = (lambda f: v[("anchor", f)]), (lambda f: v[("commodity", f)]), (lambda f: v[("room", f)])
     colours = (c("photo_colour"), c("title_colour")) if world == "cross_modal" else (None, None)
     anchor_text = vocab.anchor_text(rng(), a("reach"), a("skill"))

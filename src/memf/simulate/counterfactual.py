@@ -24,7 +24,7 @@ k_planned)`` (audio tempo does not follow the anchor; nothing follows the room).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import polars as pl
 
 from memf.core.io import DataError, read_json
 from memf.simulate.factors import Factor, read_latents
-from memf.simulate.latent import CONTRIBUTIONS, Latents, raw_contributions
+from memf.simulate.latent import Latents, raw_contributions
 from memf.simulate.worlds import WORLDS, WorldModel
 
 #: Clip latents whose stream level follows the anchor's skill (``level = coupling * k_a + sqrt(1 - coupling^2) *
@@ -61,9 +61,12 @@ class Variant:
     anchor_id: str | None = None
     items: tuple[str, ...] | None = None
     room_from: str | None = None
-    label: str = field(default="")
+    label: str = ""
 
     def __post_init__(self) -> None:
+        if isinstance(self.items, str):
+            raise TypeError(f"variant of {self.stream_id}: items '{self.items}' is a string, expected a list of "
+                            "item_ids")
         if self.items is not None:
             object.__setattr__(self, "items", tuple(self.items))
             if not self.items:
