@@ -10,6 +10,7 @@ import pytest
 import torch
 from simulate_support import tiny, write_latent_dataset
 
+from memf.data.contract import FIELD_ENTITIES
 from memf.models import MODELS, build_model
 from memf.simulate import attributes, render, simulate_latents, vocab
 from memf.simulate.factors import FACTORS, ROUTES, Factor
@@ -86,8 +87,9 @@ def padded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         base = tmp_path_factory.mktemp(world)
         write_latent_dataset(simulate_latents(tiny(n_streams=40, n_anchors=10, world=world)), base / "raw",
                              base / "data")
-        out[world] = pad_latents(data_dir=base / "data", latents=base / "raw" / "latents.parquet", max_items=8,
-                                 max_clips=5, out=base / "latent.h5", ground_truth_json=base / "raw" / "ground_truth.json")
+        raw = base / "raw"
+        out[world] = pad_latents(data_dir=base / "data", latents=raw / "latents.parquet", max_items=8, max_clips=5,
+                                 out=base / "latent.h5", ground_truth_json=raw / "ground_truth.json")
     return out
 
 
@@ -105,10 +107,10 @@ def test_latent_arrays_hold_each_factor_in_its_routes_only(padded: dict[str, Any
             own = _names(fields[entity], suffix) if entity == f.entity else \
                 _names(fields[entity], suffix, "first_item.")
             assert (f.name in own) == (route in f.routes), f"{world}: {f.entity}/{f.name} in {route}"
-    # Every token of every entity holds something: no empty modality.
+    # One text and one image token per object, each holding something, and some numeric field: no empty modality.
     dims = padded[world].dims()
-    assert all(dims[f"{e}/{m}"][-1] >= 1 and dims[f"{e}/{m}"][-2 if m != "numeric" else -1] >= 1
-               for e in ("anchor", "room", "commodity") for m in ("text", "image", "numeric"))
+    assert all(dims[f"{e}/{m}"][-2] == 1 and dims[f"{e}/{m}"][-1] >= 1 for e in FIELD_ENTITIES for m in ("text", "image"))
+    assert all(dims[f"{e}/numeric"][-1] >= 1 for e in FIELD_ENTITIES)
 
 
 def test_cross_modal_colours_sit_in_their_own_tokens(padded: dict[str, Any]) -> None:
