@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -142,9 +143,22 @@ def test_a_feature_set_missing_a_modality_is_refused(tiny_env, store, tmp_path):
         pad(tiny_env, partial, tmp_path)
 
 
-def _latents(env: TinyEnv, path: Path, drop_item: str | None = None) -> None:
-    """A latents.parquet for the tiny dataset in the simulator's long format: anchor reach, an item's appeal and a
-    3-level category, the room's attractiveness, each clip's energy."""
+#: Routes of the hand-made latents below: a factor in several modalities, one in a single modality, a categorical
+#: factor in the item's text and (the first item's) in the room's text.
+ROUTING = {
+    "anchor": {"reach": ["anchor/text", "anchor/image", "anchor/numeric"]},
+    "room": {"attractiveness": ["room/text"]},
+    "commodity": {"appeal": ["commodity/text", "commodity/image"], "category": ["commodity/text", "room/text"]},
+    "video": {"energy": ["video/x"]},
+    "audio": {"energy": ["audio/x"]},
+}
+
+
+def _latents(env: TinyEnv, path: Path, drop_item: str | None = None, routing: dict | None = None,
+             category: float = 2.0) -> None:
+    """A latents.parquet for the tiny dataset in the simulator's long format and its ground_truth.json: anchor reach,
+    an item's appeal and 3-level category (``category``, but 1 for the first item), the room's attractiveness,
+    each clip's energy."""
     ds = load_clean(env.data)
     rows = []
     for sid, aid in ds.streams.select("stream_id", "anchor_id").iter_rows():
@@ -152,35 +166,85 @@ def _latents(env: TinyEnv, path: Path, drop_item: str | None = None) -> None:
         rows.append((sid, "room", sid, 0, "attractiveness", 0.5))
     for sid, iid, pos in ds.items.select("stream_id", "item_id", "position").iter_rows():
         if iid != drop_item:
-            rows += [(sid, "commodity", iid, pos, "appeal", float(pos)), (sid, "commodity", iid, pos, "category", 2.0)]
+            rows += [(sid, "commodity", iid, pos, "appeal", float(pos)),
+                     (sid, "commodity", iid, pos, "category", 1.0 if pos == 0 else category)]
     for sid, cid, kind, pos in ds.clips.select("stream_id", "clip_id", "kind", "position").iter_rows():
         rows.append((sid, kind, cid, pos, "energy", float(pos) + 0.25))
     pq.write_table(pl.DataFrame(rows, schema=["stream_id", "entity", "object_id", "position", "factor", "value"],
                                 orient="row").with_columns(pl.col("position").cast(pl.Int32)).to_arrow(), path)
-    (path.parent / "ground_truth.json").write_text('{"latent_factors": {"commodity": {"category": "categorical(3)"}}}')
+    truth = {"latent_factors": {"commodity": {"appeal": "continuous", "category": "categorical(3)"}},
+             "latent_routing": ROUTING if routing is None else routing}
+    (path.parent / "ground_truth.json").write_text(json.dumps(truth))
 
 
-def test_latent_feature_set_holds_one_vector_per_object(tiny_env, tmp_path):
+def _pad_latents(env: TinyEnv, tmp_path: Path, name: str = "latent.h5"):
     from memf.padding.pad import pad_latents
 
+    return pad_latents(data_dir=env.data, latents=tmp_path / "latents.parquet", max_items=8, max_clips=5,
+                       out=tmp_path / name, ground_truth_json=tmp_path / "ground_truth.json")
+
+
+def test_latent_feature_set_puts_each_factor_in_the_modalities_that_render_it(tiny_env, tmp_path):
     _latents(tiny_env, tmp_path / "latents.parquet")
-    padded = pad_latents(data_dir=tiny_env.data, latents=tmp_path / "latents.parquet", max_items=8, max_clips=5,
-                         out=tmp_path / "latent.h5", ground_truth_json=tmp_path / "ground_truth.json")
+    padded = _pad_latents(tiny_env, tmp_path)
     again = read_padded(tmp_path / "latent.h5")
     ds = load_clean(tiny_env.data)
     assert again.stream_id.tolist() == sorted(ds.streams["stream_id"].to_list()) and again.folds == 3
+    fields = padded.attrs["fields"]
+    assert fields["commodity"] == {"text": ["appeal", "category=0", "category=1", "category=2"], "image": ["appeal"],
+                                   "numeric": []}
+    assert fields["anchor"] == {"text": ["reach"], "image": ["reach"], "numeric": ["reach"]}
+    assert fields["room"] == {"text": ["attractiveness", "first_item.category=0", "first_item.category=1",
+                                       "first_item.category=2"], "image": [], "numeric": []}
+    assert fields["video"] == {"x": ["energy"]} and fields["audio"] == {"x": ["energy"]}
     dims = again.dims()
-    # appeal and the one-hot category (3 levels), as one field vector per item; no numeric or image field
-    assert dims["commodity/text"][1:] == (1, 4) and dims["commodity/numeric"][1] == 0 and dims["anchor/text"] == (1, 1)
-    items = again.arrays["commodity/text"][again.arrays["commodity/mask"]][:, 0]  # [n_items, 4]
-    np.testing.assert_array_equal(items[:, 1:], np.tile([0.0, 0.0, 1.0], (len(items), 1)))  # category 2 one-hot
+    m = int(ds.items.group_by("stream_id").len()["len"].max())
+    # one token per modality that renders something; no token where nothing is rendered (models skip those)
+    assert dims["commodity/text"] == (m, 1, 4) and dims["commodity/image"] == (m, 1, 1)
+    assert dims["commodity/numeric"] == (m, 0) and dims["room/image"] == (0, 1) and dims["room/numeric"] == (0,)
+    assert dims["anchor/text"] == dims["anchor/image"] == (1, 1) and dims["anchor/numeric"] == (1,)
+    mask = again.arrays["commodity/mask"]
+    items = again.arrays["commodity/text"][mask][:, 0]  # [n_items, 4]
+    photos = again.arrays["commodity/image"][mask][:, 0]  # [n_items, 1]
+    np.testing.assert_array_equal(items[:, 0], photos[:, 0])  # appeal in both tokens
+    first = np.zeros(mask.shape, bool)
+    first[:, 0] = True
+    np.testing.assert_array_equal(again.arrays["commodity/text"][first & mask][:, 0, 1:], [[0, 1, 0]] * mask.shape[0])
+    np.testing.assert_array_equal(again.arrays["commodity/text"][~first & mask][:, 0, 1:],
+                                  [[0, 0, 1]] * int((~first & mask).sum()))
+    # the room's text holds its attractiveness and its first item's category
+    np.testing.assert_array_equal(again.arrays["room/text"][:, 0], [[0.5, 0, 1, 0]] * len(again))
+    anchors = np.array([float(int(a[1:])) for a in ds.streams.sort("stream_id")["anchor_id"]], np.float32)
+    for key in ("anchor/text", "anchor/image"):
+        np.testing.assert_array_equal(again.arrays[key][:, 0, 0], anchors)
+    np.testing.assert_array_equal(again.arrays["anchor/numeric"][:, 0], anchors)
     n_items = ds.items.group_by("stream_id").len().sort("stream_id")["len"].to_numpy()
-    assert again.arrays["commodity/mask"].sum(1).tolist() == n_items.tolist()
+    assert mask.sum(1).tolist() == n_items.tolist()
     assert np.allclose(again.arrays["video/x"][again.arrays["video/mask"]][:, 0] % 1, 0.25)
-    assert padded.attrs["fields"]["commodity"]["latent"] == ["appeal", "category=0", "category=1", "category=2"]
-    # A kept item without latent factors is an error naming it, not a silent zero.
-    first = ds.items["item_id"][0]
+
+
+def test_latent_feature_set_refuses_what_it_cannot_route(tiny_env, tmp_path):
+    # A kept item without latent factors is an error naming it, not a silent zero; without the first item's, the
+    # room's text misses its category too.
+    items = load_clean(tiny_env.data).items
+    second, first = items.filter(pl.col("position") == 1)["item_id"][0], items["item_id"][0]
+    _latents(tiny_env, tmp_path / "latents.parquet", drop_item=second)
+    with pytest.raises(DataError, match=f"no latent factors for item {second}$"):
+        _pad_latents(tiny_env, tmp_path)
     _latents(tiny_env, tmp_path / "latents.parquet", drop_item=first)
-    with pytest.raises(DataError, match=f"no latent factors for item {first}"):
-        pad_latents(data_dir=tiny_env.data, latents=tmp_path / "latents.parquet", max_items=8, max_clips=5,
-                    out=tmp_path / "latent2.h5", ground_truth_json=tmp_path / "ground_truth.json")
+    with pytest.raises(DataError, match=f"no latent factors for room of stream {items['stream_id'][0]}, item {first}$"):
+        _pad_latents(tiny_env, tmp_path)
+    # A factor without a route, a route outside its entity, a category code out of range.
+    unrouted = {**ROUTING, "room": {}}
+    _latents(tiny_env, tmp_path / "latents.parquet", routing=unrouted)
+    with pytest.raises(DataError, match="factor room/attractiveness is in .* but not under latent_routing"):
+        _pad_latents(tiny_env, tmp_path)
+    _latents(tiny_env, tmp_path / "latents.parquet", routing={**ROUTING, "video": {"energy": ["room/text"]}})
+    with pytest.raises(DataError, match="factor video/energy has route 'room/text', expected one of its entity's"):
+        _pad_latents(tiny_env, tmp_path)
+    _latents(tiny_env, tmp_path / "latents.parquet", category=3.0)
+    with pytest.raises(DataError, match=r"factor commodity/category has value 3.0, expected a category code 0..2"):
+        _pad_latents(tiny_env, tmp_path)
+    (tmp_path / "ground_truth.json").write_text(json.dumps({"latent_factors": {}}))
+    with pytest.raises(DataError, match="no 'latent_routing'"):
+        _pad_latents(tiny_env, tmp_path)

@@ -33,30 +33,74 @@ LATENTS_COLUMNS: dict[str, str] = {
 }
 
 
+#: Where a factor can be rendered, named by the padded array of the latent feature set that holds it
+#: (docs/simulator.md, "Latents by modality"): an entity's text, image or numeric fields, or the clips.
+ROUTES: tuple[str, ...] = (
+    "anchor/text", "anchor/image", "anchor/numeric", "room/text", "room/image", "room/numeric",
+    "commodity/text", "commodity/image", "commodity/numeric", "video/x", "audio/x",
+)
+
+#: (factor entity, array entity) of the cross-entity routes: the array holds the stream's first item's value.
+FIRST_ITEM_ROUTES: frozenset[tuple[str, str]] = frozenset({("commodity", "room")})
+
+
 @dataclass(frozen=True)
 class Factor:
     """One latent factor: its entity, its name in latents.parquet, the :class:`Latents` array holding it (one value
-    per anchor, item, stream or clip) and its kind ("continuous" or "categorical(n)")."""
+    per anchor, item, stream or clip), the modalities that render it and its kind ("continuous" or
+    "categorical(n)").
+
+    ``routes`` names, among :data:`ROUTES`, every table column or medium whose content the factor drives: an
+    entity's own text, image or numeric fields, or its clips. A commodity factor may also be routed to the room's
+    fields (:data:`FIRST_ITEM_ROUTES`): those render the stream's first item's value (the room's title and tag name
+    the first item's category).
+    """
 
     entity: str
     name: str
     attribute: str
+    routes: tuple[str, ...]
     kind: str = "continuous"
+    #: Arrays whose media the factor also moves but that do not hold it, each for a reason the docs give (the
+    #: category's median price shifts the price, which the numeric fields hold as the price level).
+    left_out: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.routes:
+            raise ValueError(f"factor {self.entity}/{self.name}: no routes, expected some of {list(ROUTES)}")
+        if set(self.routes) & set(self.left_out):
+            raise ValueError(f"factor {self.entity}/{self.name}: {sorted(set(self.routes) & set(self.left_out))} "
+                             "both routed and left out")
+        for route in self.routes + self.left_out:
+            target = route.partition("/")[0]
+            if route not in ROUTES or (target != self.entity and (self.entity, target) not in FIRST_ITEM_ROUTES):
+                raise ValueError(f"factor {self.entity}/{self.name}: route '{route}' is not one of its entity's "
+                                 f"arrays (or a room array for a commodity factor) among {list(ROUTES)}")
 
 
-#: Every factor of the default world, in the order written within an object.
+#: Every factor of the default world, in the order written within an object, with the media that render it
+#: (docs/simulator.md, "Latents by modality"; the comments say how).
 FACTORS: tuple[Factor, ...] = (
-    Factor("anchor", "reach", "anchor_reach"),
-    Factor("anchor", "skill", "anchor_skill"),
-    Factor("commodity", "appeal", "item_appeal"),
-    Factor("commodity", "price", "item_price"),
-    Factor("commodity", "discount", "item_discount"),
-    Factor("commodity", "category", "item_category", f"categorical({len(CATEGORIES)})"),
-    Factor("room", "attractiveness", "room_attractiveness"),
-    Factor("room", "duration", "room_duration"),
-    Factor("video", "energy", "video_energy"),
-    Factor("audio", "energy", "audio_energy"),
-    Factor("audio", "tempo", "audio_tempo"),
+    # reach tags; avatar brightness; fans, views, likes, comments
+    Factor("anchor", "reach", "anchor_reach", ("anchor/text", "anchor/image", "anchor/numeric")),
+    # skill tags; avatar saturation and stripes; views, likes, comments, followTopCount, score
+    Factor("anchor", "skill", "anchor_skill", ("anchor/text", "anchor/image", "anchor/numeric")),
+    # hot or cold title words; photo saturation and brightness
+    Factor("commodity", "appeal", "item_appeal", ("commodity/text", "commodity/image")),
+    # premium or budget words and brand tier; photo stripe frequency; price and coupon price
+    Factor("commodity", "price", "item_price", ("commodity/text", "commodity/image", "commodity/numeric")),
+    # discount phrase; height of the sale banner; coupon price
+    Factor("commodity", "discount", "item_discount", ("commodity/text", "commodity/image", "commodity/numeric")),
+    # category name and title word; the photo's hue; the room's title and tag name the first item's category. The
+    # price is drawn around the category's median, but the numeric fields hold the price level, not 17 indicators.
+    Factor("commodity", "category", "item_category", ("commodity/text", "commodity/image", "room/text"),
+           f"categorical({len(CATEGORIES)})", left_out=("commodity/numeric",)),
+    # title hooks and tags; cover brightness and saturation
+    Factor("room", "attractiveness", "room_attractiveness", ("room/text", "room/image")),
+    Factor("room", "duration", "room_duration", ("room/numeric",)),  # duration in seconds
+    Factor("video", "energy", "video_energy", ("video/x",)),  # background brightness, disc speed
+    Factor("audio", "energy", "audio_energy", ("audio/x",)),  # loudness, pitch
+    Factor("audio", "tempo", "audio_tempo", ("audio/x",)),  # beat rate
 )
 
 
@@ -65,6 +109,15 @@ def latent_factors(factors: tuple[Factor, ...] = FACTORS) -> dict[str, dict[str,
     out: dict[str, dict[str, str]] = {}
     for f in factors:
         out.setdefault(f.entity, {})[f.name] = f.kind
+    return out
+
+
+def latent_routing(factors: tuple[Factor, ...]) -> dict[str, dict[str, list[str]]]:
+    """``{entity: {factor: [route, ...]}}``, recorded in ground_truth.json under ``latent_routing``: the padded
+    arrays of the latent feature set that hold each factor (:func:`memf.padding.pad.pad_latents`)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for f in factors:
+        out.setdefault(f.entity, {})[f.name] = list(f.routes)
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 from sklearn.metrics import r2_score
 
-from memf.simulate.factors import FACTORS, latent_factors
+from memf.simulate.factors import FACTORS, latent_factors, latent_routing
 from memf.simulate.latent import (
     CONTRIBUTIONS, COUPLING, Latents, calibration, draw_latents, population_variance, raw_contributions,
 )
@@ -103,6 +103,7 @@ class World:
             },
             "world": describe(self.model),
             "latent_factors": latent_factors(FACTORS + self.model.factors),
+            "latent_routing": latent_routing(self.model.all_factors()),
         }
 
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from memf.core.registry import Registry
-from memf.simulate.factors import Factor
+from memf.simulate.factors import FACTORS, Factor
 from memf.simulate.latent import CALIBRATION_SEED, Latents, calibration_sample, ragged_mean
 from memf.simulate.vocab import BROADCASTER_FIELDS, CATEGORIES, COLOURS, FIELD_SELLS
 
@@ -64,6 +64,8 @@ class WorldModel:
     defaults: ClassVar[dict[str, float]] = {}
     #: Latent factors the world adds to latents.parquet.
     factors: ClassVar[tuple[Factor, ...]] = ()
+    #: Default factors the world renders in other media than the default world: (entity, factor) -> routes.
+    reroutes: ClassVar[dict[tuple[str, str], tuple[str, ...]]] = {}
     formula: ClassVar[str] = (
         "expected_log_sales = log_sales_mean + sum of contrib_X over X in anchor, commodity, room, video, audio, "
         "interaction (docs/simulator.md, 'Contributions to log(sales)')"
@@ -76,6 +78,12 @@ class WorldModel:
     def share(self) -> float:
         """Share of the population variance of the expected log(sales) carried by the world's signal."""
         return float(self.settings.get("share", 0.0))
+
+    def all_factors(self) -> tuple[Factor, ...]:
+        """Every latent factor of the world, the default ones first, each with the routes of the media that render
+        it in this world."""
+        default = tuple(dataclasses.replace(f, routes=self.reroutes.get((f.entity, f.name), f.routes)) for f in FACTORS)
+        return default + self.factors
 
     def extend(self, rng: np.random.Generator, lat: Latents) -> Latents:
         """The latents with the world's own drawn (from ``rng``) or changed; the default world's are kept."""
@@ -119,9 +127,13 @@ class CrossModalWorld(SignalWorld):
     signal = "match"
     entities = {"commodity": 1.0}
     factors = (
-        Factor("commodity", "photo_colour", "item_photo_colour", f"categorical({len(COLOURS)})"),
-        Factor("commodity", "title_colour", "item_title_colour", f"categorical({len(COLOURS)})"),
+        # the photo's hue and the product's colour
+        Factor("commodity", "photo_colour", "item_photo_colour", ("commodity/image",), f"categorical({len(COLOURS)})"),
+        # the colour word of the title
+        Factor("commodity", "title_colour", "item_title_colour", ("commodity/text",), f"categorical({len(COLOURS)})"),
     )
+    # The photo's hue is the colour's, no longer the category's.
+    reroutes = {("commodity", "category"): ("commodity/text", "room/text")}
     formula = (
         "M = mean_j (2*[photo_colour_j == title_colour_j] - 1) over the stream's items; contrib_match = "
         "effects.match * (M - mu_M) / sd_M; the default contributions are scaled by sqrt(1 - share)"
@@ -163,8 +175,9 @@ class FitWorld(SignalWorld):
     signal = "fit"
     entities = {"anchor": 0.5, "commodity": 0.5}
     factors = (
-        Factor("anchor", "field", "anchor_field", f"categorical({len(BROADCASTER_FIELDS)})"),
-        Factor("anchor", "audience", "anchor_audience"),
+        # broadCasterField and the categoryName that goes with it
+        Factor("anchor", "field", "anchor_field", ("anchor/text",), f"categorical({len(BROADCASTER_FIELDS)})"),
+        Factor("anchor", "audience", "anchor_audience", ("anchor/text",)),  # the audience tag among the tags
     )
     formula = (
         "F = mean_j (fit(field_a, category_j) + b_a * p_j) over the stream's items, fit the double-centred "
