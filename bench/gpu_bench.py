@@ -573,6 +573,8 @@ NOT_CARRIED: dict[str, str] = {
                     "on the device; the benchmark uses nothing that changed across their recent versions"),
     "snakemake-executor-plugin-slurm": "gpu.sh runs Snakemake locally; the plugin would bring pandas (12 MB of the "
                                        "64 MiB one device call may carry)",
+    **dict.fromkeys(("import-linter", "ruff"),
+                    "structure checks (tests/test_structure.py) that gpu.sh does not run: they need no device"),
 }
 #: Distributions the device has (its documented stack and what that stack requires): a dependency of a carried
 #: distribution with one of these names is not carried.
