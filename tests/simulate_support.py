@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -40,3 +42,14 @@ def read(root: Path, table: str) -> pl.DataFrame:
 def files(root: Path) -> dict[str, bytes]:
     """Relative path -> bytes of every file under ``root``."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def peak_rss_mb(code: str) -> float:
+    """Peak resident memory (MB) of ``python -c code`` run in a fresh process (its own child, so that nothing the
+    test process ran before counts: ``RUSAGE_CHILDREN`` is the largest child's peak)."""
+    wrapper = ("import resource, subprocess, sys\n"
+               f"subprocess.run([sys.executable, '-c', {code!r}], check=True)\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return int(out.stdout.split()[-1]) / 1024
