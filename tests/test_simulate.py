@@ -354,17 +354,24 @@ def test_cli_writes_a_dataset(tmp_path: Path) -> None:
     root = tmp_path / "cli"
     proc = subprocess.run(
         [sys.executable, "-m", "memf.simulate", "--root", str(root), "--config", str(config), "--n-streams", "3",
-         "--seed", "11"],
+         "--seed", "11", "--shards", "2"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((root / "dataset.json").read_text())
     assert meta["seed"] == 11 and meta["sizes"]["streams"] == 3
-    # Another process, the same bytes (tables and media).
+    # Another process, the same bytes (tables, media and the two render records).
     here = tmp_path / "here"
-    simulate(here, tiny(n_streams=3, seed=11), DEFAULT_COLUMNS)
+    simulate(here, tiny(n_streams=3, seed=11), DEFAULT_COLUMNS, shards=2)
     assert files(root) == files(here)
-    assert {f"{table}.parquet" for table in TABLES} <= set(files(root))
+    assert {f"{table}.parquet" for table in TABLES} | {"media/render-0.parquet", "media/render-1.parquet"} <= set(
+        files(root))
+    from memf.simulate.__main__ import main
+
+    main(["--root", str(tmp_path / "free"), "--config", str(config), "--n-streams", "3", "--seed", "11",
+          "--no-media"])
+    assert not (tmp_path / "free" / "media").exists()
+    assert read(tmp_path / "free", "latents").equals(read(root, "latents"))
 
 
 # --- media-free mode and sharded rendering -------------------------------------------------------------------------

@@ -28,7 +28,7 @@ _PREDICT = ("predict", *_MODEL, "training/pad.py", "training/fit.py", "training/
             "core/metrics.py")
 #: Stage -> source files and folders (relative to src/memf) its outputs depend on.
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "simulate": ("simulate", "data/contract.py"),
+    "simulate": ("simulate", "data/contract.py", "data/dataset.py", "data/records.py"),
     "validate": ("data",),
     "tiny_model": ("features/tiny.py",),
     "pad": ("training/pad.py", "training/padded.py", "features/store.py", "data/dataset.py", "data/contract.py"),

@@ -578,6 +578,8 @@ def simulate(root: str | Path, cfg: dict[str, Any], columns: dict[str, dict[str,
         Counts, the oracle R^2 and the wall time.
     """
     start = time.perf_counter()
+    if shards < 1:
+        raise ValueError(f"render shards: {shards}, expected at least 1")
     root = Path(root)
     writer = _writer(cfg, columns)
     summary = _write_tables(root, writer, DEFAULT_COLUMNS if columns is None else columns, start)
