@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,14 @@ def write_latent_dataset(world: World, raw: Path, data: Path, folds: int = 3) ->
     write_parquet(data / "clips.parquet", pl.DataFrame(clips, schema=["stream_id", "clip_id", "kind", "position"],
                                                        orient="row"))
     write_json(data / "dataset.json", {"root": str(raw), "folds": {"k": folds}})
+
+
+def peak_rss_mb(code: str) -> float:
+    """Peak resident memory (MB) of ``python -c code`` run in a fresh process (its own child, so that nothing the
+    test process ran before counts: ``RUSAGE_CHILDREN`` is the largest child's peak)."""
+    wrapper = ("import resource, subprocess, sys\n"
+               f"subprocess.run([sys.executable, '-c', {code!r}], check=True)\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return int(out.stdout.split()[-1]) / 1024

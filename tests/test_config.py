@@ -58,3 +58,31 @@ def test_evaluation_keeps_the_rows_and_comparisons_the_matrix_has(tmp_path):
     assert evaluation["compare_to"] == {"demo": "memf"}
     assert evaluation["ceilings"]["latent"] == [] and evaluation["importance"]["table"] is None
     assert any("table7" in n and "not written" in n for n in notes)
+
+
+def test_a_media_free_simulation_accepts_only_the_latent_feature_set(tmp_path):
+    from memf.config import MEDIA_DEFECTS
+    from memf.simulate.params import MEDIA_DEFECT_KEYS
+
+    assert MEDIA_DEFECTS == MEDIA_DEFECT_KEYS
+    latent = {"ridge-latent": {"model": "ridge", "feature_set": "latent", "options": {"pooling": "set"}}}
+    config = {"simulator": {"media": False}, "experiments": dict(latent)}
+    load_config(config, SCHEMA, tmp_path)  # tables, latents and truth are all the latent ceiling needs
+    config = {"simulator": {"media": False, "defects": {"no_audio_stream": 0.1, "missing_modality": 0.2}},
+              "experiments": {**latent, "memf": {"model": "memf", "feature_set": "demo"}},
+              "predict": {"bundle": "memf", "datasets": {"demo": "results/demo/raw"}}}
+    with pytest.raises(ConfigError) as error:
+        load_config(config, SCHEMA, tmp_path)
+    assert error.value.problems == [
+        "config key 'experiments.memf.feature_set': 'demo'; simulator.media is false (no media are written), so "
+        "only the feature set 'latent' is accepted",
+        "config key 'predict.datasets.demo': 'results/demo/raw'; simulator.media is false (no media are written), so "
+        "only datasets other than the simulated one (dataset.root) are accepted",
+        "config key 'simulator.defects.no_audio_stream': 0.1; simulator.media is false (no media are written), so "
+        "only 0 is accepted",
+    ]
+    # Without the simulator the setting says nothing: the user's dataset has its own media.
+    (tmp_path / "mine").mkdir()
+    for table in ("streams", "anchors", "items", "clips"):
+        (tmp_path / "mine" / f"{table}.parquet").write_bytes(b"")
+    load_config({"dataset": {"root": "mine", "simulate": False}, "simulator": {"media": False}}, SCHEMA, tmp_path)

@@ -103,6 +103,10 @@ MISTAKES = {
                        "config key 'predict.bundle': 'nope' is neither an experiment (known: "),
     "missing dataset to predict": ("predict: {bundle: memf, datasets: {next: nowhere}}\n",
                                    "config key 'predict.datasets.next': 'nowhere' is not a folder"),
+    "media feature set without media": (
+        "simulator: {media: false}\n",
+        "config key 'experiments.memf.feature_set': 'demo'; simulator.media is false (no media are written), so only "
+        "the feature set 'latent' is accepted"),
     "latent without the simulator": (
         "dataset: {root: ., simulate: false}\nexperiments: {m: {model: memf, feature_set: latent}}\n",
         "config key 'experiments.m.feature_set': 'latent' (the simulator's true latent factors) needs dataset.simulate"),
@@ -153,6 +157,40 @@ def test_own_dataset_goes_through_validation(tmp_path):
     # Nothing changed: nothing to do.
     again = snakemake("-n", "--configfile", "cfg.yaml", "--until", "validate", cwd=tmp_path)
     assert nothing_planned(again)
+
+
+def test_a_media_free_simulation_plans_no_media_job_and_rendering_and_probing_go_by_shard(tmp_path):
+    (tmp_path / "free.yaml").write_text(
+        "simulator: {n_streams: 30, media: false}\nextraction: {shards: 3}\nvalidation: {probe_shards: 2}\n"
+        "experiments:\n  ridge-latent: {model: ridge, feature_set: latent, options: {pooling: set}}\n")
+    jobs = job_counts(snakemake("-n", "--configfile", "free.yaml", cwd=tmp_path))
+    assert set(jobs) == {"simulate", "validate", "pad_latent", "fit_reference", "all"}, jobs
+    (tmp_path / "media.yaml").write_text("simulator: {n_streams: 30}\nextraction: {shards: 3}\n"
+                                         "validation: {probe_shards: 2}\n")
+    jobs = job_counts(snakemake("-n", "--configfile", "media.yaml", "--until", "validate", cwd=tmp_path))
+    assert jobs == {"simulate": 1, "simulate_render": 3, "probe_media": 2, "validate": 1}, jobs
+
+
+def test_probe_jobs_validate_as_the_validate_job_alone(tmp_path, monkeypatch):
+    from memf.data.contract import DEFAULT_COLUMNS
+    from memf.data.validate import validate_dataset
+
+    write_dataset(tmp_path / "mydata", n_streams=6)
+    (tmp_path / "mydata" / "media" / "room2.jpg").write_bytes(b"not an image")
+    (tmp_path / "cfg.yaml").write_text("dataset: {root: mydata, simulate: false}\nsplit: {folds: 2}\n"
+                                       "validation: {probe_shards: 2}\n")
+    out = snakemake("--cores", "2", "--configfile", "cfg.yaml", "--until", "validate", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    probed = pl.concat([pl.read_parquet(tmp_path / f"results/data/probe/shard-{k}.parquet") for k in (0, 1)])
+    assert probed["path"].is_unique().all() and probed.height == 3 + 6 + 12 + 24  # avatars, rooms, items, clips
+    assert (tmp_path / "logs/data/probe/shard-1.log").is_file()
+    monkeypatch.chdir(tmp_path)  # the workflow's root is relative to its folder: so are the files named in reasons
+    validate_dataset("mydata", "alone", columns=DEFAULT_COLUMNS, target_offset=1.0, max_drop_fraction=0.25,
+                     split_seed=0, folds=2)
+    for name in ("streams", "items", "clips", "excluded"):
+        assert pl.read_parquet(tmp_path / f"results/data/{name}.parquet").equals(
+            pl.read_parquet(tmp_path / "alone" / f"{name}.parquet")), name
+    assert "image does not decode" in pl.read_parquet(tmp_path / "alone" / "excluded.parquet")["reason"][0]
 
 
 # --- the tiny configuration end to end, then what a change replans ---------------------------------------------

@@ -275,6 +275,32 @@ def _check_predict(config: Mapping[str, Any], workdir: Path) -> list[str]:
     return out
 
 
+#: The defect switches that damage media files (``memf.simulate.params.MEDIA_DEFECT_KEYS``, repeated here so that
+#: loading the workflow does not import the simulator; tests/test_config.py keeps the two equal).
+MEDIA_DEFECTS: tuple[str, ...] = ("corrupt_image", "truncated_video", "corrupt_audio", "no_audio_stream")
+
+
+def _check_media_free(config: Mapping[str, Any]) -> list[str]:
+    """With ``simulator.media: false`` the simulated dataset has tables, ground truth and latents only: no experiment
+    (hence no table row) may use a feature set extracted from media, no dataset to predict may be the simulated one,
+    and no defect may damage media."""
+    from memf.training.matrix import LATENT_FEATURE_SET
+
+    if not config["dataset"]["simulate"] or config["simulator"]["media"]:
+        return []
+    why = "simulator.media is false (no media are written)"
+    out = [f"config key 'experiments.{name}.feature_set': '{entry.get('feature_set')}'; {why}, so only the feature "
+           f"set '{LATENT_FEATURE_SET}' is accepted"
+           for name, entry in config["experiments"].items() if entry.get("feature_set") != LATENT_FEATURE_SET]
+    out += [f"config key 'predict.datasets.{name}': '{root}'; {why}, so only datasets other than the simulated one "
+            f"(dataset.root) are accepted"
+            for name, root in config["predict"]["datasets"].items() if root == config["dataset"]["root"]]
+    defects = config["simulator"]["defects"]
+    out += [f"config key 'simulator.defects.{key}': {defects[key]}; {why}, so only 0 is accepted"
+            for key in MEDIA_DEFECTS if defects[key] > 0]
+    return out
+
+
 def check_config(config: Mapping[str, Any], workdir: Path) -> list[str]:
     """Every cross-reference problem of a schema-valid, default-filled config, one line each."""
     return [
@@ -284,6 +310,7 @@ def check_config(config: Mapping[str, Any], workdir: Path) -> list[str]:
         *_check_experiments(config),
         *_check_evaluation(config),
         *_check_predict(config, workdir),
+        *_check_media_free(config),
     ]
 
 

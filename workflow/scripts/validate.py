@@ -18,4 +18,6 @@ with job_log(sm.log[0]):
         probe_timeout_s=sm.config["validation"]["probe_timeout_s"],  # speed only: read from the config, not a param
         numeric_accepts=sm.params.numeric_accepts,
         limits=sm.params.limits,
+        media=sm.params.media,
+        probes=list(sm.input.probes) or None,  # the probe jobs' records (validation.probe_shards), else decode here
     )

@@ -17,6 +17,13 @@ If more than ``max_drop_fraction`` of the streams is excluded the run fails loud
 message. The kept streams are assigned to cross-validation folds (:mod:`memf.data.folds`): column ``fold`` of
 ``streams.parquet``.
 
+The table checks are columnar (polars expressions over whole columns), so 10^5 streams validate in seconds. Media are
+decoded once each, in isolated worker processes: inside :func:`validate_dataset`, or beforehand by one
+:func:`probe_shard` job per shard whose records (per file: the reason it failed, or its truncation) the validation
+then reads (``probes``). A **media-free** dataset (``media=False``: the simulator's ``media: false``, whose
+``dataset.json`` says so) has no image columns and no clip paths: those are neither required nor probed, and every
+other check is as above.
+
 A dataset to **predict** (``folds = 0``: upcoming streams given to a model bundle, :mod:`memf.predict`) goes through
 the same checks and drop rules, with two differences: ``sales`` is optional (the column may be absent, and a null
 value means "not known yet"; a negative or non-finite value is still a recorded drop), and no folds are assigned
@@ -26,9 +33,10 @@ column mapping, which cannot change after training.
 
 from __future__ import annotations
 
+import json
 import logging
-import math
-from collections import Counter, defaultdict
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +46,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memf.data import contract
-from memf.data.contract import KEY_COLUMNS, TABLES, Limits, columns_from_config, required_columns
-from memf.data.folds import SPLITS, assign_folds, split_of
 from memf.core.html import table_page
 from memf.core.io import DataError, read_parquet_checked, write_json, write_parquet, write_text
 from memf.core.isolate import isolated_map
+from memf.data import contract
+from memf.data.contract import KEY_COLUMNS, TABLES, Limits, columns_from_config, required_columns
+from memf.data.dataset import shard_of
+from memf.data.folds import SPLITS, assign_folds, split_of
 from memf.data.media import applied_limits, probe
 
 log = logging.getLogger(__name__)
@@ -53,6 +62,14 @@ EXCLUDED_SCHEMA = {
     "level": pl.String, "stream_id": pl.String, "object_id": pl.String,
     "reason": pl.String, "file": pl.String, "field": pl.String,
 }
+#: A media file to decode: its kind (image, video, audio), its path relative to the root, and the object and field
+#: that reference it (stream_id: the owning stream; null for an anchor).
+REF_SCHEMA = {"kind": pl.String, "path": pl.String, "level": pl.String, "object_id": pl.String, "field": pl.String,
+              "stream_id": pl.String}
+#: A probe record (:func:`probe_shard`): per distinct (kind, path), why it does not decode (null: it decodes) and
+#: why it is truncated (null: it is not).
+PROBE_SCHEMA = {"kind": pl.String, "path": pl.String, "reason": pl.String, "truncated": pl.String}
+_LEVEL = {"anchors": "anchor", "items": "item", "streams": "stream", "clips": "clip"}
 
 
 @dataclass(frozen=True)
@@ -63,28 +80,30 @@ class ValidationResult:
     fold_sizes: list[int]
 
 
-class _Drops:
-    """Collects excluded objects; each object is recorded once, with its first reason."""
+class _Records:
+    """Excluded (or truncated) objects in the order they were found, column-wise: blocks of rows, each object (or
+    each ``key``) kept once with its first reason."""
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, str | None]] = []
-        self._seen: set[tuple[str, str]] = set()
+    def __init__(self, key: tuple[str, ...] = ("level", "object_id")) -> None:
+        self.key = key
+        self._blocks: list[pl.DataFrame] = []
+        self._frame: pl.DataFrame | None = pl.DataFrame(schema=EXCLUDED_SCHEMA)
 
-    def add(self, level: str, object_id: str, reason: str, *, stream_id: str | None = None,
-            file: str | None = None, field: str | None = None, key: tuple[str, ...] | None = None) -> None:
-        """Record ``object_id`` once (or once per ``key``: a truncation is recorded per object and field)."""
-        key = key or (level, object_id)
-        if key in self._seen:
-            return
-        self._seen.add(key)
-        self.rows.append({"level": level, "stream_id": stream_id, "object_id": object_id,
-                          "reason": reason, "file": file, "field": field})
-
-    def ids(self, level: str) -> set[str]:
-        return {r["object_id"] for r in self.rows if r["level"] == level}
+    def add(self, rows: pl.DataFrame) -> None:
+        """Append rows with the columns of :data:`EXCLUDED_SCHEMA` (missing ones are null)."""
+        if rows.height:
+            self._blocks.append(rows.select(pl.col(c).cast(t) if c in rows.columns else pl.lit(None, t).alias(c)
+                                            for c, t in EXCLUDED_SCHEMA.items()))
+            self._frame = None
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.rows, schema=EXCLUDED_SCHEMA)
+        if self._frame is None:
+            self._frame = pl.concat([pl.DataFrame(schema=EXCLUDED_SCHEMA), *self._blocks]).unique(
+                subset=list(self.key), keep="first", maintain_order=True)
+        return self._frame
+
+    def ids(self, level: str) -> pl.Series:
+        return self.frame().filter(pl.col("level") == level)["object_id"]
 
 
 def mapping_hints(columns: dict[str, dict[str, list[str]]], bundle: bool = False) -> dict[str, dict[str, str]]:
@@ -104,14 +123,22 @@ def mapping_hints(columns: dict[str, dict[str, list[str]]], bundle: bool = False
     return hints
 
 
-def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]],
-                    sales_required: bool = True) -> dict[str, pl.DataFrame]:
+def media_free_columns(columns: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+    """The column mapping without its image columns: what a media-free dataset has."""
+    return {entity: {**mods, "image": []} for entity, mods in columns.items()}
+
+
+def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]], sales_required: bool = True,
+                    media: bool = True) -> dict[str, pl.DataFrame]:
     """Read and schema-check the four raw tables; raise :class:`DataError` on contract errors.
 
     With ``sales_required`` False (a dataset to predict) the streams table may lack ``sales``; when it has the
-    column, its type is checked as usual.
+    column, its type is checked as usual. With ``media`` False the image columns and the clips' ``path`` are neither
+    required nor read.
     """
-    required = required_columns(columns)
+    required = required_columns(columns if media else media_free_columns(columns))
+    if not media:
+        del required["clips"]["path"]
     hints = mapping_hints(columns, bundle=not sales_required)
     tables: dict[str, pl.DataFrame] = {}
     for name in TABLES:
@@ -122,6 +149,8 @@ def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]],
         if name == "streams" and not sales_required and "sales" not in _column_names(path):
             del wanted["sales"]
         df = pl.from_arrow(read_parquet_checked(path, wanted, hints=hints[name]))
+        if not media:
+            df = df.drop(_media_columns(columns, name), strict=False)
         id_col = ID_COLUMN[name]
         dup = df[id_col].drop_nulls().is_duplicated()
         if dup.any():
@@ -133,12 +162,30 @@ def load_raw_tables(root: Path, columns: dict[str, dict[str, list[str]]],
     return tables
 
 
+def _media_columns(columns: dict[str, dict[str, list[str]]], table: str) -> list[str]:
+    """The columns of ``table`` that name media files: its entity's image columns, and the clips' ``path``."""
+    images = [c.name for c in columns_from_config(columns) if c.table == table and c.modality == "image"]
+    return images + (["path"] if table == "clips" else [])
+
+
 def _column_names(path: Path) -> list[str]:
     """Column names of a Parquet file; an unreadable file gives none (read_parquet_checked then names the problem)."""
     try:
         return pq.read_schema(path).names
     except (OSError, pa.ArrowException):
         return []
+
+
+def raw_media_flag(root: Path) -> bool | None:
+    """``media`` of the raw dataset's ``dataset.json`` when the simulator wrote it; None for any other dataset (the
+    file is not part of the raw format, so another program's file, or none, says nothing)."""
+    try:
+        meta = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("generator") != "memf.simulate":
+        return None
+    return bool(meta.get("media", True))
 
 
 def _inside(root: Path, rel: str) -> bool:
@@ -149,14 +196,19 @@ def _inside(root: Path, rel: str) -> bool:
     return (real_root / rel).resolve().is_relative_to(real_root)
 
 
-def _bad_number(value: Any, non_negative: bool = True) -> str | None:
-    if value is None:
-        return "missing"
-    if not math.isfinite(value):
-        return "not finite"
-    if non_negative and value < 0:
-        return "negative"
-    return None
+def _inside_mask(root: Path, paths: pl.Series) -> pl.Series:
+    """Per path (nulls: False): does it stay inside ``root``? Each distinct path is resolved once."""
+    verdict = {p: _inside(root, p) for p in paths.drop_nulls().unique().to_list()}
+    return paths.replace_strict(verdict, default=False, return_dtype=pl.Boolean).fill_null(False)
+
+
+def _bad_number(col: str, non_negative: bool) -> pl.Expr:
+    """Why a number is not accepted (null: it is): missing, not finite, or negative where ``non_negative``."""
+    x = pl.col(col).cast(pl.Float64)
+    why = pl.when(x.is_null()).then(pl.lit("missing")).when(~x.is_finite()).then(pl.lit("not finite"))
+    if non_negative:
+        why = why.when(x < 0).then(pl.lit("negative"))
+    return why.otherwise(pl.lit(None, pl.String))
 
 
 def _stream_lacks(missing: list[str]) -> str:
@@ -168,6 +220,242 @@ def _stream_lacks(missing: list[str]) -> str:
 
 def _probe_task(task: tuple[str, str]) -> dict[str, Any]:
     return probe(*task)
+
+
+# --- the table checks: each returns its drops (and media references) in the order the rows are found ------------------
+def _base(root: Path, table: str, df: pl.DataFrame) -> pl.DataFrame:
+    """Per row of ``table``: level, object_id, stream_id (the owning stream; null for anchors) and file."""
+    owner = pl.col("stream_id") if "stream_id" in df.columns else pl.lit(None, pl.String)
+    return df.select(level=pl.lit(_LEVEL[table]), object_id=pl.col(ID_COLUMN[table]), stream_id=owner,
+                     file=pl.lit(str(root / f"{table}.parquet")))
+
+
+def _column_checks(root: Path, base: pl.DataFrame, values: pl.Series, col: contract.Column, non_negative: bool,
+                   limits: Limits) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Drops, truncations and media references of one attribute column (``values``, row-aligned with ``base``)."""
+    what = f"{col.entity} {col.modality} '{col.name}'"
+    rows = base.with_columns(value=values, field=pl.lit(col.name))
+    value, missing = pl.col("value"), pl.lit(f"{what} is missing")
+    cut = rows.clear()
+    refs = pl.DataFrame(schema=REF_SCHEMA)
+    if col.modality == "numeric":
+        why = _bad_number("value", non_negative)
+        reason = pl.concat_str(pl.lit(f"{what} is "), why, pl.when(why == "negative").then(pl.lit(
+            " (its numeric transform log1p needs >= 0; see config numeric.columns)")).otherwise(pl.lit("")))
+    elif col.modality == "text":
+        reason = pl.when(value.is_null()).then(missing)
+        long = rows.filter(value.str.len_chars() > limits.max_text_chars)
+        cut = long.with_columns(reason=pl.Series([
+            f"{col.entity} text '{col.name}' of {len(v):,} characters cut to limits.max_text_chars = "
+            f"{limits.max_text_chars:,} before tokenising" for v in long["value"].to_list()], dtype=pl.String))
+    else:
+        inside = _inside_mask(root, values)
+        reason = pl.when(value.is_null()).then(missing).when(~inside).then(
+            pl.concat_str(pl.lit("path escapes the dataset root: "), value))
+        refs = rows.filter(inside).select(kind=pl.lit("image"), path=value, level="level", object_id="object_id",
+                                          field="field", stream_id="stream_id")
+    drops = rows.with_columns(reason=reason).filter(pl.col("reason").is_not_null())
+    return drops, cut, refs
+
+
+def _check_values(root: Path, tables: dict[str, pl.DataFrame], columns: dict[str, dict[str, list[str]]],
+                  accepts: dict[str, dict[str, str]], limits: Limits, drops: _Records,
+                  truncated: _Records) -> list[pl.DataFrame]:
+    """Values of each entity's own columns (missing text or media, bad numbers, escaping paths, texts over the
+    bound), table by table and column by column; returns the image references."""
+    refs = []
+    for table in ("anchors", "items", "streams"):
+        df = tables[table]
+        base = _base(root, table, df)
+        for col in (c for c in columns_from_config(columns) if c.table == table and c.name in df.columns):
+            non_negative = accepts.get(col.entity, {}).get(col.name, "non-negative") == "non-negative"
+            dropped, cut, found = _column_checks(root, base, df[col.name], col, non_negative, limits)
+            drops.add(dropped)
+            truncated.add(cut)
+            refs.append(found)
+    return refs
+
+
+def _check_sales(root: Path, streams: pl.DataFrame, target_offset: float, predicting: bool) -> pl.DataFrame:
+    """Streams whose sales the target cannot take (a null is "not known yet" for a dataset to predict)."""
+    sales = pl.col("sales").cast(pl.Float64)
+    reason = pl.when(sales.is_null() & pl.lit(predicting)).then(pl.lit(None, pl.String))
+    reason = reason.when(sales.is_null()).then(pl.lit("sales is missing"))
+    reason = reason.when(~sales.is_finite()).then(pl.lit("sales is not finite"))
+    reason = reason.when(sales < 0).then(pl.lit("sales is negative"))
+    reason = reason.when(sales + target_offset <= 0).then(pl.lit("zero sales with target.offset 0 (log undefined)"))
+    return streams.select(level=pl.lit("stream"), stream_id="stream_id", object_id="stream_id",
+                          reason=reason.otherwise(pl.lit(None, pl.String)), file=pl.lit(str(root / "streams.parquet")),
+                          field=pl.lit("sales")).filter(pl.col("reason").is_not_null())
+
+
+def _quoted(col: str) -> pl.Expr:
+    return pl.concat_str(pl.lit("'"), pl.col(col).fill_null("None"), pl.lit("'"))
+
+
+def _check_references(root: Path, tables: dict[str, pl.DataFrame], media: bool, drops: _Records) -> pl.DataFrame:
+    """References between tables (a stream's anchor, an item's or a clip's stream) and each clip's kind and path, in
+    the order streams, clips, items; returns the clips' media references."""
+    streams, clips, items = tables["streams"], tables["clips"], tables["items"]
+    anchor_known = pl.col("anchor_id").is_in(tables["anchors"]["anchor_id"].implode()).fill_null(False)
+    drops.add(_base(root, "streams", streams).with_columns(anchor_id=streams["anchor_id"]).filter(~anchor_known)
+              .with_columns(reason=pl.concat_str(pl.lit("unknown anchor_id "), _quoted("anchor_id")),
+                            field=pl.lit("anchor_id")))
+    stream_known = pl.col("stream_id").is_in(streams["stream_id"].implode()).fill_null(False)
+    rows = _base(root, "clips", clips).with_columns(kind=clips["kind"])
+    reason = pl.when(~stream_known).then(pl.struct(
+        reason=pl.concat_str(pl.lit("unknown stream_id "), _quoted("stream_id")), field=pl.lit("stream_id")))
+    reason = reason.when(~pl.col("kind").is_in(["video", "audio"]).fill_null(False)).then(pl.struct(
+        reason=pl.concat_str(pl.lit("unknown clip kind "), _quoted("kind"), pl.lit(" (expected video or audio)")),
+        field=pl.lit("kind")))
+    if media:
+        rows = rows.with_columns(path=clips["path"], inside=_inside_mask(root, clips["path"]))
+        reason = reason.when(pl.col("path").is_null()).then(pl.struct(
+            reason=pl.lit("clip path is missing"), field=pl.lit("path")))
+        reason = reason.when(~pl.col("inside")).then(pl.struct(
+            reason=pl.concat_str(pl.lit("path escapes the dataset root: "), pl.col("path")), field=pl.lit("path")))
+    rows = rows.with_columns(problem=reason.otherwise(pl.lit(None, pl.Struct({"reason": pl.String,
+                                                                                "field": pl.String}))))
+    drops.add(rows.filter(pl.col("problem").is_not_null()).unnest("problem"))
+    refs = rows.filter(pl.col("problem").is_null()).select(
+        kind="kind", path="path", level="level", object_id="object_id", field=pl.lit("path"),
+        stream_id="stream_id") if media else pl.DataFrame(schema=REF_SCHEMA)
+    drops.add(_base(root, "items", items).with_columns(
+        reason=pl.concat_str(pl.lit("unknown stream_id "), _quoted("stream_id")), field=pl.lit("stream_id"))
+        .filter(~stream_known))
+    return refs
+
+
+def _media_refs(tables: dict[str, pl.DataFrame], found: list[pl.DataFrame]) -> pl.DataFrame:
+    """The media files the checks ``found`` (in table, column and row order) that are to be decoded: not the avatars
+    of anchors that no stream references, nor the photos of items of unknown streams (those are dropped anyway)."""
+    refs = pl.concat([pl.DataFrame(schema=REF_SCHEMA), *(r.select(list(REF_SCHEMA)) for r in found)])
+    streams = tables["streams"]
+    used = (pl.col("level") != "anchor") | pl.col("object_id").is_in(streams["anchor_id"].implode()).fill_null(False)
+    known = (pl.col("level") != "item") | pl.col("stream_id").is_in(streams["stream_id"].implode()).fill_null(False)
+    return refs.filter(used & known)
+
+
+# --- decoding the media -------------------------------------------------------------------------------------------
+def _probe(root: Path, refs: pl.DataFrame, limits: Limits, workers: int, timeout_s: float) -> pl.DataFrame:
+    """Decode every distinct (kind, path) of ``refs`` once, in isolated workers (a crashing decoder is one failed
+    file, not a failed run); one row per file (:data:`PROBE_SCHEMA`)."""
+    tasks = refs.select("kind", "path").unique().sort("kind", "path").rows()
+    reason: list[str | None] = [None] * len(tasks)
+    cut: list[str | None] = [None] * len(tasks)
+    with applied_limits(limits):  # the workers forked here read under the same bounds as the extractors
+        for outcome in isolated_map(_probe_task, [(k, str(root / p)) for k, p in tasks], workers=workers,
+                                    timeout_s=timeout_s, desc="probe media"):
+            if not outcome.ok:
+                reason[outcome.index] = outcome.failure.reason
+            else:
+                cut[outcome.index] = outcome.value.get("truncated")
+    return pl.DataFrame({"kind": [k for k, _ in tasks], "path": [p for _, p in tasks], "reason": reason,
+                         "truncated": cut}, schema=PROBE_SCHEMA)
+
+
+def _read_probes(paths: Sequence[str | Path]) -> pl.DataFrame:
+    frames = [pl.from_arrow(read_parquet_checked(p, {k: "string" for k in PROBE_SCHEMA})) for p in paths]
+    return pl.concat([pl.DataFrame(schema=PROBE_SCHEMA), *(f.select(list(PROBE_SCHEMA)).cast(PROBE_SCHEMA)
+                                                            for f in frames)]).unique(["kind", "path"], keep="first")
+
+
+def _record_probes(root: Path, refs: pl.DataFrame, results: pl.DataFrame, drops: _Records,
+                   truncated: _Records) -> None:
+    """Drop every object whose media file does not decode, and record every truncated one, in ``refs`` order."""
+    found = refs.join(results.with_columns(probed=pl.lit(True)), on=["kind", "path"], how="left",
+                      maintain_order="left")
+    lost = found.filter(pl.col("probed").is_null())
+    if lost.height:
+        row = lost.row(0, named=True)
+        raise DataError(f"{root}: the probe records have no result for {row['kind']} '{row['path']}' ({row['level']} "
+                        f"{row['object_id']}) nor for {lost.height - 1} other file(s); they were made with other "
+                        "settings or another dataset: rerun the probe jobs")
+    found = found.with_columns(file=pl.concat_str(pl.lit(f"{root}/"), "path"))
+    drops.add(found.filter(pl.col("reason").is_not_null()).with_columns(
+        reason=pl.concat_str("kind", pl.lit(" does not decode: "), "reason")))
+    truncated.add(found.filter(pl.col("reason").is_null() & pl.col("truncated").is_not_null())
+                  .with_columns(reason="truncated"))
+
+
+def probe_shard(root: str | Path, out: str | Path, *, columns: dict[str, dict[str, list[str]]], shard: int,
+                shards: int, limits: Limits | dict[str, Any] | None = None, probe_workers: int = 2,
+                probe_timeout_s: float = 30.0) -> int:
+    """Decode the media of one shard of a raw dataset and write its probe record to ``out`` (:data:`PROBE_SCHEMA`):
+    the files referenced by the streams of the shard (``memf.data.dataset.shard_of`` of their ``stream_id``) and the
+    avatars of its anchors (of the ``anchor_id``). :func:`validate_dataset` reads every shard's record instead of
+    decoding (``probes``). Returns the number of files probed.
+
+    Raises:
+        DataError: a contract error of the raw tables (the same one-line message validation gives).
+    """
+    root = Path(root)
+    limits = limits if isinstance(limits, Limits) else Limits.from_config(limits)
+    tables = load_raw_tables(root, columns, sales_required=False)
+    drops, truncated = _Records(), _Records(("level", "object_id", "field"))  # validation records them
+    found = _check_values(root, tables, columns, contract.numeric_accepts(None, columns), limits, drops, truncated)
+    refs = _media_refs(tables, [*found, _check_references(root, tables, True, drops)])
+    owner = refs.select(pl.when(pl.col("level") == "anchor").then("object_id").otherwise("stream_id"))
+    mine = refs.filter(pl.Series([shard_of(o, shards) == shard for o in owner.to_series().to_list()], dtype=pl.Boolean))
+    results = _probe(root, mine, limits, probe_workers, probe_timeout_s)
+    write_parquet(out, results)
+    log.info("probe shard %d of %d: %d files, %d do not decode, %d truncated", shard, shards, results.height,
+             results["reason"].is_not_null().sum(), results["truncated"].is_not_null().sum())
+    return results.height
+
+
+# --- what the drops leave ----------------------------------------------------------------------------------------
+def _cascade(root: Path, tables: dict[str, pl.DataFrame], drops: _Records) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A bad anchor, and (paper section 4.1) a lack of any modality, drop the stream; the items and clips of a
+    dropped stream leave with it, each with a line. Returns the items and clips not dropped themselves."""
+    streams, items, clips = tables["streams"], tables["items"], tables["clips"]
+    anchors = drops.frame().filter(pl.col("level") == "anchor").select(anchor_id="object_id", why="reason")
+    drops.add(streams.select("stream_id", "anchor_id").join(anchors, on="anchor_id", how="inner",
+                                                            maintain_order="left").select(
+        level=pl.lit("stream"), stream_id="stream_id", object_id="stream_id", file=pl.lit(str(root / "streams.parquet")),
+        field=pl.lit("anchor_id"), reason=pl.concat_str(pl.lit("anchor '"), "anchor_id", pl.lit("': "), "why")))
+    good_items = items.filter(~pl.col("item_id").is_in(drops.ids("item").implode()))
+    good_clips = clips.filter(~pl.col("clip_id").is_in(drops.ids("clip").implode()))
+    has = streams.select("stream_id", pl.col("stream_id").is_in(good_items["stream_id"].implode()).alias("commodity"),
+                         *(pl.col("stream_id").is_in(good_clips.filter(pl.col("kind") == kind)["stream_id"].implode())
+                           .alias(f"{kind} clip") for kind in ("video", "audio")))
+    lacking = has.filter(~pl.all_horizontal("commodity", "video clip", "audio clip"))
+    reasons = [_stream_lacks([m for m in ("commodity", "video clip", "audio clip") if not row[m]])
+               for row in lacking.iter_rows(named=True)]
+    drops.add(lacking.select(level=pl.lit("stream"), stream_id="stream_id", object_id="stream_id")
+              .with_columns(reason=pl.Series(reasons, dtype=pl.String)))
+    dropped = drops.ids("stream").implode()
+    for df, level, id_col in ((good_items, "item", "item_id"), (good_clips, "clip", "clip_id")):
+        drops.add(df.filter(pl.col("stream_id").is_in(dropped)).select(
+            level=pl.lit(level), stream_id="stream_id", object_id=id_col, reason=pl.lit("its stream was excluded")))
+    return good_items, good_clips
+
+
+def _kept_truncations(truncated: _Records, excluded: pl.DataFrame, anchors: pl.DataFrame) -> pl.DataFrame:
+    """The truncations of objects still kept: neither the object nor its stream dropped, and an anchor only while
+    one of its streams is kept (``anchors``: the clean anchors)."""
+    dropped_streams = excluded.filter(pl.col("level") == "stream")["object_id"].implode()
+    kept = truncated.frame().join(excluded.select("level", "object_id"), on=["level", "object_id"], how="anti",
+                                  maintain_order="left")
+    kept = kept.filter((pl.col("level") == "anchor") | ~pl.col("stream_id").is_in(dropped_streams).fill_null(False))
+    return kept.filter((pl.col("level") != "anchor") | pl.col("object_id").is_in(anchors["anchor_id"].implode()))
+
+
+def _check_drop_fraction(root: Path, excluded: pl.DataFrame, n_input: int, n_kept: int, max_drop_fraction: float,
+                         folds: int) -> None:
+    dropped = excluded.filter(pl.col("level") == "stream")
+    fraction = dropped.height / max(n_input, 1)
+    if fraction > max_drop_fraction:
+        counts = Counter(reason.split(":")[0] for reason in dropped["reason"].to_list())
+        top = "; ".join(f"{n} x {reason}" for reason, n in counts.most_common(5))
+        log.error("excluded rows:\n%s", excluded)
+        raise DataError(
+            f"{root}: {dropped.height} of {n_input} streams excluded ({fraction:.0%}), more than "
+            f"validation.max_drop_fraction={max_drop_fraction:.0%}; most common: {top}"
+        )
+    if n_kept < max(folds, 1):
+        raise DataError(f"{root}: only {n_kept} valid streams, need at least "
+                        + (f"split.folds = {folds}" if folds else "one to predict"))
 
 
 def validate_dataset(
@@ -184,6 +472,8 @@ def validate_dataset(
     probe_timeout_s: float = 30.0,
     numeric_accepts: dict[str, dict[str, str]] | None = None,
     limits: Limits | dict[str, Any] | None = None,
+    media: bool = True,
+    probes: Sequence[str | Path] | None = None,
 ) -> ValidationResult:
     """Validate the raw dataset at ``root`` and write the clean dataset, with its folds, to ``out_dir``.
 
@@ -194,208 +484,126 @@ def validate_dataset(
             :func:`memf.data.contract.numeric_accepts` of the config's ``numeric`` policy); None: the default policy.
         limits: the config's ``limits`` (None: the defaults); media are probed under them and texts checked against
             ``max_text_chars``.
+        media: False for a media-free dataset (the simulator's ``media: false``): no image column or clip path is
+            required, read or probed, and the clean tables have none. A simulated dataset whose ``dataset.json``
+            says ``media: false`` cannot be validated with media.
+        probes: the records of :func:`probe_shard` (every shard's) to read instead of decoding the media here.
 
     Outputs (all atomic): streams/anchors/items/clips.parquet, excluded.parquet/.csv, truncated.parquet/.csv,
-    summary.csv, summary.md, dataset.json. See docs/data-format.md for the checks and :mod:`memf.data.folds` for
-    the folds.
+    summary.csv, summary.md, summary.html, excluded.html, dataset.json. See docs/data-format.md for the checks and
+    :mod:`memf.data.folds` for the folds.
     """
     root, out_dir = Path(root), Path(out_dir)
     limits = limits if isinstance(limits, Limits) else Limits.from_config(limits)
     accepts = numeric_accepts if numeric_accepts is not None else contract.numeric_accepts(None, columns)
     predicting = folds == 0
-    tables = load_raw_tables(root, columns, sales_required=not predicting)
-    streams, anchors, items, clips = (tables[t] for t in TABLES)
-    drops = _Drops()
-    truncated = _Drops()
-    cols = columns_from_config(columns)
-
-    # Values of each entity's own columns: missing text or media, bad numbers, escaping paths.
-    media_refs: list[tuple[str, str, str, str, str]] = []  # (kind, path, level, object_id, field)
-    level_of = {"anchors": "anchor", "items": "item", "streams": "stream"}
-    for table in ("anchors", "items", "streams"):
-        df, level, id_col = tables[table], level_of[table], ID_COLUMN[table]
-        file = str(root / f"{table}.parquet")
-        owner_stream = df["stream_id"].to_list() if "stream_id" in df.columns else [None] * df.height
-        for col in (c for c in cols if c.table == table):
-            non_negative = accepts.get(col.entity, {}).get(col.name, "non-negative") == "non-negative"
-            for obj, stream, value in zip(df[id_col].to_list(), owner_stream, df[col.name].to_list(), strict=True):
-                if col.modality == "numeric":
-                    why = _bad_number(value, non_negative)
-                    if why == "negative":
-                        why += " (its numeric transform log1p needs >= 0; see config numeric.columns)"
-                    if why:
-                        drops.add(level, obj, f"{col.entity} {col.modality} '{col.name}' is {why}",
-                                  stream_id=stream, file=file, field=col.name)
-                elif value is None:
-                    drops.add(level, obj, f"{col.entity} {col.modality} '{col.name}' is missing",
-                              stream_id=stream, file=file, field=col.name)
-                elif col.modality == "text" and len(value) > limits.max_text_chars:
-                    truncated.add(level, obj, f"{col.entity} text '{col.name}' of {len(value):,} characters cut to "
-                                  f"limits.max_text_chars = {limits.max_text_chars:,} before tokenising",
-                                  stream_id=stream, file=file, field=col.name, key=(level, obj, col.name))
-                elif col.modality == "image":
-                    if _inside(root, value):
-                        media_refs.append(("image", value, level, obj, col.name))
-                    else:
-                        drops.add(level, obj, f"path escapes the dataset root: {value}",
-                                  stream_id=stream, file=file, field=col.name)
-    sales_file = str(root / "streams.parquet")
-    if "sales" not in streams.columns:
-        streams = streams.with_columns(pl.lit(None, dtype=pl.Float64).alias("sales"))
-    for sid, sales in zip(streams["stream_id"].to_list(), streams["sales"].to_list(), strict=True):
-        if sales is None and predicting:
-            continue  # not known yet: the stream is predicted, not scored
-        why = _bad_number(sales)
-        if why:
-            drops.add("stream", sid, f"sales is {why}", stream_id=sid, file=sales_file, field="sales")
-        elif sales + target_offset <= 0:
-            drops.add("stream", sid, "zero sales with target.offset 0 (log undefined)",
-                      stream_id=sid, file=sales_file, field="sales")
-
-    # References between tables.
-    stream_ids = set(streams["stream_id"].to_list())
-    anchor_ids = set(anchors["anchor_id"].to_list())
-    for sid, aid in zip(streams["stream_id"].to_list(), streams["anchor_id"].to_list(), strict=True):
-        if aid not in anchor_ids:
-            drops.add("stream", sid, f"unknown anchor_id '{aid}'", stream_id=sid, file=sales_file, field="anchor_id")
-    clips_file = str(root / "clips.parquet")
-    for row in clips.iter_rows(named=True):
-        cid, sid = row["clip_id"], row["stream_id"]
-        if sid not in stream_ids:
-            drops.add("clip", cid, f"unknown stream_id '{sid}'", stream_id=sid, file=clips_file, field="stream_id")
-        elif row["kind"] not in ("video", "audio"):
-            drops.add("clip", cid, f"unknown clip kind '{row['kind']}' (expected video or audio)",
-                      stream_id=sid, file=clips_file, field="kind")
-        elif row["path"] is None:
-            drops.add("clip", cid, "clip path is missing", stream_id=sid, file=clips_file, field="path")
-        elif not _inside(root, row["path"]):
-            drops.add("clip", cid, f"path escapes the dataset root: {row['path']}",
-                      stream_id=sid, file=clips_file, field="path")
-        else:
-            media_refs.append((row["kind"], row["path"], "clip", cid, "path"))
-    items_file = str(root / "items.parquet")
-    for iid, sid in zip(items["item_id"].to_list(), items["stream_id"].to_list(), strict=True):
-        if sid not in stream_ids:
-            drops.add("item", iid, f"unknown stream_id '{sid}'", stream_id=sid, file=items_file, field="stream_id")
-
-    # Decode every referenced media file once, in isolated workers (a crashing decoder is one drop, not a failed run).
-    # Anchors no stream references are not probed.
-    used_anchors = set(streams["anchor_id"].to_list())
-    media_refs = [r for r in media_refs if r[2] != "anchor" or r[3] in used_anchors]
-    tasks = sorted({(kind, path) for kind, path, *_ in media_refs})
-    failed: dict[tuple[str, str], str] = {}
-    cut: dict[tuple[str, str], str] = {}
-    with applied_limits(limits):  # the workers forked here read under the same bounds as the extractors
-        for outcome in isolated_map(_probe_task, [(k, str(root / p)) for k, p in tasks], workers=probe_workers,
-                                    timeout_s=probe_timeout_s, desc="probe media"):
-            if not outcome.ok:
-                failed[tasks[outcome.index]] = outcome.failure.reason
-            elif outcome.value.get("truncated"):
-                cut[tasks[outcome.index]] = outcome.value["truncated"]
-    item_stream = dict(zip(items["item_id"].to_list(), items["stream_id"].to_list(), strict=True))
-    clip_stream = dict(zip(clips["clip_id"].to_list(), clips["stream_id"].to_list(), strict=True))
-    for kind, path, level, obj, field in media_refs:
-        stream = {"item": item_stream, "clip": clip_stream, "stream": {obj: obj}}.get(level, {}).get(obj)
-        if (kind, path) in failed:
-            drops.add(level, obj, f"{kind} does not decode: {failed[(kind, path)]}",
-                      stream_id=stream, file=str(root / path), field=field)
-        elif (kind, path) in cut:
-            truncated.add(level, obj, cut[(kind, path)], stream_id=stream, file=str(root / path), field=field,
-                          key=(level, obj, field))
-
-    # Cascade to streams: a bad anchor, and (paper section 4.1) a stream lacking a modality, drop the stream.
-    bad_anchors = drops.ids("anchor")
-    anchor_reason = {r["object_id"]: r["reason"] for r in drops.rows if r["level"] == "anchor"}
-    for sid, aid in zip(streams["stream_id"].to_list(), streams["anchor_id"].to_list(), strict=True):
-        if aid in bad_anchors:
-            drops.add("stream", sid, f"anchor '{aid}': {anchor_reason[aid]}", stream_id=sid, file=sales_file,
-                      field="anchor_id")
-    good_items = items.filter(~pl.col("item_id").is_in(list(drops.ids("item"))))
-    good_clips = clips.filter(~pl.col("clip_id").is_in(list(drops.ids("clip"))))
-    has_items = set(good_items["stream_id"].to_list())
-    has_kind = {kind: set(good_clips.filter(pl.col("kind") == kind)["stream_id"].to_list()) for kind in ("video", "audio")}
-    for sid in streams["stream_id"].to_list():
-        missing = ([] if sid in has_items else ["commodity"]) + [
-            f"{kind} clip" for kind in ("video", "audio") if sid not in has_kind[kind]]
-        if missing:
-            drops.add("stream", sid, _stream_lacks(missing), stream_id=sid)
-
-    dropped_streams = drops.ids("stream")
-    n_input = streams.height
-    kept = streams.filter(~pl.col("stream_id").is_in(list(dropped_streams))).sort("stream_id")
-    # Items and clips of dropped streams leave with them; record them so nothing disappears without a line.
-    for df, level, id_col in ((good_items, "item", "item_id"), (good_clips, "clip", "clip_id")):
-        for obj, sid in zip(df[id_col].to_list(), df["stream_id"].to_list(), strict=True):
-            if sid in dropped_streams:
-                drops.add(level, obj, "its stream was excluded", stream_id=sid)
+    if media and raw_media_flag(root) is False:
+        raise DataError(f"{root / 'dataset.json'}: the simulator wrote this dataset without media (media: false); "
+                        "validate it media-free (config simulator.media: false)")
+    tables = load_raw_tables(root, columns, sales_required=not predicting, media=media)
+    if "sales" not in tables["streams"].columns:
+        tables["streams"] = tables["streams"].with_columns(pl.lit(None, dtype=pl.Float64).alias("sales"))
+    drops, truncated = _Records(), _Records(("level", "object_id", "field"))
+    found = _check_values(root, tables, columns, accepts, limits, drops, truncated)
+    drops.add(_check_sales(root, tables["streams"], target_offset, predicting))
+    refs = _media_refs(tables, [*found, _check_references(root, tables, media, drops)])
+    if media:
+        needed = refs.join(drops.frame().select("level", "object_id"), on=["level", "object_id"], how="anti",
+                           maintain_order="left")
+        results = _read_probes(probes) if probes is not None else _probe(root, needed, limits, probe_workers,
+                                                                          probe_timeout_s)
+        _record_probes(root, needed, results, drops, truncated)
+    good_items, good_clips = _cascade(root, tables, drops)
     excluded = drops.frame()
-    dropped = {(r["level"], r["object_id"]) for r in drops.rows}
-    cut_rows = [r for r in truncated.rows if (r["level"], r["object_id"]) not in dropped
-                and (r["level"] == "anchor" or r["stream_id"] not in dropped_streams)]
-    cut_frame = pl.DataFrame(cut_rows, schema=EXCLUDED_SCHEMA)
-    fraction = len(dropped_streams) / max(n_input, 1)
-    if fraction > max_drop_fraction:
-        counts = Counter(r["reason"].split(":")[0] for r in drops.rows if r["level"] == "stream")
-        top = "; ".join(f"{n} x {reason}" for reason, n in counts.most_common(5))
-        log.error("excluded rows:\n%s", excluded)
-        raise DataError(
-            f"{root}: {len(dropped_streams)} of {n_input} streams excluded ({fraction:.0%}), more than "
-            f"validation.max_drop_fraction={max_drop_fraction:.0%}; most common: {top}"
-        )
-    if kept.height < max(folds, 1):
-        raise DataError(f"{root}: only {kept.height} valid streams, need at least "
-                        + (f"split.folds = {folds}" if folds else "one to predict"))
+    n_input = tables["streams"].height
+    clean = _clean_tables(tables, good_items, good_clips, drops.ids("stream"))
+    _check_drop_fraction(root, excluded, n_input, clean["streams"].height, max_drop_fraction, folds)
+    clean["streams"] = _with_folds(clean["streams"], folds, split_seed, group_by, target_offset)
+    cut = _kept_truncations(truncated, excluded, clean["anchors"])
+    _write_outputs(out_dir, clean, excluded, cut, folds)
+    meta = _dataset_record(root, columns, target_offset, predicting, media, n_input, clean["streams"], excluded, cut,
+                           accepts, limits, folds, split_seed, group_by)
+    write_json(out_dir / "dataset.json", meta)
+    _log_outcome(excluded, cut, meta)
+    return ValidationResult(n_input=n_input, n_kept=clean["streams"].height,
+                            n_excluded_streams=excluded.filter(pl.col("level") == "stream").height,
+                            fold_sizes=meta["folds"]["test_sizes"])
 
-    if predicting:
-        fold = np.full(kept.height, -1, dtype=np.int64)
-    else:
-        fold = assign_folds(kept["stream_id"].to_list(), kept["anchor_id"].to_list(), folds=folds, seed=split_seed,
-                            group_by=group_by)
-    n = kept.height
-    kept = kept.with_columns(
+
+def _clean_tables(tables: dict[str, pl.DataFrame], good_items: pl.DataFrame, good_clips: pl.DataFrame,
+                  dropped_streams: pl.Series) -> dict[str, pl.DataFrame]:
+    """The kept streams (by id), their anchors, items (by stream, position) and clips (by stream, kind, position)."""
+    kept = tables["streams"].filter(~pl.col("stream_id").is_in(dropped_streams.implode())).sort("stream_id")
+    kept_ids = kept["stream_id"].implode()
+    return {
+        "streams": kept,
+        "anchors": tables["anchors"].filter(pl.col("anchor_id").is_in(kept["anchor_id"].unique().implode()))
+        .sort("anchor_id"),
+        "items": good_items.filter(pl.col("stream_id").is_in(kept_ids)).sort(["stream_id", "position", "item_id"]),
+        "clips": good_clips.filter(pl.col("stream_id").is_in(kept_ids)).sort(["stream_id", "kind", "position",
+                                                                             "clip_id"]),
+    }
+
+
+def _with_folds(kept: pl.DataFrame, folds: int, split_seed: int, group_by: str | None,
+                target_offset: float) -> pl.DataFrame:
+    """Columns ``fold`` (-1 for a dataset to predict) and ``target`` (NaN where sales are unknown)."""
+    fold = (np.full(kept.height, -1, dtype=np.int64) if folds == 0 else
+            assign_folds(kept["stream_id"].to_list(), kept["anchor_id"].to_list(), folds=folds, seed=split_seed,
+                         group_by=group_by))
+    return kept.with_columns(
         pl.Series("fold", fold, dtype=pl.Int16),
         (pl.col("sales").cast(pl.Float64) + target_offset).log().fill_null(float("nan")).alias("target"),
     )
-    kept_ids = kept["stream_id"].to_list()
-    out_items = good_items.filter(pl.col("stream_id").is_in(kept_ids)).sort(["stream_id", "position", "item_id"])
-    out_clips = good_clips.filter(pl.col("stream_id").is_in(kept_ids)).sort(["stream_id", "kind", "position", "clip_id"])
-    out_anchors = anchors.filter(pl.col("anchor_id").is_in(kept["anchor_id"].unique().to_list())).sort("anchor_id")
 
-    cut_frame = cut_frame.filter((pl.col("level") != "anchor") | pl.col("object_id").is_in(out_anchors["anchor_id"].implode()))
+
+def _write_outputs(out_dir: Path, clean: dict[str, pl.DataFrame], excluded: pl.DataFrame, cut: pl.DataFrame,
+                   folds: int) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, df in (("streams", kept), ("anchors", out_anchors), ("items", out_items), ("clips", out_clips),
-                     ("excluded", excluded), ("truncated", cut_frame)):
+    for name, df in (*clean.items(), ("excluded", excluded), ("truncated", cut)):
         write_parquet(out_dir / f"{name}.parquet", df)
     write_text(out_dir / "excluded.csv", excluded.write_csv())
-    write_text(out_dir / "truncated.csv", cut_frame.write_csv())
-    summary = fold_summary(kept, folds)
+    write_text(out_dir / "truncated.csv", cut.write_csv())
+    summary = fold_summary(clean["streams"], folds)
     write_text(out_dir / "summary.csv", summary.write_csv())
     write_text(out_dir / "summary.md", _markdown(summary))
-    write_report_pages(out_dir, summary, excluded, cut_frame)
-    sizes = [int((fold == k).sum()) for k in range(folds)]
-    sales_known = int(kept["target"].is_not_nan().sum())
-    write_json(out_dir / "dataset.json", {
+    write_report_pages(out_dir, summary, excluded, cut)
+
+
+def _dataset_record(root: Path, columns: dict[str, dict[str, list[str]]], target_offset: float, predicting: bool,
+                    media: bool, n_input: int, kept: pl.DataFrame, excluded: pl.DataFrame, cut: pl.DataFrame,
+                    accepts: dict[str, dict[str, str]], limits: Limits, folds: int, split_seed: int,
+                    group_by: str | None) -> dict[str, Any]:
+    """The clean dataset's ``dataset.json``."""
+    fold = kept["fold"].to_numpy()
+    return {
         "root": str(root),
-        "columns": columns,
+        "columns": columns if media else media_free_columns(columns),
+        "media": media,
         "target": f"log(sales + {target_offset:g})",
         "target_offset": target_offset,
         "purpose": "predict" if predicting else "train",
-        "sales_known": sales_known,
+        "sales_known": int(kept["target"].is_not_nan().sum()),
         "streams_in": n_input,
-        "streams_kept": n,
-        "excluded": dict(Counter(r["level"] for r in drops.rows)),
-        "truncated": dict(Counter(cut_frame["level"].to_list())),
+        "streams_kept": kept.height,
+        "excluded": dict(Counter(excluded["level"].to_list())),
+        "truncated": dict(Counter(cut["level"].to_list())),
         "numeric_accepts": accepts,
         "limits": limits.as_dict(),
-        "folds": {"k": folds, "seed": split_seed, "group_by": group_by, "test_sizes": sizes},
-    })
-    for level, count in sorted(Counter(r["level"] for r in drops.rows).items()):
+        "folds": {"k": folds, "seed": split_seed, "group_by": group_by,
+                  "test_sizes": [int((fold == k).sum()) for k in range(folds)]},
+    }
+
+
+def _log_outcome(excluded: pl.DataFrame, cut: pl.DataFrame, meta: dict[str, Any]) -> None:
+    for level, count in sorted(meta["excluded"].items()):
         log.info("excluded %d %s rows", count, level)
-    for row in cut_frame.iter_rows(named=True):
+    for row in cut.iter_rows(named=True):
         log.warning("truncated %s %s %s: %s", row["level"], row["object_id"], row["field"], row["reason"])
-    log.info("kept %d of %d streams; %s", n, n_input, f"test streams per fold {sizes}" if folds else
-             f"to predict ({sales_known} with known sales)")
-    return ValidationResult(n_input=n_input, n_kept=n, n_excluded_streams=len(dropped_streams), fold_sizes=sizes)
+    sizes = meta["folds"]["test_sizes"]
+    log.info("kept %d of %d streams; %s", meta["streams_kept"], meta["streams_in"],
+             f"test streams per fold {sizes}" if meta["folds"]["k"] else
+             f"to predict ({meta['sales_known']} with known sales)")
 
 
 def fold_summary(streams: pl.DataFrame, folds: int) -> pl.DataFrame:

@@ -14,6 +14,8 @@ EFFECT_KEYS: tuple[str, ...] = ("anchor", "commodity", "room", "video", "audio",
 DEFECT_KEYS: tuple[str, ...] = (
     "missing_modality", "corrupt_image", "truncated_video", "corrupt_audio", "no_audio_stream",
 )
+#: Defect switches that damage media files: they must be 0 when no media are written (``media: false``).
+MEDIA_DEFECT_KEYS: tuple[str, ...] = ("corrupt_image", "truncated_video", "corrupt_audio", "no_audio_stream")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class SimulatorConfig:
     defects: dict[str, float]
     world: str  # a key of worlds.WORLDS
     worlds: dict[str, dict[str, float]]  # world -> its settings (defaults filled in), for every world with settings
+    media: bool = True  # False: tables, truth and latents only (no images or clips rendered, no media columns)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> SimulatorConfig:
@@ -58,7 +61,7 @@ class SimulatorConfig:
             "seed", "n_streams", "n_anchors", "items_per_stream", "clips_per_stream", "image_size", "video",
             "audio", "effects", "log_sales_mean", "defects",
         }
-        _check_keys("simulator", cfg, required, optional={"world", "worlds"})
+        _check_keys("simulator", cfg, required, optional={"world", "worlds", "media"})
         video = cfg["video"]
         _check_keys("simulator.video", video, {"frames", "size", "fps"})
         audio = cfg["audio"]
@@ -87,6 +90,7 @@ class SimulatorConfig:
             defects={k: float(cfg["defects"][k]) for k in DEFECT_KEYS},
             world=str(cfg.get("world", "default")),
             worlds=_world_settings(cfg.get("worlds", {})),
+            media=_boolean("simulator.media", cfg.get("media", True)),
         )
         if out.world not in WORLDS:
             raise ValueError(f"simulator.world: {out.world!r}, expected one of {list(WORLDS)}")
@@ -104,6 +108,9 @@ class SimulatorConfig:
         for key, frac in out.defects.items():
             if not 0.0 <= frac <= 1.0:
                 raise ValueError(f"simulator.defects.{key}: {frac}, expected a fraction in [0, 1]")
+            if not out.media and key in MEDIA_DEFECT_KEYS and frac > 0:
+                raise ValueError(f"simulator.defects.{key}: {frac}, expected 0 with simulator.media: false "
+                                 "(no media are written to damage)")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +147,12 @@ def _world_settings(cfg: Any) -> dict[str, dict[str, float]]:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"simulator.worlds.{name}.{key}: {value}, expected a fraction in [0, 1]")
     return out
+
+
+def _boolean(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: {value!r}, expected true or false")
+    return value
 
 
 def _positive_int(where: str, value: Any) -> int:

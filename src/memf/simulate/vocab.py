@@ -8,6 +8,7 @@ Brand, shop and nickname choices add realistic nuisance variation. All brands an
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,11 +139,15 @@ ROOM_TAGS: tuple[tuple[str, ...], ...] = (
 )
 
 
+_TIER_CUTS: dict[int, tuple[float, ...]] = {4: (-0.67, 0.0, 0.67), 2: (0.0,)}
+
+
 def _tier(rng: np.random.Generator, latent: float, n_tiers: int, jitter: float = 0.35) -> int:
-    """Quantile tier of a standard-normal latent (plus a little noise), 0 = lowest."""
+    """Quantile tier of a standard-normal latent (plus a little noise), 0 = lowest. (``bisect_left`` is
+    ``np.searchsorted``'s left side without its per-call overhead: the simulator calls this a million times at 10^5
+    streams.)"""
     z = latent + jitter * rng.standard_normal()
-    cuts = {4: (-0.67, 0.0, 0.67), 2: (0.0,)}[n_tiers]
-    return int(np.searchsorted(cuts, z))
+    return bisect.bisect_left(_TIER_CUTS[n_tiers], z)
 
 
 def _pick(rng: np.random.Generator, words: tuple[str, ...]) -> str:
