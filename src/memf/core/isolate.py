@@ -285,6 +285,85 @@ def _remove_live_spools() -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+class _Pool:
+    """The workers of one :func:`isolated_map` call: the queued items, and a worker replaced when it crashes or
+    times out (its remaining items go to the replacement, in order)."""
+
+    def __init__(self, fn: Callable[[T], R], items: Sequence[T], workers: int, timeout_s: float, prefetch: int) -> None:
+        self.fn, self.timeout_s, self.prefetch = fn, timeout_s, prefetch
+        self.queue: deque[tuple[int, T]] = deque(enumerate(items))
+        self.workers: list[_Worker] = []
+        self.spool = _Spool()  # janitor first, so that it holds no worker's pipe
+        try:
+            # The first items are shared out, so that every worker started has some: a worker started without
+            # items would never be stopped (it is stopped when its last item is answered).
+            share = min(prefetch, -(-len(self.queue) // workers))
+            for _ in range(min(workers, len(self.queue))):
+                worker = _Worker(fn, self.spool.path)
+                self.workers.append(worker)
+                self.refill(worker, share)
+        except BaseException:
+            self.close()
+            raise
+
+    def refill(self, worker: _Worker, limit: int | None = None) -> None:
+        while self.queue and len(worker.pending) < (limit or self.prefetch):
+            worker.submit(*self.queue.popleft())
+
+    def replace(self, worker: _Worker) -> _Worker:
+        """Kill ``worker``; a fresh one takes over its place and its remaining pending items, in order."""
+        worker.kill()
+        pos = self.workers.index(worker)
+        fresh = _Worker(self.fn, self.spool.path)
+        self.workers[pos] = fresh
+        for index, item in worker.pending:
+            fresh.submit(index, item)
+        return fresh
+
+    def ready(self) -> set[Any]:
+        """The connections with an answer, waiting at most until the oldest pending item times out."""
+        now = time.monotonic()
+        wait_s = max(0.0, min(w.since + self.timeout_s - now for w in self.workers))
+        return set(wait([w.conn for w in self.workers], timeout=wait_s))
+
+    def _answered(self, worker: _Worker) -> tuple[Outcome[R], _Worker]:
+        try:
+            status, index, payload = _receive(worker.conn)
+        except (EOFError, OSError):
+            worker.proc.join()
+            code = worker.proc.exitcode
+            if code is not None and -code in signals.EXTERNAL:  # stopped from outside, not a bad file
+                raise signals.Terminated(-code, " (received by a decoding worker)") from None
+            why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            index, _ = worker.pending.popleft()
+            return Outcome(index, None, Failure(f"decoder process crashed ({why})")), self.replace(worker)
+        done, _ = worker.done()
+        assert done == index, f"worker answered item {index}, expected {done}"
+        failure = Failure(payload) if status == "error" else None
+        return Outcome(index, None if failure else payload, failure), worker
+
+    def outcome(self, worker: _Worker, ready: set[Any]) -> tuple[Outcome[R] | None, _Worker]:
+        """The outcome ``worker`` has now (an answer, a crash, a timeout) or None, and the worker that goes on."""
+        if worker.conn in ready:
+            return self._answered(worker)
+        if worker.pending and time.monotonic() - worker.since > self.timeout_s:
+            index, _ = worker.pending.popleft()
+            return Outcome(index, None, Failure(f"timed out after {self.timeout_s:g} s")), self.replace(worker)
+        return None, worker
+
+    def next_items(self, worker: _Worker) -> None:
+        """After an outcome: give ``worker`` more items, or stop it when it has none left."""
+        self.refill(worker)
+        if not worker.pending:
+            worker.stop()
+            self.workers.remove(worker)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+        self.spool.close()
+
+
 def isolated_map(
     fn: Callable[[T], R],
     items: Sequence[T],
@@ -309,75 +388,23 @@ def isolated_map(
     """
     if workers < 1 or prefetch < 1:
         raise ValueError(f"workers and prefetch must be >= 1, got {workers} and {prefetch}")
-    queue: deque[tuple[int, T]] = deque(enumerate(items))
-    if not queue:
+    if not items:
         return
-    pool: list[_Worker] = []
     bar = tqdm(total=len(items), desc=desc, disable=desc is None, unit="item")
-    spool: _Spool | None = None
-
-    def refill(worker: _Worker, limit: int = prefetch) -> None:
-        while queue and len(worker.pending) < limit:
-            worker.submit(*queue.popleft())
-
-    def replace(pos: int, worker: _Worker) -> _Worker:
-        """Kill ``worker``; a fresh one takes over its remaining pending items, in order."""
-        worker.kill()
-        pool.remove(worker)
-        fresh = _Worker(fn, spool.path)
-        pool.insert(pos, fresh)
-        for index, item in worker.pending:
-            fresh.submit(index, item)
-        return fresh
-
+    pool: _Pool | None = None
     try:
-        spool = _Spool()  # janitor first, so that it holds no worker's pipe
-        # The first items are shared out, so that every worker started has some: a worker started without items
-        # would never be stopped (it is stopped when its last item is answered).
-        share = min(prefetch, -(-len(queue) // workers))
-        for _ in range(min(workers, len(queue))):
-            worker = _Worker(fn, spool.path)
-            pool.append(worker)
-            refill(worker, share)
-        while pool:
+        pool = _Pool(fn, items, workers, timeout_s, prefetch)
+        while pool.workers:
             signals.check()
-            now = time.monotonic()
-            wait_s = max(0.0, min(w.since + timeout_s - now for w in pool))
-            ready = set(wait([w.conn for w in pool], timeout=wait_s))
-            for pos, worker in enumerate(list(pool)):
-                outcome: Outcome[R] | None = None
-                if worker.conn in ready:
-                    try:
-                        status, index, payload = _receive(worker.conn)
-                    except (EOFError, OSError):
-                        worker.proc.join()
-                        code = worker.proc.exitcode
-                        if code is not None and -code in signals.EXTERNAL:  # stopped from outside, not a bad file
-                            raise signals.Terminated(-code, " (received by a decoding worker)")
-                        why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                        index, _ = worker.pending.popleft()
-                        outcome = Outcome(index, None, Failure(f"decoder process crashed ({why})"))
-                        worker = replace(pos, worker)
-                    else:
-                        done, _ = worker.done()
-                        assert done == index, f"worker answered item {index}, expected {done}"
-                        failure = Failure(payload) if status == "error" else None
-                        outcome = Outcome(index, None if failure else payload, failure)
-                elif worker.pending and time.monotonic() - worker.since > timeout_s:
-                    index, _ = worker.pending.popleft()
-                    outcome = Outcome(index, None, Failure(f"timed out after {timeout_s:g} s"))
-                    worker = replace(pos, worker)
+            ready = pool.ready()
+            for worker in list(pool.workers):
+                outcome, worker = pool.outcome(worker, ready)
                 if outcome is None:
                     continue
                 bar.update(1)
                 yield outcome
-                refill(worker)
-                if not worker.pending:
-                    worker.stop()
-                    pool.remove(worker)
+                pool.next_items(worker)
     finally:
-        for worker in pool:
-            worker.kill()
-        if spool is not None:
-            spool.close()
+        if pool is not None:
+            pool.close()
         bar.close()

@@ -295,19 +295,7 @@ def extract_shard(
     own = {k: getattr(bounds, k) for k in MODALITY_LIMITS[spec.modality]}
     meta = _meta(extractor, limits=own) if own else _meta(extractor)
     with applied_limits(bounds):
-        if spec.modality in ("video", "audio"):
-            clip_shard, failures = _clip_shard(extractor, ds, label, meta)
-            write_clip_shard(out, clip_shard)
-            rows = len(clip_shard.clip_ids)
-        else:
-            if spec.modality == "text":
-                table, failures = _text_shard(extractor, field_rows(ds, columns, "text"), label, bounds, meta)
-            elif spec.modality == "image":
-                table, failures = _image_shard(extractor, ds, field_rows(ds, columns, "image"), label, meta)
-            else:
-                table, failures = _numeric_shard(extractor, ds, columns, numeric)
-            write_field_shard(out, table)
-            rows = table.num_rows
+        rows, failures = _write_shard(extractor, ds, columns, numeric, bounds, label, meta, out)
     write_failures(failures_out, failures)
     report = ShardReport(spec.modality, name, shard, rows, len(failures), time.perf_counter() - start)
     log.info("%s: %d rows, %d failures in %.1f s (%.1f rows/s)", label, rows, len(failures), report.seconds,
@@ -316,3 +304,22 @@ def extract_shard(
         log.warning("%s: failed %s %s %s (%s): %s",
                     label, f["entity"], f["object_id"], f["field"] or "", f["file"] or "", f["reason"])
     return report
+
+
+def _write_shard(extractor: Extractor, ds: CleanDataset, columns: Mapping[str, Mapping[str, list[str]]],
+                 numeric: Mapping[str, Any] | None, bounds: Limits, label: str, meta: dict[str, Any],
+                 out: str | Path) -> tuple[int, list[dict[str, str | None]]]:
+    """Embed one shard with ``extractor`` and write it to ``out``; return its rows and its failures."""
+    modality = extractor.spec.modality
+    if modality in ("video", "audio"):
+        clip_shard, failures = _clip_shard(extractor, ds, label, meta)
+        write_clip_shard(out, clip_shard)
+        return len(clip_shard.clip_ids), failures
+    if modality == "text":
+        table, failures = _text_shard(extractor, field_rows(ds, columns, "text"), label, bounds, meta)
+    elif modality == "image":
+        table, failures = _image_shard(extractor, ds, field_rows(ds, columns, "image"), label, meta)
+    else:
+        table, failures = _numeric_shard(extractor, ds, columns, numeric)
+    write_field_shard(out, table)
+    return table.num_rows, failures

@@ -102,6 +102,55 @@ def _trial_seed(seed: int, fold: int, index: int, name: str) -> int:
     return zlib.crc32(json.dumps([seed, fold, index, name]).encode())
 
 
+def _open_study(name: str, settings: TuningSettings, journal: Path, prunable: bool) -> optuna.Study:
+    """The study ``name`` in ``journal`` (created or resumed); trials of a dead job (left running) are marked failed
+    and stale, so they do not count."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
+                                          n_warmup_steps=settings.prune_warmup_epochs)
+              if prunable and settings.pruner == "median" else optuna.pruners.NopPruner())
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", pruner=pruner,
+                                load_if_exists=True)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        storage.set_trial_user_attr(t._trial_id, STALE, True)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        log.info("%s: trial %d was running when its job died; marked failed, not counted", name, t.number)
+    return study
+
+
+def _counted(study: optuna.Study) -> int:
+    """Finished trials that count toward the budget (stale ones of a dead job do not)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(STALE) and t.state.is_finished())
+
+
+def _run_trial(study: optuna.Study, name: str, space: SearchSpace, objective: Objective, prunable: bool) -> None:
+    """Ask the study for one trial, run it, and tell the study how it ended (pruned, failed or its score)."""
+    ot = study.ask({p.key: distribution(p) for p in space})
+    trial = Trial(number=ot.number, params=decode(space, ot.params), _trial=ot, _pruner=prunable)
+    started = time.perf_counter()
+    try:
+        outcome = objective(trial)
+    except Pruned as exc:
+        ot.set_user_attr("seconds", time.perf_counter() - started)
+        study.tell(ot, state=TrialState.PRUNED)
+        log.info("%s", exc)
+        return
+    except (ValueError, RuntimeError) as exc:  # e.g. an option combination the model refuses
+        ot.set_user_attr("seconds", time.perf_counter() - started)
+        ot.set_user_attr("error", str(exc))
+        study.tell(ot, state=TrialState.FAIL)
+        log.warning("%s: trial %d failed: %s", name, ot.number, exc)
+        return
+    ot.set_user_attr("seconds", time.perf_counter() - started)
+    ot.set_user_attr("val_r2", outcome.val_r2)
+    ot.set_user_attr("epochs", outcome.epochs)
+    for key, value in outcome.extra.items():
+        ot.set_user_attr(key, value)
+    study.tell(ot, outcome.val_mse)
+    log.info("%s: trial %d val MSE %.4f R2 %.4f %s", name, ot.number, outcome.val_mse, outcome.val_r2, trial.params)
+
+
 def run_study(
     name: str,
     space: SearchSpace,
@@ -118,55 +167,16 @@ def run_study(
     recorded failure, not an endless retry; trials of a dead job (left ``RUNNING``) are marked failed and stale and
     do not count.
     """
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=settings.startup_trials,
-                                          n_warmup_steps=settings.prune_warmup_epochs)
-              if prunable and settings.pruner == "median" else optuna.pruners.NopPruner())
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", pruner=pruner,
-                                load_if_exists=True)
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        storage.set_trial_user_attr(t._trial_id, STALE, True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        log.info("%s: trial %d was running when its job died; marked failed, not counted", name, t.number)
-    distributions = {p.key: distribution(p) for p in space}
-
-    def counted() -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(STALE) and t.state.is_finished())
-
-    done = counted()
-    if done:
+    study = _open_study(name, settings, journal, prunable)
+    if done := _counted(study):
         log.info("%s: resuming with %d of %d trials done", name, done, settings.trials)
-    while (done := counted()) < settings.trials:
+    while (done := _counted(study)) < settings.trials:
         # Seeded by the count of finished trials (not the trial number, which a dead job's stale trial bumped), and
         # TPE reads only finished trials: a resumed study draws what an uninterrupted one would have drawn.
         study.sampler = optuna.samplers.TPESampler(
             seed=_trial_seed(settings.seed, fold, done, name), n_startup_trials=settings.startup_trials
         )
-        ot = study.ask(distributions)
-        trial = Trial(number=ot.number, params=decode(space, ot.params), _trial=ot, _pruner=prunable)
-        started = time.perf_counter()
-        try:
-            outcome = objective(trial)
-        except Pruned as exc:
-            ot.set_user_attr("seconds", time.perf_counter() - started)
-            study.tell(ot, state=TrialState.PRUNED)
-            log.info("%s", exc)
-            continue
-        except (ValueError, RuntimeError) as exc:  # e.g. an option combination the model refuses
-            ot.set_user_attr("seconds", time.perf_counter() - started)
-            ot.set_user_attr("error", str(exc))
-            study.tell(ot, state=TrialState.FAIL)
-            log.warning("%s: trial %d failed: %s", name, ot.number, exc)
-            continue
-        ot.set_user_attr("seconds", time.perf_counter() - started)
-        ot.set_user_attr("val_r2", outcome.val_r2)
-        ot.set_user_attr("epochs", outcome.epochs)
-        for key, value in outcome.extra.items():
-            ot.set_user_attr(key, value)
-        study.tell(ot, outcome.val_mse)
-        log.info("%s: trial %d/%d val MSE %.4f R2 %.4f %s", name, done + 1, settings.trials, outcome.val_mse,
-                 outcome.val_r2, trial.params)
+        _run_trial(study, name, space, objective, prunable)
     return study
 
 
