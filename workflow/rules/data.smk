@@ -20,7 +20,8 @@ if config["dataset"]["simulate"]:
             columns=config["columns"],
             code=code_version("simulate"),
         resources:
-            mem_mb=2000,
+            mem_mb=RESOURCES.mem_mb("simulate"),
+            runtime=RESOURCES.runtime("simulate"),
         conda:
             "../../envs/memf.yaml"
         script:
@@ -59,7 +60,8 @@ rule validate:
     wildcard_constraints:
         prefix=PREFIX_REGEX,
     resources:
-        mem_mb=2000,
+        mem_mb=RESOURCES.mem_mb("validate"),
+        runtime=RESOURCES.runtime("validate"),
     conda:
         "../../envs/memf.yaml"
     script:
