@@ -265,7 +265,7 @@ def test_a_file_with_other_types_is_refused_in_one_line(tmp_path):
 
 
 MEMORY_CHILD = r"""
-import json, resource, sys
+import json, sys
 import numpy as np
 from memf.training import references
 
@@ -302,7 +302,9 @@ options = {"pooling": "set", "reduce_above": 1000, "components": 16}
 if MODEL == "hgb":
     options.update(max_iter=10)
 fitted = references.fit_reference(MODEL, Lazy(N), options, 0)
-print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+# VmHWM, not ru_maxrss: Linux carries the parent's (pytest's) high-water mark into a forked and exec'd child.
+status = open("/proc/self/status").read().splitlines()
+print(json.dumps({"peak_kib": int(next(line.split()[1] for line in status if line.startswith("VmHWM:"))),
                   "pooled": fitted.info["n_features"], "model_features": fitted.info["n_model_features"]}))
 """
 

@@ -30,9 +30,9 @@ from scipy.stats import rankdata
 from memf.core.metrics import METRICS, regression_metrics
 
 _EPS = np.finfo(np.float64).eps  # scikit-learn's MAPE guard against division by zero
-#: Resampled indices per chunk (resamples x streams): about 32 MB per float64 array of a chunk (memory and speed only:
+#: Resampled indices per chunk (resamples x streams): 8 MB per float64 array of a chunk (memory and speed only:
 #: the results do not depend on it).
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 20
 
 
 def resample_chunks(groups: np.ndarray, n_boot: int, seed: int, chunk: int) -> Iterator[np.ndarray]:
