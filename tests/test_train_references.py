@@ -329,3 +329,15 @@ def test_memory_follows_the_reduced_features_not_the_pooled_ones(model):
     assert large["peak_kib"] <= 1.3 * (small["peak_kib"] + reduced_matrix_kib), (small, large)
     per_stream = (large["peak_kib"] - small["peak_kib"]) * 1024 / 9_000
     assert per_stream < 3732 * 4 / 3, per_stream  # well under a third of one pooled float32 row
+
+
+def test_unknown_reference_or_option_is_refused():
+    data = fold_data(tiny_padded(20), 0)
+    with pytest.raises(ValueError, match="not one of"):
+        fit_reference("lasso", data, {}, 0)
+    with pytest.raises(ValueError, match="unknown options"):
+        fit_reference("ridge", data, {"alphas": [1.0]}, 0)
+    with pytest.raises(ValueError, match="expected one of mean, set"):
+        fit_reference("ridge", data, {"pooling": "max"}, 0)
+    with pytest.raises(ValueError, match="option 'components' is 0, expected an integer >= 1"):
+        fit_reference("hgb", data, {"components": 0}, 0)
