@@ -411,6 +411,19 @@ def test_every_architecture_has_an_image_classification_preset():
         assert pre.values["crop"] == 224 and pre.values["antialias"] is True, arch
 
 
+def test_planned_image_widths_are_the_architectures():
+    """The widths the resource model plans with (spec.TORCHVISION_DIMS) are what each architecture writes."""
+    import torchvision
+
+    from memf.features.spec import TORCHVISION_ARCHITECTURES, TORCHVISION_DIMS
+
+    assert sorted(TORCHVISION_DIMS) == sorted(TORCHVISION_ARCHITECTURES)
+    for arch, dim in TORCHVISION_DIMS.items():
+        model = getattr(torchvision.models, arch)(weights=None)
+        head = model.fc if hasattr(model, "fc") else model.classifier
+        assert head.in_features == dim, arch
+
+
 def test_resolved_preprocessing_is_in_shard_metadata_and_manifest(tiny_env, tmp_path):
     from memf.features.store import write_manifest
 

@@ -13,7 +13,7 @@ from train_support import tiny_builder, tiny_padded
 
 from memf.core.io import read_json, write_json, write_parquet
 from memf.core.metrics import METRICS, regression_metrics
-from memf.report.bootstrap import Interval, paired_difference, resample_indices, resampled_metrics, verdict
+from memf.report.bootstrap import Interval, paired_differences, resample_chunks, resampled_metrics, verdict
 from memf.report.figures import draw_figures, expected_max
 from memf.report.tables import ORACLE_LABEL, build_tables, settings_summary
 from memf.training.fit import JobSpec, fit_experiment
@@ -32,6 +32,35 @@ SK = {
 FOLDS = [0, 1, 2, 3, 4]
 
 
+def resample_indices(groups, n_boot, seed):
+    """The resamples as one [n_boot, N] matrix, as the bootstrap drew them before it went by chunks (commit
+    7df2306): the reference the chunks are checked against."""
+    groups = np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    idx = np.empty((n_boot, len(groups)), dtype=np.int64)
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        idx[:, members] = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+    return idx
+
+
+def paired_difference_at_once(y_true, preds_a, preds_b, idx, level=0.95):
+    """Commit 7df2306's paired difference on a [n_boot, N] matrix of resamples (every model's resampled metrics
+    recomputed per comparison): the reference the chunked pass is checked against."""
+    point_a = [regression_metrics(y_true, p) for p in preds_a]
+    point_b = [regression_metrics(y_true, p) for p in preds_b]
+    boot_a = [resampled_metrics(y_true, p, idx) for p in preds_a]
+    boot_b = [resampled_metrics(y_true, p, idx) for p in preds_b]
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for name in METRICS:
+        diff = float(np.mean([m[name] for m in point_a]) - np.mean([m[name] for m in point_b]))
+        boot = np.mean([b[name] for b in boot_a], axis=0) - np.mean([b[name] for b in boot_b], axis=0)
+        lo, hi = np.percentile(boot, [tail, 100 - tail])
+        out[name] = Interval(diff, float(lo), float(hi))
+    return out
+
+
 def test_resampled_metrics_equal_the_point_functions_on_every_resample():
     rng = np.random.default_rng(0)
     y = rng.normal(5, 1, 30)
@@ -42,11 +71,33 @@ def test_resampled_metrics_equal_the_point_functions_on_every_resample():
         np.testing.assert_allclose(got[name], [fn(y[i], p[i]) for i in idx], rtol=1e-10, atol=1e-12)
 
 
-def test_resamples_stay_within_their_fold():
-    groups = np.repeat([0, 1, 2], [5, 10, 15])
+def test_resamples_stay_within_their_fold_and_chunks_draw_what_one_matrix_draws():
+    groups = np.repeat([0, 1, 2], [5, 10, 15])[np.random.default_rng(3).permutation(30)]
     idx = resample_indices(groups, 50, seed=0)
     assert (groups[idx] == groups[None, :]).all()  # every position draws from its own fold
-    assert len(np.unique(idx[:, :5])) > 1
+    assert len(np.unique(idx[:, groups == 0])) > 1
+    for chunk in (1, 7, 50, 80):
+        chunks = list(resample_chunks(groups, 50, 0, chunk))
+        assert max(len(c) for c in chunks) == min(chunk, 50)
+        np.testing.assert_array_equal(np.concatenate(chunks), idx)
+    with pytest.raises(ValueError, match="1 streams, 5 resamples"):
+        next(resample_chunks(np.zeros(1), 5, 0, 2))
+
+
+def test_the_chunked_pass_gives_the_intervals_of_the_one_matrix_bootstrap():
+    """Every row against one reference in one chunked pass: exactly the intervals of commit 7df2306's bootstrap."""
+    rng = np.random.default_rng(4)
+    n = 150
+    y = np.round(rng.normal(5, 1, n), 1)  # ties, as log sales of equal counts have
+    groups = np.arange(n) % 5
+    reference = y[None, :] + rng.normal(0, 0.4, (3, n))
+    rows = {"a": y[None, :] + rng.normal(0, 0.5, (2, n)), "b": y[None, :] + rng.normal(0, 0.3, (1, n)),
+            "c": np.round(y[None, :] + rng.normal(0, 0.6, (2, n)), 0)}
+    idx = resample_indices(groups, 120, seed=9)
+    for chunk in (None, 1, 13):
+        got = paired_differences(y, groups, rows, reference, 120, 9, chunk=chunk)
+        for name, preds in rows.items():
+            assert got[name] == paired_difference_at_once(y, preds, reference, idx), (name, chunk)
 
 
 def test_bootstrap_interval_covers_the_true_difference():
@@ -60,7 +111,7 @@ def test_bootstrap_interval_covers_the_true_difference():
         y = rng.normal(5, 1, n)
         a = y[None, :] + rng.normal(0, 0.5, (2, n))  # two seeds
         b = y[None, :] + rng.normal(0, 0.3, (3, n))  # three seeds
-        diffs = paired_difference(y, a, b, resample_indices(np.arange(n) % 5, 300, seed=rep))
+        diffs = paired_differences(y, np.arange(n) % 5, {"a": a}, b, 300, seed=rep)["a"]
         for name in true:
             iv = diffs[name]
             assert iv.lo <= iv.diff <= iv.hi
@@ -73,7 +124,7 @@ def test_identical_models_give_an_interval_around_zero_and_no_verdict():
     rng = np.random.default_rng(2)
     y = rng.normal(5, 1, 100)
     p = y + rng.normal(0, 0.4, (1, 100))
-    for iv in paired_difference(y, p, p, resample_indices(np.zeros(100), 200, 0)).values():
+    for iv in paired_differences(y, np.zeros(100), {"p": p}, p, 200, 0)["p"].values():
         assert iv.diff == iv.lo == iv.hi == 0.0
     assert verdict(Interval(0.0, 0.0, 0.0), True) == "not separable"
     assert verdict(Interval(0.1, 0.02, 0.2), True) == "better" and verdict(Interval(0.1, 0.02, 0.2), False) == "worse"

@@ -77,7 +77,7 @@ def test_matrix_runs_to_tables_and_figures(tmp_path):
         assert read_json(tmp_path / f"results/tuning/memf-no-audio/fold{fold}/best.json")["params"] == chosen
         assert read_json(tmp_path / f"results/runs/memf-no-video/fold{fold}/model.json")["params"] == chosen
     assert sorted(p.name for p in (tmp_path / "results/runs/ridge/fold0").iterdir()) == [
-        "metrics.json", "model.json", "predictions.parquet"]
+        "metrics.json", "model.json", "predictions.parquet", "reference.skops"]
     metrics = read_json(tmp_path / "results/runs/memf/fold0/metrics.json")
     assert metrics["oracle_r2"] > 0
     t9 = pl.read_csv(tmp_path / "results/tables/table9.csv")

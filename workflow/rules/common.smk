@@ -9,6 +9,7 @@ from memf.core.version import code_version
 from memf.data.contract import TABLES as TABLE_NAMES, numeric_accepts
 from memf.data.layout import RESULTS, validated_dir, validated_file
 from memf.predict.plan import predict_dir, predict_plan, predict_prefix
+from memf.resources import ResourcePlan
 
 # Every mistake the config can hold is caught here, one line each, before anything is planned (docs/configuration.md).
 try:
@@ -18,7 +19,9 @@ except ConfigError as _error:
         print(f"memf config error: {_line}", file=sys.stderr)
     sys.exit(1)
 EVALUATION, _notes = evaluation_plan(config)
-for _line in _notes:
+# Every rule's memory and runtime follow the data: streams, bytes per stream, trials, seeds (docs/cluster.md).
+RESOURCES = ResourcePlan(config)
+for _line in _notes + RESOURCES.notes:
     print(f"memf config note: {_line}", file=sys.stderr)
 
 # Jobs write their progress bars into per-job log files: one update every 10 s keeps those readable.

@@ -24,7 +24,8 @@ if SIMULATED:
             columns=config["columns"],
             code=code_version("simulate"),
         resources:
-            mem_mb=2000,
+            mem_mb=RESOURCES.mem_mb("simulate"),
+            runtime=RESOURCES.runtime("simulate"),
         conda:
             "../../envs/memf.yaml"
         script:
@@ -48,7 +49,8 @@ if SIMULATED_MEDIA:
         wildcard_constraints:
             shard=r"\d+",
         resources:
-            mem_mb=2000,
+            mem_mb=RESOURCES.mem_mb("simulate_render"),
+            runtime=RESOURCES.runtime("simulate_render"),
         conda:
             "../../envs/memf.yaml"
         script:
@@ -76,7 +78,8 @@ if PROBE_SHARDS:
             prefix=PREFIX_REGEX,
             shard=r"\d+",
         resources:
-            mem_mb=2000,
+            mem_mb=RESOURCES.mem_mb("probe_media"),
+            runtime=RESOURCES.runtime("probe_media"),
         conda:
             "../../envs/memf.yaml"
         script:
@@ -120,7 +123,8 @@ rule validate:
     wildcard_constraints:
         prefix=PREFIX_REGEX,
     resources:
-        mem_mb=2000,
+        mem_mb=RESOURCES.mem_mb("validate"),
+        runtime=RESOURCES.runtime("validate"),
     conda:
         "../../envs/memf.yaml"
     script:

@@ -21,7 +21,8 @@ rule tiny_model:
     wildcard_constraints:
         name=names_regex(config["tiny_models"]),
     resources:
-        mem_mb=2000,
+        mem_mb=RESOURCES.mem_mb("tiny_model"),
+        runtime=RESOURCES.runtime("tiny_model"),
     conda:
         "../../envs/memf.yaml"
     script:
@@ -48,7 +49,8 @@ for _modality in FEATURE_MODALITIES:
             shard=r"\d+",
         threads: config["extraction"]["workers"]
         resources:
-            mem_mb=4000,
+            mem_mb=RESOURCES.mem_mb(f"extract_{_modality}"),
+            runtime=RESOURCES.runtime(f"extract_{_modality}"),
             gpu=0 if _modality == "numeric" else 1,
         conda:
             "../../envs/memf.yaml"
@@ -67,6 +69,9 @@ rule features_manifest:
     wildcard_constraints:
         modality=names_regex(FEATURE_MODALITIES),
         extractor=names_regex(config["extractors"]),
+    resources:
+        mem_mb=RESOURCES.mem_mb("features_manifest"),
+        runtime=RESOURCES.runtime("features_manifest"),
     conda:
         "../../envs/memf.yaml"
     script:

@@ -25,7 +25,8 @@ rule export:
     wildcard_constraints:
         experiment=names_regex(EXPORTABLE),
     resources:
-        mem_mb=4000,
+        mem_mb=RESOURCES.mem_mb("export"),
+        runtime=RESOURCES.runtime("export"),
     conda:
         "../../envs/memf.yaml"
     script:
@@ -50,7 +51,8 @@ rule predict:
         name=names_regex(list(PREDICT_DATASETS)),
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=RESOURCES.mem_mb("predict"),
+        runtime=RESOURCES.runtime("predict"),
     conda:
         "../../envs/memf.yaml"
     script:
@@ -74,7 +76,8 @@ rule predict_truth:
     wildcard_constraints:
         name=names_regex(TRUTH_DATASETS),
     resources:
-        mem_mb=2000,
+        mem_mb=RESOURCES.mem_mb("predict_truth"),
+        runtime=RESOURCES.runtime("predict_truth"),
     conda:
         "../../envs/memf.yaml"
     script:

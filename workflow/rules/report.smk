@@ -25,7 +25,8 @@ rule tables:
         code=code_version("report"),
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     resources:
-        mem_mb=2000,
+        mem_mb=RESOURCES.mem_mb("tables"),
+        runtime=RESOURCES.runtime("tables"),
     conda:
         "../../envs/memf.yaml"
     script:
@@ -49,7 +50,8 @@ rule figures:
         code=code_version("report"),
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     resources:
-        mem_mb=2000,
+        mem_mb=RESOURCES.mem_mb("figures"),
+        runtime=RESOURCES.runtime("figures"),
     conda:
         "../../envs/memf.yaml"
     script:

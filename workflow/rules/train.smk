@@ -30,7 +30,8 @@ rule pad:
     wildcard_constraints:
         feature_set=names_regex(config["feature_sets"]),
     resources:
-        mem_mb=4000,
+        mem_mb=RESOURCES.mem_mb("pad"),
+        runtime=RESOURCES.runtime("pad"),
     conda:
         "../../envs/memf.yaml"
     script:
@@ -53,7 +54,8 @@ if SIMULATED:
             padding=config["padding"],
             code=code_version("pad"),
         resources:
-            mem_mb=2000,
+            mem_mb=RESOURCES.mem_mb("pad_latent"),
+            runtime=RESOURCES.runtime("pad_latent"),
         conda:
             "../../envs/memf.yaml"
         script:
@@ -77,7 +79,8 @@ rule fit:
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=RESOURCES.mem_mb("fit"),
+        runtime=RESOURCES.runtime("fit"),
     wildcard_constraints:
         experiment=names_regex(NEURAL),
         fold=r"\d+",
@@ -103,7 +106,8 @@ rule fit_reference:
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=RESOURCES.mem_mb("fit_reference"),
+        runtime=RESOURCES.runtime("fit_reference"),
     wildcard_constraints:
         experiment=names_regex(REFERENCES),
         fold=r"\d+",

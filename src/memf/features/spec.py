@@ -47,6 +47,20 @@ PROCESSOR_KINDS: dict[str, tuple[str, ...]] = {
     "wav2vec2": ("sample_rate", "normalize"),
 }
 TORCHVISION_ARCHITECTURES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121")
+#: Width of the pooled vector each architecture's image extractor writes (its classifier's input; tested against
+#: torchvision): what the resource model plans with before any image is extracted (memf.resources).
+TORCHVISION_DIMS: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048,
+                                    "resnet152": 2048, "densenet121": 1024}
+#: Tiny model kind -> size settings and their defaults (hidden width, depth, heads, ...): what config `tiny_models`
+#: overrides (memf.features.tiny builds them; the resource model reads ``hidden``, the width they write).
+TINY_SIZES: dict[str, dict[str, Any]] = {
+    "bert": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "vocab_size": 1000, "max_positions": 128},
+    "xlnet": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "vocab_size": 1000},
+    "videomae": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "image_size": 32, "patch_size": 8,
+                 "num_frames": 4, "tubelet_size": 2},
+    "wav2vec2": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "conv_dim": 32, "conv_pos": 16,
+                 "conv_pos_groups": 2},
+}
 #: Resampling filters an option may name (each is a torchvision ``InterpolationMode`` value and a PIL filter).
 INTERPOLATIONS: tuple[str, ...] = ("nearest", "bilinear", "bicubic")
 

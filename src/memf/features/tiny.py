@@ -26,20 +26,15 @@ import torch
 
 from memf.data.contract import ENTITY_TABLE, FIELD_ENTITIES
 from memf.data.dataset import CleanDataset, load_clean
+from memf.features.spec import TINY_SIZES
 
 TINY_KINDS: tuple[str, ...] = ("bert", "xlnet", "videomae", "wav2vec2")
 TEXT_KINDS: tuple[str, ...] = ("bert", "xlnet")
 BERT_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 XLNET_SPECIAL = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>"]
 
-#: Kind -> size settings and their defaults (hidden width, depth, heads, ...).
-DEFAULT_SIZES: dict[str, dict[str, Any]] = {
-    "bert": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "vocab_size": 1000, "max_positions": 128},
-    "xlnet": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "vocab_size": 1000},
-    "videomae": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "image_size": 32, "patch_size": 8,
-                 "num_frames": 4, "tubelet_size": 2},
-    "wav2vec2": {"hidden": 32, "layers": 2, "heads": 2, "intermediate": 64, "conv_dim": 32, "conv_pos": 16, "conv_pos_groups": 2},
-}
+#: Kind -> size settings and their defaults (hidden width, depth, heads, ...): the torch-free catalog's.
+DEFAULT_SIZES: dict[str, dict[str, Any]] = TINY_SIZES
 
 
 def dataset_texts(ds: CleanDataset, columns: Mapping[str, Mapping[str, list[str]]]) -> list[str]:

@@ -32,9 +32,9 @@ from scipy.stats import spearmanr
 
 from memf.core.html import table_page
 from memf.core.io import DataError, atomic_path, read_json, write_json, write_text
-from memf.core.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, regression_metrics
+from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics
 from memf.data.contract import ENTITIES
-from memf.report.bootstrap import paired_difference, resample_indices, verdict
+from memf.report.bootstrap import Interval, paired_differences, verdict
 from memf.report.experiments import RunSet, load_runset
 from memf.training.matrix import RUNS_DIR, Experiment
 from memf.training.runs import expected_log_sales
@@ -101,7 +101,8 @@ def settings_summary(params: dict[int, dict[str, Any]]) -> str:
 
 
 class TableBuilder:
-    """Builds tables from runs, caching each experiment's pooled runs and the bootstrap resamples."""
+    """Builds tables from runs, caching each experiment's pooled runs; each table's paired comparisons are computed
+    in one chunked bootstrap pass per reference (memf.report.bootstrap.paired_differences)."""
 
     def __init__(
         self,
@@ -122,7 +123,6 @@ class TableBuilder:
         self.runs_root = Path(runs_root)
         self.ground_truth = ground_truth
         self._runs: dict[str, RunSet] = {}
-        self._idx: dict[tuple[str, ...], np.ndarray] = {}
         for fs, name in compare_to.items():
             if name not in experiments:
                 raise ValueError(f"evaluation.compare_to.{fs}: experiment '{name}' is not in experiments")
@@ -142,19 +142,37 @@ class TableBuilder:
         best = max(r2, key=r2.get)
         return {"experiment": best, "r2": r2[best], "all": r2}
 
-    def _resamples(self, runs: RunSet) -> np.ndarray:
-        key = tuple(runs.stream_id.tolist())
-        if key not in self._idx:
-            self._idx[key] = resample_indices(runs.fold, self.n_boot, self.boot_seed)
-        return self._idx[key]
+    def comparisons(self, names: Sequence[str]) -> dict[str, dict[str, Interval]]:
+        """Row -> metric -> the paired difference with its feature set's reference (``evaluation.compare_to``), for
+        the rows that have one (not the reference itself); one bootstrap pass per reference, whose resampled metrics
+        are computed once for all its rows.
+
+        Raises:
+            DataError: a row and its reference were tested on different streams.
+        """
+        by_base: dict[str, dict[str, np.ndarray]] = {}
+        for name in names:
+            base = self.compare_to.get(self.runs(name).experiment.feature_set)
+            if base is None or base == name:
+                continue
+            runs, base_runs = self.runs(name), self.runs(base)
+            if base_runs.stream_id.tolist() != runs.stream_id.tolist():
+                raise DataError(f"experiments {name} and {base}: different test streams, cannot pair them")
+            by_base.setdefault(base, {})[name] = runs.preds
+        out: dict[str, dict[str, Interval]] = {}
+        for base, rows in by_base.items():
+            base_runs = self.runs(base)
+            out.update(paired_differences(base_runs.y_true, base_runs.fold, rows, base_runs.preds, self.n_boot,
+                                          self.boot_seed, self.level))
+        return out
 
     def oracle_r2(self, runs: RunSet) -> float | None:
         if self.ground_truth is None:
             return None
         return regression_metrics(runs.y_true, expected_log_sales(self.ground_truth, runs.stream_id))["r2"]
 
-    def row(self, name: str, label: str) -> dict[str, Any]:
-        """One table row (see the module docstring)."""
+    def row(self, name: str, label: str, diffs: dict[str, Interval] | None) -> dict[str, Any]:
+        """One table row (see the module docstring); ``diffs``: its paired comparison (:meth:`comparisons`)."""
         runs = self.runs(name)
         exp = runs.experiment
         row: dict[str, Any] = {
@@ -175,10 +193,7 @@ class TableBuilder:
         if base_name is None or base_name == name:
             row.update({f"{m}_{k}": None for m in METRICS for k in ("diff", "lo", "hi")})
             return row
-        base = self.runs(base_name)
-        if base.stream_id.tolist() != runs.stream_id.tolist():
-            raise DataError(f"experiments {name} and {base_name}: different test streams, cannot pair them")
-        diffs = paired_difference(runs.y_true, runs.preds, base.preds, self._resamples(runs), self.level)
+        assert diffs is not None, name  # table() computes every row's comparison first
         for m, iv in diffs.items():
             row.update({f"{m}_diff": iv.diff, f"{m}_lo": iv.lo, f"{m}_hi": iv.hi})
         row["verdict"] = verdict(diffs["r2"], higher_is_better=True)
@@ -208,7 +223,8 @@ class TableBuilder:
         """All rows of one table (experiment -> label), plus the oracle row on simulated data."""
         if not rows:
             raise ValueError("a table needs at least one row")
-        out = [self.row(name, label) for name, label in rows.items()]
+        diffs = self.comparisons(list(rows))
+        out = [self.row(name, label, diffs.get(name)) for name, label in rows.items()]
         if self.ground_truth is not None:
             out.append(self.oracle_row(self.runs(next(iter(rows)))))
         return pl.DataFrame([{k: r.get(k) for k in _schema()} for r in out], schema=_schema())
@@ -248,7 +264,8 @@ def caption(level: float, n_boot: int, latent: dict[str, Any] | None) -> str:
         f"Δ = row - reference on the same streams, with a paired bootstrap {level:.0%} percentile interval "
         f"({n_boot} resamples of the streams within folds); the verdict reads the R² interval: better or worse when "
         "it excludes 0, else not separable. Sales MAE and MAPE: of predicted sales (exp of the prediction minus the "
-        "target offset) against the sales, MAPE over streams with sales. Fractions: pooled R² over the oracle's (the simulator's noiseless "
+        "target offset) against the sales, MAPE over streams with sales. Fractions: pooled R² over the oracle's "
+        "(the simulator's noiseless "
         f"expected log sales on the same streams) and over the latent ceiling.{ceiling} Settings: the tuned choice "
         "per fold (value (folds choosing it/folds)). Every number is recomputed from the runs' predictions.parquet."
     )
@@ -265,11 +282,13 @@ def table_cells(frame: pl.DataFrame, level: float) -> tuple[list[str], list[list
     rows = []
     for r in frame.iter_rows(named=True):
         runs = f"{r['n_folds']}×{r['n_seeds']}" if r["n_seeds"] else ""
-        cells = [r["label"], r["feature_set"] or "", runs, "" if r["n_parameters"] is None else f"{r['n_parameters']:,}"]
+        params = "" if r["n_parameters"] is None else f"{r['n_parameters']:,}"
+        cells = [r["label"], r["feature_set"] or "", runs, params]
         for m in METRICS:
             sd = r[f"{m}_sd"]
             cells.append(_fmt(r[m]) + ("" if sd is None else f" ± {_fmt(sd)}"))
-        cells += [_fmt(r["sales_mae"], 0), _fmt(r["sales_mape"], 2), _fmt(r["frac_oracle"], 2), _fmt(r["frac_latent"], 2)]
+        cells += [_fmt(r["sales_mae"], 0), _fmt(r["sales_mape"], 2), _fmt(r["frac_oracle"], 2),
+                  _fmt(r["frac_latent"], 2)]
         if several:
             cells.append(r["compared_to"] or "")
         d = r["r2_diff"]
@@ -446,8 +465,8 @@ def build_tables(
                                            importance_key)
         write_csv(out_dir / "entity_importance.csv", frame)
         head = ["Entity", "Experiment", "R² drop (pooled)", "LOO rank", "True importance", "True rank"]
-        rows = [[r["entity"], r["experiment"], f"{r['r2_drop']:+.4f}", str(r["loo_rank"]), f"{r['true_importance']:.3f}",
-                 str(r["true_rank"])] for r in frame.iter_rows(named=True)]
+        rows = [[r["entity"], r["experiment"], f"{r['r2_drop']:+.4f}", str(r["loo_rank"]),
+                 f"{r['true_importance']:.3f}", str(r["true_rank"])] for r in frame.iter_rows(named=True)]
         written += write_table(out_dir, "entity_importance", frame,
                                "Leave-one-entity-out importance vs the simulator's truth", head, rows,
                                summary["statement"])

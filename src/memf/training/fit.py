@@ -67,14 +67,16 @@ class JobSpec:
 
 @dataclass
 class SeedResult:
-    """One seed's outcome, kept until the run folder is written. ``frames`` and ``tensors`` are the fitter's own
-    outputs (a neural run's history, attention and weights), saved with a finished seed and merged by the fitter."""
+    """One seed's outcome, kept until the run folder is written. ``frames``, ``tensors`` and ``blobs`` are the fitter's
+    own outputs (a neural run's history, attention and weights; a reference's fitted model as bytes), saved with a
+    finished seed and merged by the fitter."""
 
     seed: int
     pred: np.ndarray  # [S] every stream of the fold
     info: dict[str, Any]  # epoch, epochs_run, seconds, n_parameters, target scaling, fitted reference choices
     frames: dict[str, pl.DataFrame] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)  # file name -> content
 
 
 class Fitter(ABC):
@@ -169,7 +171,11 @@ def _save_partial(folder: Path, key: str, result: SeedResult) -> None:
     if result.tensors:
         with atomic_path(folder / "state.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in result.tensors.items()}, str(tmp))
-    write_json(folder / "done.json", {"key": key, "info": result.info, "frames": sorted(result.frames)})  # last
+    for name, content in result.blobs.items():
+        with atomic_path(folder / f"blob-{name}") as tmp:
+            tmp.write_bytes(content)
+    write_json(folder / "done.json", {"key": key, "info": result.info, "frames": sorted(result.frames),
+                                      "blobs": sorted(result.blobs)})  # last
 
 
 def _load_partial(folder: Path, key: str, seed: int) -> SeedResult | None:
@@ -186,6 +192,7 @@ def _load_partial(folder: Path, key: str, seed: int) -> SeedResult | None:
         info=record["info"],
         frames={name: pl.read_parquet(folder / f"{name}.parquet") for name in record["frames"]},
         tensors=load_file(str(state)) if state.exists() else {},
+        blobs={name: (folder / f"blob-{name}").read_bytes() for name in record.get("blobs", [])},
     )
 
 

@@ -13,7 +13,8 @@ A run is (experiment, fold, seed); one job fits one (experiment, fold): its tuni
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,20 @@ from memf.data.layout import RESULTS
 
 RUNS_DIR = Path(RESULTS) / "runs"
 TUNING_DIR = Path(RESULTS) / "tuning"
+#: The reduction of wide pooled features (memf.training.references, docs/training.md "Reference models"): when the
+#: pooled width of a stream is above ``reduce_above``, every pooled block wider than ``components`` (text, image, clip
+#: vectors; numeric fields and counts pass) becomes its first ``components`` principal components, fitted on the
+#: training part. The demo's widths (1,707 mean-pooled, 4,180 set statistics) stay below the threshold; the paper's
+#: (9,995 and 38,420) are reduced to 2,059 and 2,068 features.
+REDUCTION_DEFAULTS: dict[str, Any] = {"reduce_above": 8192, "components": 256}
+REDUCTION_MINIMUM: dict[str, int] = {"reduce_above": 0, "components": 1}
 #: Reference models (memf.training.references) -> their options and defaults.
 REFERENCE_OPTIONS: dict[str, dict[str, Any]] = {
     "mean": {},
-    "ridge": {"pooling": "mean", "alpha": 10.0},
+    "ridge": {"pooling": "mean", "alpha": 10.0, **REDUCTION_DEFAULTS},
     "hgb": {
-        "pooling": "mean", "pca": 0, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 10,
+        "pooling": "mean", **REDUCTION_DEFAULTS, "pca": 0, "learning_rate": 0.1, "max_leaf_nodes": 15,
+        "min_samples_leaf": 10,
         "l2_regularization": 1.0, "max_iter": 200,  # the iterations kept are chosen on validation, up to max_iter
         # 32 bins suit a few hundred training streams; each split draws 20% of the features (column subsampling):
         # together 8x faster than 255 bins and every feature on the demo's ~4,000 set statistics, no worse on
@@ -38,6 +47,16 @@ REFERENCE_OPTIONS: dict[str, dict[str, Any]] = {
 REFERENCE_MODELS: tuple[str, ...] = tuple(REFERENCE_OPTIONS)
 #: Values a string-valued reference option accepts.
 REFERENCE_CHOICES: dict[str, tuple[str, ...]] = {"pooling": ("mean", "set")}
+#: (batch key, mask key or None) blocks of the pooled features, in order; ``set`` pooling adds ``counts`` (items,
+#: video clips, audio clips) counted from :data:`COUNT_KEYS`.
+POOLED_BLOCKS: tuple[tuple[str, str | None], ...] = (
+    ("anchor/text", None), ("anchor/image", None), ("anchor/numeric", None),
+    ("commodity/text", "commodity/mask"), ("commodity/image", "commodity/mask"),
+    ("commodity/numeric", "commodity/mask"),
+    ("room/text", None), ("room/image", None), ("room/numeric", None),
+    ("video/x", "video/mask"), ("audio/x", "audio/mask"),
+)
+COUNT_KEYS: tuple[str, ...] = ("commodity/mask", "video/mask", "audio/mask")
 #: The reserved feature set built from the simulator's true latent factors (the latent ceiling), not from extractors.
 LATENT_FEATURE_SET = "latent"
 
@@ -48,8 +67,11 @@ MODEL_JSON = "model.json"
 HISTORY_FILE = "history.parquet"
 ATTENTION_FILE = "attention.parquet"
 WEIGHTS_FILE = "weights.safetensors"
-TRAINED_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON, HISTORY_FILE, ATTENTION_FILE, WEIGHTS_FILE)
-REFERENCE_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON)
+TRAINED_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON, HISTORY_FILE, ATTENTION_FILE,
+                                  WEIGHTS_FILE)
+#: A reference run's fitted models, every seed's (skops, never a pickle: memf.training.references.load_reference).
+REFERENCE_MODEL_FILE = "reference.skops"
+REFERENCE_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON, REFERENCE_MODEL_FILE)
 TRIALS_FILE = "trials.parquet"
 BEST_FILE = "best.json"
 JOURNAL_FILE = "study.journal"
@@ -145,7 +167,8 @@ def reference_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
     defaults = REFERENCE_OPTIONS[model]
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ValueError(f"reference model '{model}': unknown options {unknown} (accepted: {', '.join(sorted(defaults))})")
+        raise ValueError(f"reference model '{model}': unknown options {unknown} "
+                         f"(accepted: {', '.join(sorted(defaults))})")
     for key, value in options.items():
         default = defaults[key]
         if key in REFERENCE_CHOICES and value not in REFERENCE_CHOICES[key]:
@@ -154,4 +177,40 @@ def reference_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
         if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"reference model '{model}': option '{key}' is {value!r}, expected a number")
+        if key in REDUCTION_MINIMUM and (not isinstance(value, int) or value < REDUCTION_MINIMUM[key]):
+            raise ValueError(f"reference model '{model}': option '{key}' is {value!r}, expected an integer >= "
+                             f"{REDUCTION_MINIMUM[key]}")
     return {**defaults, **options}
+
+
+def pooled_widths(dims: Mapping[str, Sequence[int]], pooling: str) -> list[tuple[str, int]]:
+    """(block name, width) of the pooled features of streams with per-stream shapes ``dims`` (batch key -> shape, as
+    ``memf.padding.padded.Padded.dims``): ``mean`` keeps one vector per entity and modality (the last axis), ``set``
+    every anchor and room field and the mean, max, min and sd over items and clips, plus the three counts."""
+    if pooling not in REFERENCE_CHOICES["pooling"]:
+        raise ValueError(f"pooling '{pooling}': expected one of {', '.join(REFERENCE_CHOICES['pooling'])}")
+    out = []
+    for key, mask_key in POOLED_BLOCKS:
+        shape = tuple(dims[key])
+        if pooling == "mean":
+            out.append((key, int(shape[-1])))
+        else:
+            per = math.prod(shape[1:]) if mask_key is not None else math.prod(shape)
+            out.append((key, int(per) * (4 if mask_key is not None else 1)))
+    return out + ([("counts", len(COUNT_KEYS))] if pooling == "set" else [])
+
+
+def is_reducible(name: str) -> bool:
+    """Whether a pooled block is a vector block the reduction may shrink (numeric fields and counts pass through)."""
+    return not (name.endswith("/numeric") or name == "counts")
+
+
+def reduced_widths(widths: Sequence[tuple[str, int]], reduce_above: int, components: int,
+                   n_train: int | None = None) -> list[tuple[str, int]]:
+    """The widths after the reduction rule (:data:`REDUCTION_DEFAULTS`): unchanged when the total is at most
+    ``reduce_above``; else every reducible block wider than ``components`` shrinks to ``components`` (capped by the
+    training streams ``n_train`` when known)."""
+    if sum(w for _, w in widths) <= reduce_above:
+        return list(widths)
+    k = components if n_train is None else min(components, n_train)
+    return [(name, k if is_reducible(name) and w > components else w) for name, w in widths]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,13 @@ class FoldData:
 
     def tensors(self, rows: np.ndarray, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         return self.padded.tensors(rows, device)
+
+    def blocks(self, rows: np.ndarray, size: int) -> Iterator[dict[str, np.ndarray]]:
+        """The padded arrays (numeric inputs standardised) of the streams ``rows``, in that order, at most ``size``
+        streams at a time: the block source the reference models read (memf.training.references.FoldBlocks)."""
+        for start in range(0, len(rows), size):
+            sel = rows[start:start + size]
+            yield {key: arr[sel] for key, arr in self.padded.arrays.items()}
 
 
 def fold_data(padded: Padded, fold: int) -> FoldData:
