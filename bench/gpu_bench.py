@@ -406,7 +406,7 @@ def workflow_config(p: Plan) -> tuple[dict[str, Any], list[str]]:
     GPU). Each GPU job holds the one GPU alone (``claim_device``), so they run one after another; the three folds
     and two shards would make that 41 GPU jobs, past the device's 10-minute command. Smoke: trimmed to the jobs each
     setting reaches, one of each: an untuned MEMF run of fold 0 on the simulator's latent factors (simulate,
-    validate, pad_latent, fit: no extraction needed) and one image extraction shard.
+    validate, pad_latent, fit: no extraction needed) and one image extraction shard (with the render of its shard).
     """
     import yaml
 
@@ -558,6 +558,7 @@ CARRIED: dict[str, str] = {
     "optuna": "not on the device; tuning in the tiny workflow",
     "jsonschema": "may be missing; the workflow validates its config with it",
     "threadpoolctl": "on the device as a scikit-learn dependency, at some version; the fit jobs call it",
+    "skops": "not on the device; the reference fits save their models with it",
     "transformers": "the device has 5.17, the pin is 5.24.0: the extractors call the processors' resize, center_crop "
                     "and rescale_and_normalize, which the tests check with 5.24.0 only",
     "tokenizers": "goes with the pinned transformers (the tiny tokenizers are built and read with it)",
