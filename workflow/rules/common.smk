@@ -4,22 +4,25 @@ import re
 import sys
 from pathlib import Path
 
-from memf.config import ConfigError, evaluation_plan, load_config
+from memf.config import ConfigError, evaluation_plan, load_config, note_line, schema_defaults
 from memf.core.version import code_version
 from memf.data.contract import TABLES as TABLE_NAMES, numeric_accepts
 from memf.data.layout import RESULTS, validated_dir, validated_file
 from memf.predict.plan import predict_dir, predict_plan, predict_prefix
 
 # Every mistake the config can hold is caught here, one line each, before anything is planned (docs/configuration.md).
+SCHEMA = Path(workflow.current_basedir).parent / "schemas/config.schema.yaml"
 try:
-    load_config(config, Path(workflow.current_basedir).parent / "schemas/config.schema.yaml", Path.cwd())
+    load_config(config, SCHEMA, Path.cwd())
 except ConfigError as _error:
     for _line in _error.problems:
         print(f"memf config error: {_line}", file=sys.stderr)
     sys.exit(1)
-EVALUATION, _notes = evaluation_plan(config)
-for _line in _notes:
-    print(f"memf config note: {_line}", file=sys.stderr)
+# The evaluation keeps what the matrix has; one line notes what that changes of the evaluation the user set (an
+# evaluation left at the shipped defaults changes nothing the user asked for).
+EVALUATION, _notes = evaluation_plan(config, schema_defaults(SCHEMA))
+if note_line(_notes):
+    print(note_line(_notes), file=sys.stderr)
 
 # Jobs write their progress bars into per-job log files: one update every 10 s keeps those readable.
 os.environ.setdefault("TQDM_MININTERVAL", "10")

@@ -44,7 +44,7 @@ from memf.data.folds import SPLITS, assign_folds, split_of
 from memf.core.html import table_page
 from memf.core.io import DataError, read_parquet_checked, write_json, write_parquet, write_text
 from memf.core.isolate import isolated_map
-from memf.data.media import applied_limits, probe
+from memf.data.media import applied_limits, drop_reason, probe
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ def validate_dataset(
     for kind, path, level, obj, field in media_refs:
         stream = {"item": item_stream, "clip": clip_stream, "stream": {obj: obj}}.get(level, {}).get(obj)
         if (kind, path) in failed:
-            drops.add(level, obj, f"{kind} does not decode: {failed[(kind, path)]}",
+            drops.add(level, obj, drop_reason(kind, failed[(kind, path)]),
                       stream_id=stream, file=str(root / path), field=field)
         elif (kind, path) in cut:
             truncated.add(level, obj, cut[(kind, path)], stream_id=stream, file=str(root / path), field=field,
