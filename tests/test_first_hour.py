@@ -12,8 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-
 from fakedata import write_dataset
+from workflow_support import CONSOLE
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -36,8 +36,16 @@ def dry_run(workdir: Path, config: dict, *targets: str) -> subprocess.CompletedP
     return snakemake(workdir, "-n", *targets, "--configfile", "cfg.yaml")
 
 
+def job_counts(out: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Rule -> planned jobs, from a dry run's job stats table."""
+    table = (out.stdout + out.stderr).split("Job stats:", 1)[1].split("Reasons:", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)
+            if m.group(1) not in ("total", "job")}
+
+
 def planned_outputs(out: subprocess.CompletedProcess[str]) -> set[str]:
-    return {o for line in re.findall(r"^\s+output: (.*)$", out.stdout + out.stderr, flags=re.M) for o in line.split(", ")}
+    text = out.stdout + out.stderr
+    return {o for line in re.findall(r"^\s+output: (.*)$", text, flags=re.M) for o in line.split(", ")}
 
 
 # --- 1. a user's extractors extend the defaults -----------------------------------------------------------------
@@ -133,8 +141,47 @@ def test_validation_names_missing_media_plainly_and_keeps_decoder_output_in_its_
     assert "ERROR opening" not in console and "video_reader.cc" not in console and "moov atom" not in console
     log = (tmp_path / "logs/data/validate.log").read_text()
     assert "video_reader.cc" in log and "ERROR opening" in log  # the decoder's own words, kept in the job's log
-    reasons = {r["object_id"]: r["reason"] for r in pl.read_csv(tmp_path / "results/data/excluded.csv").iter_rows(named=True)}
+    excluded = pl.read_csv(tmp_path / "results/data/excluded.csv")
+    reasons = {r["object_id"]: r["reason"] for r in excluded.iter_rows(named=True)}
     assert reasons["s000-video0"] == "video file not found: mydata/media/gone.mp4"
     assert reasons["s001-i0"] == "image file not found: mydata/media/s001-i0.png"
     assert reasons["s002-video1"].endswith("not a video file FFmpeg can open (unknown format, or truncated)")
     assert not any("Errno" in r or "FileNotFoundError" in r for r in reasons.values())
+    # 9. Before validation the size of one's own dataset is unknown; the line says so, then how much is left.
+    times = lines(out, "memf time")
+    assert times[0] == "memf time: 1 job; no estimate yet (your dataset's size is known once rule validate has run)"
+    assert re.fullmatch(r"memf time: 1 of 1 jobs done in \d+ s; about 0 s on 2 cores left", times[-1]), times
+
+
+# --- 9. the time a run takes: estimated from measured costs when it is planned, the time left as it runs ----------
+
+
+def minutes(text: str) -> float:
+    """Minutes of a duration as memf.core.progress.duration writes it (``7 s``, ``12 min``, ``1 h 05 min``)."""
+    found = re.fullmatch(r"(?:(\d+) h )?(\d+) (s|min)", text)
+    assert found, text
+    hours, value, unit = found.groups()
+    return 60 * int(hours or 0) + (int(value) if unit == "min" else int(value) / 60)
+
+
+def test_a_dry_run_of_the_demo_estimates_its_time_on_the_cores(tmp_path):
+    out = snakemake(tmp_path, "-n", "--cores", "2")
+    times = lines(out, "memf time")
+    assert out.returncode == 0 and len(times) == 1, out.stderr[-2000:]
+    found = re.fullmatch(r"memf time: (\d+) jobs, (.+) of CPU time, about (.+) on 2 cores \(CPU-seconds per job of "
+                         r"each rule as measured on the 2-core development machine, scaled to this config\)", times[0])
+    assert found, times[0]
+    assert int(found.group(1)) == sum(job_counts(out).values()) - 1  # every job but `all`
+    assert minutes(found.group(3)) == pytest.approx(minutes(found.group(2)) / 2, abs=1)
+
+
+def test_the_tiny_run_said_how_much_time_was_left_as_its_jobs_finished(tiny_run):
+    times = [line for line in (tiny_run / CONSOLE).read_text().splitlines() if line.startswith("memf time")]
+    assert re.fullmatch(r"memf time: (\d+) jobs, .* of CPU time, about .* on 2 cores \(.*\)", times[0]), times[0]
+    jobs = int(times[0].split()[2])
+    pattern = r"memf time: (\d+) of (\d+) jobs done in .*; about .* on 2 cores left"
+    progress = [re.fullmatch(pattern, t) for t in times[1:]]
+    assert len(progress) >= 10 and all(progress), times  # at least after the first job of every rule
+    assert [int(p.group(2)) for p in progress] == [jobs] * len(progress)
+    done = [int(p.group(1)) for p in progress]
+    assert done == sorted(done) and done[-1] == jobs
