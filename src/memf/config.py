@@ -165,10 +165,11 @@ def _check_model_section(section: Mapping[str, Any], neural: Mapping[str, list[s
     import dataclasses
     import difflib
 
-    from memf.models.options import COMMON_OPTIONS, ModelConfig, accepted_options
+    from memf.models.options import ModelConfig, accepted_options
 
     fields = sorted(f.name for f in dataclasses.fields(ModelConfig))
-    shared = frozenset.intersection(*map(accepted_options, neural)) if neural else COMMON_OPTIONS
+    # Options every neural model of the matrix takes (with none, the section is unused: any known option will do).
+    shared = frozenset.intersection(*map(accepted_options, neural)) if neural else frozenset(fields)
     out, bad = [], set()
     for key in section:
         if key not in fields:
@@ -184,15 +185,16 @@ def _check_model_section(section: Mapping[str, Any], neural: Mapping[str, list[s
         else:
             continue
         bad.add(key)
-    rest = {k: v for k, v in section.items() if k not in bad}
-    try:
-        ModelConfig.from_options("model", rest, frozenset(fields))
-    except ValueError as exc:
-        message = str(exc).removeprefix("model 'model': ")
-        named = re.search(r"option '(\w+)'", message)
-        key = named.group(1) if named and named.group(1) in rest else None
-        out.append(f"config key 'model{'.' + key if key else ''}': {message}")
-        bad |= {key} if key else set(rest)
+    for key, value in section.items():
+        if key in bad:
+            continue
+        try:  # the value alone; how it combines with the other options (width and heads) is each experiment's check
+            ModelConfig.from_options("model", {key: value}, frozenset(fields))
+        except ValueError as exc:
+            message = str(exc).removeprefix("model 'model': ")
+            if re.search(rf"option '{re.escape(str(key))}'", message):
+                out.append(f"config key 'model.{key}': {message}")
+                bad.add(key)
     return out, bad
 
 
@@ -319,8 +321,9 @@ def _check_predict_bundle(config: Mapping[str, Any], workdir: Path) -> list[str]
             out.append(f"config key 'predict.seeds': {section['seeds']} are not all seeds of experiment '{ref}' "
                        f"(its seeds: {', '.join(map(str, seeds))})")
     elif not (_folder(ref, workdir) / "bundle.json").is_file():
+        record = _folder(ref, workdir) / "bundle.json"
         out.append(f"config key 'predict.bundle': '{ref}' is neither an experiment (known: "
-                   f"{', '.join(sorted(experiments))}) nor a bundle folder (no {_folder(ref, workdir) / 'bundle.json'})")
+                   f"{', '.join(sorted(experiments))}) nor a bundle folder (no {record})")
     return out
 
 

@@ -36,7 +36,7 @@ rule export:
 # stops the workflow with one line saying why, instead of Snakemake's "no rule to produce". It never runs a job.
 rule refuse_export:
     input:
-        refuse_export,
+        get_export_refusal,
     output:
         [str(bundle_dir("{experiment}") / name) for name in BUNDLE_OUTPUTS],
     log:

@@ -31,9 +31,9 @@ def get_export_inputs(wildcards):
     }
 
 
-def refuse_export(wildcards):
-    """Input of rule refuse_export: asked for a bundle the config cannot make, the workflow stops with one line
-    saying why (before any job runs, dry runs too)."""
+def get_export_refusal(wildcards):
+    """The input of the refuse_export rule. Asked for a bundle the config cannot make, the workflow stops with one
+    line saying why (before any job runs, dry runs too)."""
     why = why_not_exportable(config["experiments"], wildcards.experiment)
     print(f"memf error: cannot make {bundle_dir(wildcards.experiment)}: {why} (bundles this config can make: "
           f"{', '.join(EXPORTABLE) or 'none'})", file=sys.stderr)
