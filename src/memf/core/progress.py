@@ -1,6 +1,6 @@
 """How long a workflow run takes: measured CPU-seconds per job of each rule, and the time left, printed while it runs.
 
-:data:`COSTS` holds what one job of each rule cost on the measured run (:data:`MEASURED`): the CPU-seconds its job
+:data:`COSTS` holds what one job of each rule cost on the measured runs (:data:`MEASURED`): the CPU-seconds its job
 log recorded (:func:`memf.core.logs.job_cost`), split into its start (the interpreter and the imports, the same
 whatever the config) and its work, which grows with the config's size as :data:`UNITS` says. :func:`job_costs`
 scales the table to a config; ``python bench/job_costs.py`` measures a run's costs again.
@@ -9,8 +9,7 @@ scales the table to a config; ``python bench/job_costs.py`` measures a run's cos
 reads the records Snakemake logs for its own console and for logger plugins (``event``: ``run_info`` with the jobs
 per rule, ``job_info`` when a job starts, ``job_finished``) and prints one line of its own: the estimate when the plan
 is known (dry runs too), and after a finished job the jobs done and the time left (after the first job of each rule,
-else at most every ``every_s`` seconds).
-As soon as one job of a rule has finished, its measured duration times its threads replaces the table's cost for the
+else at most every ``every_s`` seconds). As soon as one job of a rule has finished, its measured duration times its threads replaces the table's cost for the
 rule's other jobs, and the ratio of measured to tabled costs rescales the rules not seen yet: the estimate follows
 this machine, its load and this data.
 
@@ -43,12 +42,17 @@ class RuleCost:
     work: tuple[tuple[float, float], ...]  # (size in the unit, CPU-seconds of a job's work) of each measured run
 
     def work_at(self, size: float) -> float:
-        """The work of a job at ``size``: proportional to the size from one measurement; through two, the power law
-        through both (its exponent kept within 0-2: sizes a measurement cannot tell apart do not shrink the work)."""
+        """The work of a job at ``size``: proportional to the size from one measurement; through two at different
+        sizes, the power law through both (its exponent kept within 0-2, so that noise between two small
+        measurements cannot make work shrink with size); two at the same size, their mean."""
         (s0, w0), *more = self.work
-        if not more or w0 <= 0 or more[0][1] <= 0 or more[0][0] == s0:
-            return w0 * size / s0 if s0 > 0 else w0
+        if not more:
+            return w0 * size / s0
         s1, w1 = more[0]
+        if s1 == s0:
+            return (w0 + w1) / 2
+        if w0 <= 0 or w1 <= 0:
+            return max(w0, w1) * size / max(s0, s1)
         exponent = min(max(math.log(w1 / w0) / math.log(s1 / s0), 0.0), 2.0)
         return w0 * (size / s0) ** exponent
 
@@ -154,6 +158,7 @@ class ProgressHandler(logging.Handler):
         self.measured: dict[str, list[float]] = {}  # rule -> CPU-seconds (duration x threads) of its finished jobs
         self.begun = time.monotonic()
         self.last = -float("inf")
+        self.said = ""
         self.failed = False
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -184,7 +189,9 @@ class ProgressHandler(logging.Handler):
                     self._say(self._progress_line())
 
     def _say(self, line: str) -> None:
-        self.last = time.monotonic()
+        if line == self.said:  # the default target's job ends a run: nothing new to say
+            return
+        self.last, self.said = time.monotonic(), line
         print(line, file=self.stream, flush=True)
 
     def _per_job(self) -> dict[str, float] | str:
