@@ -252,6 +252,101 @@ def disk_full(base: Path) -> tuple[bool, str]:
                 f"('{lines[0][:90]}...'), previous files intact: {result['intact']}, left: {', '.join(result['files'])}")
 
 
+# --- A user's first hour with their own data (issue 23): through the CLI, on dry runs and a validation --------------
+SHIPPED = Path(ROOT / "config.yaml")
+COPIED = ("memf", "mfb", "vtfsa", "cmmt", "hgb", "hgb-set")
+
+
+def first_hour_dir(base: Path, config: dict) -> Path:
+    import yaml
+
+    work = base / "first-hour"
+    work.mkdir(exist_ok=True)
+    shipped = yaml.safe_load(SHIPPED.read_text())
+    config = {"experiments": {e: shipped["experiments"][e] for e in COPIED}, **config}
+    (work / "cfg.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return work
+
+
+def prefixed(out: subprocess.CompletedProcess[str], prefix: str) -> list[str]:
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith(prefix)]
+
+
+def own_extractor_cli(base: Path) -> tuple[bool, str]:
+    mine = {"kind": "torchvision", "model": "resnet18", "options": {"weights": "none", "resize": 48, "crop": 48}}
+    work = first_hour_dir(base, {"extractors": {"resnet18": mine}})
+    out = snakemake(work, "-n", "--configfile", "cfg.yaml")
+    errors = prefixed(out, "memf config error")
+    ok = out.returncode == 0 and not errors and "results/features/text/bert-tiny/manifest.json" in out.stdout
+    return ok, (f"exit {out.returncode}, {len(errors)} config errors; the default text, video, audio and numeric "
+                f"extractors planned: {ok}")
+
+
+def copied_experiments_cli(base: Path) -> tuple[bool, str]:
+    out = snakemake(first_hour_dir(base, {}), "-n", "--configfile", "cfg.yaml")
+    notes = prefixed(out, "memf config note")
+    table10 = "results/tables/table10.csv" in out.stdout
+    ok = out.returncode == 0 and not notes and not table10 and "results/tables/table9.csv" in out.stdout
+    return ok, f"exit {out.returncode}, {len(notes)} note lines; Table 10 planned: {table10}"
+
+
+def model_typo_cli(base: Path) -> tuple[bool, str]:
+    out = snakemake(first_hour_dir(base, {"model": {"widht": 16}}), "-n", "--configfile", "cfg.yaml")
+    errors = prefixed(out, "memf config error")
+    ok = out.returncode != 0 and len(errors) == 1 and "config key 'model.widht'" in errors[0]
+    return ok, f"exit {out.returncode}, {len(errors)} line: '{errors[0][:110] if errors else ''}...'"
+
+
+def refused_bundle_cli(base: Path) -> tuple[bool, str]:
+    out = snakemake(first_hour_dir(base, {}), "-n", "results/bundles/hgb/bundle.json", "--configfile", "cfg.yaml")
+    errors = prefixed(out, "memf error")
+    text = out.stdout + out.stderr
+    ok = (out.returncode != 0 and len(errors) == 1 and "reference model" in errors[0]
+          and "MissingRuleException" not in text)
+    return ok, f"exit {out.returncode}: '{errors[0] if errors else ''}'"
+
+
+def time_estimate_cli(base: Path) -> tuple[bool, str]:
+    work = base / "estimate"
+    work.mkdir(exist_ok=True)
+    out = snakemake(work, "-n")  # the shipped demo
+    lines = prefixed(out, "memf time")
+    ok = out.returncode == 0 and len(lines) == 1 and "of CPU time, about" in lines[0] and "on 2 cores" in lines[0]
+    return ok, f"'{lines[0] if lines else ''}'"
+
+
+def missing_media_cli(base: Path) -> tuple[bool, str]:
+    work = base / "media-cli"
+    work.mkdir()
+    raw = small_dataset(work, "mydata")
+    edit(raw, "clips", lambda df: df.with_columns(
+        pl.when(pl.col("clip_id") == "s000-video0").then(pl.lit("media/gone.mp4")).otherwise(pl.col("path"))
+        .alias("path")))
+    (raw / "media/s001-i0.png").unlink()
+    (raw / "media/s002-video1.mp4").write_text("not a video at all\n")
+    (work / "cfg.yaml").write_text("dataset: {root: mydata, simulate: false}\nsplit: {folds: 2}\n")
+    out = snakemake(work, "--configfile", "cfg.yaml", "--until", "validate")
+    console = out.stdout + out.stderr
+    leaked = [ln for ln in console.splitlines() if "video_reader.cc" in ln or "moov atom" in ln]
+    logged = "video_reader.cc" in (work / "logs/data/validate.log").read_text()
+    got = {r["object_id"]: r["reason"] for r in pl.read_csv(work / "results/data/excluded.csv").iter_rows(named=True)}
+    ok = (out.returncode == 0 and not leaked and logged
+          and got.get("s000-video0", "").startswith("video file not found")
+          and got.get("s001-i0", "").startswith("image file not found"))
+    return ok, (f"decoder lines on the console: {len(leaked)}, in the job's log: {logged}; s000-video0: "
+                f"'{got.get('s000-video0')}'; s001-i0: '{got.get('s001-i0')}'")
+
+
+def borderline_verdicts(base: Path) -> tuple[bool, str]:
+    from memf.report.bootstrap import VERDICT_TOLERANCE, Interval, verdict
+
+    # Gradient boosting on mean-pooled features against MEMF: the README's run and the same run on another machine.
+    here, there = Interval(0.035, -0.002, 0.073), Interval(0.038, 0.0004, 0.077)
+    got = verdict(here, True), verdict(there, True)
+    return got == ("borderline", "borderline"), (f"[-0.002, +0.073] and [+0.000, +0.077] with tolerance "
+                                                 f"{VERDICT_TOLERANCE}: {got[0]}, {got[1]}")
+
+
 # --- Workflow cases ---------------------------------------------------------------------------------------------------
 def fds_under(pid: int, folder: Path) -> bool:
     try:
@@ -428,6 +523,23 @@ class Workflow:
         return ok, f"simulated defects in results/data/excluded.csv: {sorted(kinds)}"
 
 
+def first_hour_cases(base: Path) -> None:
+    """A user's first hour with their own data (issue 23): what stopped or confused the trial's user."""
+    case("own extractor (CLI)", "a config defining one extractor keeps the defaults the demo feature set names",
+         lambda: own_extractor_cli(base))
+    case("copied experiments (CLI)", "no config notes; no Table 10 repeating Table 9",
+         lambda: copied_experiments_cli(base))
+    case("model: typo (CLI)", "one line naming model.widht, not one per experiment", lambda: model_typo_cli(base))
+    case("bundle the config cannot make (CLI)", "one line with the reason, no MissingRuleException",
+         lambda: refused_bundle_cli(base))
+    case("missing media and decoder output (CLI)", "'file not found' reasons; decord's and FFmpeg's own lines in the "
+         "job's log, not on the console", lambda: missing_media_cli(base))
+    case("borderline verdict", "the two machines' intervals of the README's flipping verdict both read borderline",
+         lambda: borderline_verdicts(base))
+    case("time estimate (CLI)", "a dry run of the demo prints its CPU time and the wall time on the cores",
+         lambda: time_estimate_cli(base))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="keep everything here (default: a temporary folder)")
@@ -458,6 +570,7 @@ def main() -> int:
              lambda: corrupt_parquet_cli(base))
         case("disk full (ENOSPC)", "shard and padded-file writes: one line, exit 1, no partial file, previous files "
              "intact", lambda: disk_full(base))
+        first_hour_cases(base)
         if not args.no_workflow:
             wf = Workflow(base)
             case("SIGKILL of an extraction job", "its workers and janitor gone within 5 s; no spool folder left",

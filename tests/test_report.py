@@ -127,8 +127,22 @@ def test_identical_models_give_an_interval_around_zero_and_no_verdict():
     for iv in paired_differences(y, np.zeros(100), {"p": p}, p, 200, 0)["p"].values():
         assert iv.diff == iv.lo == iv.hi == 0.0
     assert verdict(Interval(0.0, 0.0, 0.0), True) == "not separable"
-    assert verdict(Interval(0.1, 0.02, 0.2), True) == "better" and verdict(Interval(0.1, 0.02, 0.2), False) == "worse"
-    assert verdict(Interval(-0.1, -0.2, -0.01), True) == "worse"
+    assert verdict(Interval(0.1, 0.02, 0.2), True, 0.01) == "better"
+    assert verdict(Interval(0.1, 0.02, 0.2), False, 0.01) == "worse"
+    assert verdict(Interval(-0.1, -0.2, -0.02), True, 0.01) == "worse"
+
+
+@pytest.mark.parametrize(("lo", "hi", "expected"), [
+    (0.012, 0.2, "better"), (0.008, 0.2, "borderline"), (-0.008, 0.2, "borderline"), (-0.2, -0.012, "worse"),
+    (-0.2, -0.008, "borderline"), (-0.2, 0.008, "borderline"), (-0.2, 0.2, "not separable"),
+])
+def test_a_verdict_whose_interval_ends_within_the_tolerance_of_zero_is_borderline(lo, hi, expected):
+    assert verdict(Interval((lo + hi) / 2, lo, hi), True, tolerance=0.01) == expected
+
+
+def test_the_readmes_verdict_that_flipped_between_two_machines_reads_borderline_on_both():
+    # Gradient boosting on mean-pooled features against MEMF: the README's run, and a fresh clone elsewhere (issue 23).
+    assert verdict(Interval(0.035, -0.002, 0.073), True) == verdict(Interval(0.038, 0.0004, 0.077), True) == "borderline"
 
 
 def test_expected_max_is_the_dodge_estimator():

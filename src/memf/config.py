@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,10 @@ from typing import Any
 import yaml
 
 MAX_MESSAGE = 240
+#: Named catalogs whose entries in a config are added to the defaults (an entry of a default's name replaces that
+#: entry whole): a config that defines one extractor keeps the others the default feature sets name. Unused entries
+#: cost nothing (only what experiments use is built). Every other mapping a config writes replaces its default.
+EXTENDED_CATALOGS: tuple[str, ...] = ("extractors", "feature_sets", "tiny_models", "search_spaces")
 
 
 class ConfigError(ValueError):
@@ -61,9 +66,11 @@ def _schema_problem(error: Any) -> str:
             where = "" if key == "(top level)" else f"{key}."
             return f"config key '{where}{unknown[0]}': unknown key (accepted: {', '.join(allowed)})"
     if error.validator == "enum":
-        return f"config key '{key}': {error.instance!r} is not accepted (accepted: {', '.join(map(str, error.validator_value))})"
+        accepted = ", ".join(map(str, error.validator_value))
+        return f"config key '{key}': {error.instance!r} is not accepted (accepted: {accepted})"
     if error.validator == "propertyNames":
-        return f"config key '{key}': a name does not match {error.validator_value.get('pattern', error.validator_value)}"
+        pattern = error.validator_value.get("pattern", error.validator_value)
+        return f"config key '{key}': a name does not match {pattern}"
     value = repr(error.instance)
     value = value if len(value) <= 60 else value[:57] + "..."
     message = error.message if len(error.message) <= MAX_MESSAGE else f"{value} does not satisfy '{error.validator}'"
@@ -123,7 +130,6 @@ def _check_feature_sets(config: Mapping[str, Any]) -> list[str]:
 
 def _check_extractors(config: Mapping[str, Any]) -> list[str]:
     from memf.features import spec
-
     from memf.features.layout import model_dir
 
     problems = spec.check_extractors(config["extractors"], built_models={model_dir(n) for n in config["tiny_models"]})
@@ -150,15 +156,104 @@ def _check_space(name: str, space: Any, model: str, accepted: frozenset[str], wh
     return out
 
 
+def _check_model_section(section: Mapping[str, Any], neural: Mapping[str, list[str]]) -> tuple[list[str], set[str]]:
+    """The top-level ``model:`` options go to every neural experiment: each mistake there is one line naming
+    ``model.<key>`` (not one line per experiment). Returns the problems and the keys they concern, which the check
+    of each experiment's own options leaves out.
+
+    ``neural``: model -> the experiments of the matrix that use it."""
+    import dataclasses
+    import difflib
+
+    from memf.models.options import ModelConfig, accepted_options
+
+    fields = sorted(f.name for f in dataclasses.fields(ModelConfig))
+    # Options every neural model of the matrix takes (with none, the section is unused: any known option will do).
+    shared = frozenset.intersection(*map(accepted_options, neural)) if neural else frozenset(fields)
+    out, bad = [], set()
+    for key in section:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            out.append(f"config key 'model.{key}': unknown option ({hint}options under model go to every neural "
+                       f"experiment; accepted: {', '.join(sorted(shared))})")
+        elif key not in shared:
+            users = sorted(e for m, exps in neural.items() if key not in accepted_options(m) for e in exps)
+            out.append(f"config key 'model.{key}': the models of experiments {', '.join(users)} do not take it, and "
+                       "options under model go to every neural experiment; set it in the options of the experiments "
+                       "whose model takes it")
+        else:
+            continue
+        bad.add(key)
+    for key, value in section.items():
+        if key in bad:
+            continue
+        try:  # the value alone; how it combines with the other options (width and heads) is each experiment's check
+            ModelConfig.from_options("model", {key: value}, frozenset(fields))
+        except ValueError as exc:
+            message = str(exc).removeprefix("model 'model': ")
+            if re.search(rf"option '{re.escape(str(key))}'", message):
+                out.append(f"config key 'model.{key}': {message}")
+                bad.add(key)
+    return out, bad
+
+
+def _check_search(exp: Any, spaces: Mapping[str, Any], config: Mapping[str, Any], where: str) -> list[str]:
+    """An experiment's search space exists, tunes only what its model has, and fixes nothing it searches."""
+    from memf.models.options import accepted_options
+    from memf.training.matrix import REFERENCE_OPTIONS
+
+    if exp.search not in config["search_spaces"]:
+        return [f"config key '{where}.search': '{exp.search}' is not a search space (known: "
+                f"{', '.join(sorted(config['search_spaces'])) or 'none'})"]
+    if exp.search not in spaces:
+        return []  # the space itself is wrong, and reported
+    space = spaces[exp.search]
+    accepted = frozenset(REFERENCE_OPTIONS[exp.model]) if exp.is_reference else accepted_options(exp.model)
+    out = _check_space(exp.search, space, exp.model, accepted, where)
+    if exp.is_reference and any(p.scope == "train" for p in space):
+        out.append(f"config key '{where}.search': space '{exp.search}' tunes training settings, which a "
+                   f"reference model ({exp.model}) does not have")
+    fixed = sorted({p.name for p in space if p.scope == "model"} & set(exp.options))
+    if fixed:
+        out.append(f"config key '{where}.options.{fixed[0]}': also searched by space '{exp.search}'; set it in one "
+                   "place")
+    return out
+
+
+def _check_experiment(name: str, exp: Any, shared: Mapping[str, Any], spaces: Mapping[str, Any],
+                      config: Mapping[str, Any]) -> list[str]:
+    """One experiment of the matrix: its model, feature set, options (with the ``model:`` options that are right,
+    ``shared``) and search space."""
+    from memf.models.options import MODEL_OPTIONS, model_config
+    from memf.training.matrix import LATENT_FEATURE_SET, REFERENCE_MODELS, reference_options
+
+    where, out = f"experiments.{name}", []
+    models = [*MODEL_OPTIONS, *REFERENCE_MODELS]
+    if exp.model not in models:
+        return [f"config key '{where}.model': '{exp.model}' is not a model (accepted: {', '.join(models)})"]
+    if exp.feature_set == LATENT_FEATURE_SET:
+        if not config["dataset"]["simulate"]:
+            out.append(f"config key '{where}.feature_set': '{LATENT_FEATURE_SET}' (the simulator's true latent "
+                       "factors) needs dataset.simulate: true")
+    elif exp.feature_set not in config["feature_sets"]:
+        out.append(f"config key '{where}.feature_set': '{exp.feature_set}' is not a feature set (known: "
+                   f"{', '.join(sorted([*config['feature_sets'], LATENT_FEATURE_SET]))})")
+    try:
+        if exp.is_reference:
+            reference_options(exp.model, exp.options)
+        else:
+            model_config(exp.model, {**shared, **exp.options})
+    except ValueError as exc:
+        out.append(f"config key '{where}.options': {exc}")
+    if exp.search is not None:
+        out += _check_search(exp, spaces, config, where)
+    return out
+
+
 def _check_experiments(config: Mapping[str, Any]) -> list[str]:
-    from memf.models.options import MODEL_OPTIONS, accepted_options, model_config
-    from memf.training.matrix import (
-        LATENT_FEATURE_SET,
-        REFERENCE_MODELS,
-        REFERENCE_OPTIONS,
-        experiments_from_config,
-        reference_options,
-    )
+    from memf.models.options import MODEL_OPTIONS
+    from memf.training.matrix import experiments_from_config
     from memf.training.settings import parse_space
 
     out: list[str] = []
@@ -172,41 +267,15 @@ def _check_experiments(config: Mapping[str, Any]) -> list[str]:
         experiments = experiments_from_config(config["experiments"], config["seeds"])
     except ValueError as exc:
         return [*out, f"config key {exc}"]
-    models = [*MODEL_OPTIONS, *REFERENCE_MODELS]
+    neural: dict[str, list[str]] = {}
     for name, exp in experiments.items():
-        where = f"experiments.{name}"
-        if exp.model not in models:
-            out.append(f"config key '{where}.model': '{exp.model}' is not a model (accepted: {', '.join(models)})")
-            continue
-        if exp.feature_set == LATENT_FEATURE_SET:
-            if not config["dataset"]["simulate"]:
-                out.append(f"config key '{where}.feature_set': '{LATENT_FEATURE_SET}' (the simulator's true latent "
-                           "factors) needs dataset.simulate: true")
-        elif exp.feature_set not in config["feature_sets"]:
-            out.append(f"config key '{where}.feature_set': '{exp.feature_set}' is not a feature set (known: "
-                       f"{', '.join(sorted([*config['feature_sets'], LATENT_FEATURE_SET]))})")
-        try:
-            if exp.is_reference:
-                reference_options(exp.model, exp.options)
-            else:
-                model_config(exp.model, {**config["model"], **exp.options})
-        except ValueError as exc:
-            out.append(f"config key '{where}.options': {exc}")
-        if exp.search is not None:
-            if exp.search not in config["search_spaces"]:
-                out.append(f"config key '{where}.search': '{exp.search}' is not a search space (known: "
-                           f"{', '.join(sorted(config['search_spaces'])) or 'none'})")
-            elif exp.search in spaces:
-                space = spaces[exp.search]
-                accepted = frozenset(REFERENCE_OPTIONS[exp.model]) if exp.is_reference else accepted_options(exp.model)
-                out += _check_space(exp.search, space, exp.model, accepted, where)
-                if exp.is_reference and any(p.scope == "train" for p in space):
-                    out.append(f"config key '{where}.search': space '{exp.search}' tunes training settings, which a "
-                               f"reference model ({exp.model}) does not have")
-                fixed = sorted({p.name for p in space if p.scope == "model"} & set(exp.options))
-                if fixed:
-                    out.append(f"config key '{where}.options.{fixed[0]}': also searched by space '{exp.search}'; "
-                               "set it in one place")
+        if exp.model in MODEL_OPTIONS:
+            neural.setdefault(exp.model, []).append(name)
+    problems, bad = _check_model_section(config["model"], neural)
+    shared = {k: v for k, v in config["model"].items() if k not in bad}
+    out += problems
+    for name, exp in experiments.items():
+        out += _check_experiment(name, exp, shared, spaces, config)
     return out
 
 
@@ -227,48 +296,53 @@ def _check_evaluation(config: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _check_predict(config: Mapping[str, Any], workdir: Path) -> list[str]:
-    """``predict``: the bundle (a trained experiment on extractor features, or a bundle folder), the fold and seeds
-    it keeps, and the datasets' folders (the simulated dataset may be named before the simulator wrote it)."""
-    from memf.training.matrix import LATENT_FEATURE_SET, REFERENCE_MODELS
+def _check_predict_bundle(config: Mapping[str, Any], workdir: Path) -> list[str]:
+    """``predict.bundle``: a trained experiment on extractor features (:func:`memf.predict.plan.why_not_exportable`)
+    with the fold and seeds it keeps, or a bundle folder."""
+    from memf.predict.plan import why_not_exportable
 
     section = config["predict"]
     ref, out = section["bundle"], []
     experiments = config["experiments"]
-
-    def folder(path: str) -> Path:
-        return Path(path) if Path(path).is_absolute() else workdir / path
-
     if ref is None:
         if section["datasets"]:
             out.append("config key 'predict.bundle': null, but predict.datasets names datasets to predict; set it to "
                        "a trained experiment (e.g. memf) or a bundle folder")
     elif ref in experiments:
-        entry = experiments[ref]
-        if entry.get("model") in REFERENCE_MODELS:
-            out.append(f"config key 'predict.bundle': '{ref}' is a reference model ({entry['model']}), which has no "
-                       "weights to bundle; name a trained experiment")
-        elif entry.get("feature_set") == LATENT_FEATURE_SET:
-            out.append(f"config key 'predict.bundle': '{ref}' reads the simulator's latent factors, which new data "
-                       "does not have; name an experiment on extracted features")
+        why = why_not_exportable(experiments, ref)
+        if why:
+            out.append(f"config key 'predict.bundle': {why}")
         folds = list(config["split"]["run_folds"] or range(config["split"]["folds"]))
         if section["fold"] is not None and section["fold"] not in folds:
             out.append(f"config key 'predict.fold': {section['fold']} is not a fold that runs (folds: "
                        f"{', '.join(map(str, folds))})")
-        seeds = entry.get("seeds", config["seeds"])
+        seeds = experiments[ref].get("seeds", config["seeds"])
         if section["seeds"] is not None and not set(section["seeds"]) <= set(seeds):
             out.append(f"config key 'predict.seeds': {section['seeds']} are not all seeds of experiment '{ref}' "
                        f"(its seeds: {', '.join(map(str, seeds))})")
-    elif not (folder(ref) / "bundle.json").is_file():
+    elif not (_folder(ref, workdir) / "bundle.json").is_file():
+        record = _folder(ref, workdir) / "bundle.json"
         out.append(f"config key 'predict.bundle': '{ref}' is neither an experiment (known: "
-                   f"{', '.join(sorted(experiments))}) nor a bundle folder (no {folder(ref) / 'bundle.json'})")
+                   f"{', '.join(sorted(experiments))}) nor a bundle folder (no {record})")
+    return out
+
+
+def _folder(path: str, workdir: Path) -> Path:
+    return Path(path) if Path(path).is_absolute() else workdir / path
+
+
+def _check_predict(config: Mapping[str, Any], workdir: Path) -> list[str]:
+    """``predict``: the bundle, and the datasets' folders (the simulated dataset may be named before the simulator
+    wrote it)."""
+    out = _check_predict_bundle(config, workdir)
     simulated = config["dataset"]["root"] if config["dataset"]["simulate"] else None
-    for name, root in section["datasets"].items():
+    for name, root in config["predict"]["datasets"].items():
         if root == simulated:
             continue
-        missing = [t for t in ("streams", "anchors", "items", "clips") if not (folder(root) / f"{t}.parquet").is_file()]
-        if not folder(root).is_dir():
-            out.append(f"config key 'predict.datasets.{name}': '{root}' is not a folder (looked in {folder(root)})")
+        folder = _folder(root, workdir)
+        missing = [t for t in ("streams", "anchors", "items", "clips") if not (folder / f"{t}.parquet").is_file()]
+        if not folder.is_dir():
+            out.append(f"config key 'predict.datasets.{name}': '{root}' is not a folder (looked in {folder})")
         elif missing:
             out.append(f"config key 'predict.datasets.{name}': '{root}' has no "
                        f"{', '.join(f'{t}.parquet' for t in missing)} (docs/data-format.md)")
@@ -314,14 +388,23 @@ def check_config(config: Mapping[str, Any], workdir: Path) -> list[str]:
     ]
 
 
+def extend_catalogs(config: dict[str, Any], schema: Mapping[str, Any]) -> None:
+    """Add the schema's default entries to each catalog of :data:`EXTENDED_CATALOGS` that ``config`` writes (in
+    place); an entry the config writes under a default's name replaces that entry."""
+    for key in EXTENDED_CATALOGS:
+        if isinstance(config.get(key), dict):
+            config[key] = {**copy.deepcopy(schema["properties"][key]["default"]), **config[key]}
+
+
 def load_config(config: dict[str, Any], schema_path: str | os.PathLike[str], workdir: str | os.PathLike[str]) -> None:
-    """Validate ``config`` in place (defaults filled) and check it.
+    """Validate ``config`` in place (defaults filled, the catalogs of :data:`EXTENDED_CATALOGS` extended) and check it.
 
     Raises:
         ConfigError: one line per problem.
     """
     with open(schema_path, encoding="utf-8") as fh:
         schema = yaml.safe_load(fh)
+    extend_catalogs(config, schema)
     problems = validate_schema(config, schema)
     if problems:
         raise ConfigError(problems)
@@ -330,47 +413,99 @@ def load_config(config: dict[str, Any], schema_path: str | os.PathLike[str], wor
         raise ConfigError(problems)
 
 
-def evaluation_plan(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The evaluation section restricted to the experiments that exist, and one note per thing left out.
+def _kept_tables(tables: Mapping[str, Any], experiments: Mapping[str, Any],
+                 default: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The tables that are written, and the notes on the user's own tables (those that differ from the default).
+
+    A table keeps the rows whose experiments exist; with fewer than two it compares nothing and is not written. A
+    default table whose rows all appear in another written table (Table 10 with only the demo feature set's rows,
+    which Table 9 has) repeats it and is not written either."""
+    kept, notes = {}, []
+    for name, spec in tables.items():
+        rows = {e: label for e, label in spec["rows"].items() if e in experiments}
+        gone = [e for e in spec["rows"] if e not in experiments]
+        own = spec != default.get(name)
+        if own and gone and len(rows) > 1:
+            notes.append(f"evaluation.tables.{name} leaves out the rows {', '.join(gone)}")
+        elif own and gone:
+            notes.append(f"evaluation.tables.{name} is not written ({len(rows)} of its rows has an experiment)")
+        if len(rows) > 1:
+            kept[name] = {**spec, "rows": rows}
+    for name in list(kept):
+        if tables[name] == default.get(name) and any(
+                set(kept[name]["rows"]) <= set(other["rows"]) for o, other in kept.items() if o != name):
+            del kept[name]  # a default table repeating rows another written table shows
+    return kept, notes
+
+
+def _kept_references(evaluation: Mapping[str, Any], experiments: Mapping[str, Any],
+                     default: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The comparisons, ceilings and run figures whose experiments exist; notes on those the user set."""
+    out, notes = {}, []
+    out["compare_to"] = {fs: e for fs, e in evaluation["compare_to"].items() if e in experiments}
+    gone = [f"{fs}: {e}" for fs, e in evaluation["compare_to"].items()
+            if e not in experiments and default["compare_to"].get(fs) != e]
+    if gone:
+        notes.append(f"evaluation.compare_to leaves out {', '.join(gone)}")
+    latent = evaluation["ceilings"]["latent"]
+    out["ceilings"] = {**evaluation["ceilings"], "latent": [e for e in latent if e in experiments]}
+    gone = [e for e in latent if e not in experiments and e not in default["ceilings"]["latent"]]
+    if gone:
+        notes.append(f"evaluation.ceilings.latent leaves out {', '.join(gone)}")
+    figure = evaluation["figures"]["experiment"]
+    out["figures"] = evaluation["figures"]
+    if figure is not None and figure not in experiments:
+        out["figures"] = {**evaluation["figures"], "experiment": None}
+        if figure != default["figures"]["experiment"]:
+            notes.append(f"evaluation.figures.experiment '{figure}' is not an experiment, so Figs. 3, 4 and 6 are not "
+                         "drawn")
+    return out, notes
+
+
+def evaluation_plan(config: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> tuple[dict[str, Any],
+                                                                                                  list[str]]:
+    """The evaluation section restricted to the experiments that exist, and a note per change to what the user set.
 
     A smaller matrix (a user's config with a few experiments) gets the table rows, comparisons, ceilings and figures
     it has: a table keeps the rows whose experiments exist (a table left with fewer than two rows compares nothing and
-    is not written), a comparison or
-    a ceiling naming an absent experiment is dropped, and the run figures are drawn only for an existing experiment.
+    is not written), a default table whose rows another written table shows is not written, a comparison or a ceiling
+    naming an absent experiment is dropped, and the run figures are drawn only for an existing experiment.
+
+    Notes are only for what the user set themselves: an entry equal to the schema's default (``defaults``: the
+    default config, :func:`schema_defaults`; None: every entry counts as the user's) changes nothing they asked for.
     """
     experiments = config["experiments"]
     evaluation = copy.deepcopy(dict(config["evaluation"]))
-    notes = []
-    tables = {}
-    for name, spec in evaluation["tables"].items():
-        rows = {e: label for e, label in spec["rows"].items() if e in experiments}
-        gone = [e for e in spec["rows"] if e not in experiments]
-        if gone and len(rows) > 1:
-            notes.append(f"evaluation.tables.{name}: rows without an experiment left out: {', '.join(gone)}")
-        elif gone:
-            notes.append(f"evaluation.tables.{name}: {len(rows)} of its rows have an experiment; not written")
-        if len(rows) > 1:
-            tables[name] = {**spec, "rows": rows}
-    evaluation["tables"] = tables
-    compare = {fs: e for fs, e in evaluation["compare_to"].items() if e in experiments}
-    if len(compare) < len(evaluation["compare_to"]):
-        notes.append("evaluation.compare_to: comparisons with absent experiments left out: "
-                     + ", ".join(e for e in evaluation["compare_to"].values() if e not in experiments))
-    evaluation["compare_to"] = compare
-    latent = [e for e in evaluation["ceilings"]["latent"] if e in experiments]
-    if len(latent) < len(evaluation["ceilings"]["latent"]):
-        notes.append("evaluation.ceilings.latent: absent experiments left out: "
-                     + ", ".join(e for e in evaluation["ceilings"]["latent"] if e not in experiments))
-    evaluation["ceilings"] = {**evaluation["ceilings"], "latent": latent}
-    figure = evaluation["figures"]["experiment"]
-    if figure is not None and figure not in experiments:
-        notes.append(f"evaluation.figures.experiment: '{figure}' is not an experiment; Figs. 3, 4 and 6 are not drawn")
-        evaluation["figures"] = {**evaluation["figures"], "experiment": None}
+    default = (defaults or {}).get("evaluation") or {
+        "tables": {}, "compare_to": {}, "ceilings": {"latent": []}, "figures": {"experiment": None},
+        "importance": {"table": None}}
+    tables, notes = _kept_tables(evaluation["tables"], experiments, default["tables"])
+    references, more = _kept_references(evaluation, experiments, default)
+    evaluation.update(tables=tables, **references)
+    notes += more
     importance = evaluation["importance"]["table"]
     if importance is not None and importance not in tables:
-        notes.append(f"evaluation.importance.table: '{importance}' is not written; the importance check is skipped")
         evaluation["importance"] = {**evaluation["importance"], "table": None}
+        if importance != default["importance"]["table"]:
+            notes.append(f"evaluation.importance.table '{importance}' is not written, so the importance check is "
+                         "skipped")
     return evaluation, notes
+
+
+def note_line(notes: list[str]) -> str | None:
+    """The notes of :func:`evaluation_plan` as one console line (None: nothing to say)."""
+    if not notes:
+        return None
+    return "memf config note: experiments absent from your matrix: " + "; ".join(notes)
+
+
+def schema_defaults(schema_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The config a config file without any key gets: the schema's defaults (the shipped demo's)."""
+    with open(schema_path, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    defaults: dict[str, Any] = {}
+    validate_schema(defaults, schema)
+    return defaults
 
 
 # --- keeping the schema's defaults equal to the shipped config --------------------------------------------------

@@ -459,6 +459,8 @@ RULE_NEEDS: dict[str, Callable[[ResourcePlan, Mapping[str, str]], Need]] = {
     "export": _export,
     "predict": _predict,
     "predict_truth": _constant("predict_truth"),
+    # Planning stops with the reason before this rule could run (workflow/rules/predict.smk): the least a job asks.
+    "refuse_export": lambda plan, w: need(0, 0),
 }
 #: Every rule with a model.
 RULES: frozenset[str] = frozenset(RULE_NEEDS) | {f"extract_{m}" for m in ("text", "image", "numeric", "video", "audio")}

@@ -1,31 +1,70 @@
 # Shared helpers: the config check, the path grammar, and the final targets of each stage.
+import json
 import os
 import re
 import sys
 from pathlib import Path
 
-from memf.config import ConfigError, evaluation_plan, load_config
+from memf.config import ConfigError, evaluation_plan, load_config, note_line, schema_defaults
+from memf.core.progress import ProgressHandler, config_sizes, job_costs
 from memf.core.version import code_version
 from memf.data.contract import TABLES as TABLE_NAMES, numeric_accepts
 from memf.data.layout import RESULTS, validated_dir, validated_file
 from memf.predict.plan import predict_dir, predict_plan, predict_prefix
 from memf.resources import ResourcePlan
+from memf.training.matrix import REFERENCE_MODELS
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger as snakemake_logger
 
 # Every mistake the config can hold is caught here, one line each, before anything is planned (docs/configuration.md).
+SCHEMA = Path(workflow.current_basedir).parent / "schemas/config.schema.yaml"
 try:
-    load_config(config, Path(workflow.current_basedir).parent / "schemas/config.schema.yaml", Path.cwd())
+    load_config(config, SCHEMA, Path.cwd())
 except ConfigError as _error:
     for _line in _error.problems:
         print(f"memf config error: {_line}", file=sys.stderr)
     sys.exit(1)
-EVALUATION, _notes = evaluation_plan(config)
+# The evaluation keeps what the matrix has; one line notes what that changes of the evaluation the user set (an
+# evaluation left at the shipped defaults changes nothing the user asked for).
+EVALUATION, _notes = evaluation_plan(config, schema_defaults(SCHEMA))
+if note_line(_notes):
+    print(note_line(_notes), file=sys.stderr)
 # Every rule's memory and runtime follow the data: streams, bytes per stream, trials, seeds (docs/cluster.md).
 RESOURCES = ResourcePlan(config)
-for _line in _notes + RESOURCES.notes:
+for _line in RESOURCES.notes:
     print(f"memf config note: {_line}", file=sys.stderr)
 
 # Jobs write their progress bars into per-job log files: one update every 10 s keeps those readable.
 os.environ.setdefault("TQDM_MININTERVAL", "10")
+
+
+def time_costs():
+    """Rule -> estimated CPU-seconds per job for this config (memf.core.progress), or why there is no estimate yet:
+    the jobs' sizes follow the number of streams, the simulator's or, once validated, the dataset's kept streams."""
+    if config["dataset"]["simulate"]:
+        streams = config["simulator"]["n_streams"]
+    else:
+        record = Path(validated_file("dataset.json"))
+        if not record.is_file():
+            return "your dataset's size is known once rule validate has run"
+        streams = json.loads(record.read_text(encoding="utf-8")).get("streams_kept")
+        if streams is None:
+            return f"{record} does not record how many streams were kept"
+    return job_costs(config_sizes(config, streams, REFERENCE_MODELS))
+
+
+def run_cores():
+    try:
+        return workflow.cores
+    except WorkflowError:  # a dry run given no --cores: the estimate is in CPU time
+        return None
+
+
+# The estimated time of the run when the plan is known, then after finished jobs the time left: one `memf time:` line
+# each, from Snakemake's own log records (memf.core.progress.ProgressHandler). Attached once per workflow load.
+for _handler in [h for h in snakemake_logger.handlers if isinstance(h, ProgressHandler)]:
+    snakemake_logger.removeHandler(_handler)
+snakemake_logger.addHandler(ProgressHandler(time_costs, run_cores()))
 
 RAW = Path(config["dataset"]["root"])
 RAW_TABLES = [str(RAW / f"{table}.parquet") for table in TABLE_NAMES]

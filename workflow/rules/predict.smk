@@ -33,6 +33,26 @@ rule export:
         "../scripts/export.py"
 
 
+# A bundle that rule export cannot make (a reference model, the latent features, no such experiment): asking for it
+# stops the workflow with one line saying why, instead of Snakemake's "no rule to produce". It never runs a job.
+rule refuse_export:
+    input:
+        get_export_refusal,
+    output:
+        [str(bundle_dir("{experiment}") / name) for name in BUNDLE_OUTPUTS],
+    log:
+        log_of(bundle_dir("{experiment}")),
+    wildcard_constraints:
+        experiment=f"(?!(?:{names_regex(EXPORTABLE)})/)[^/]+",
+    resources:
+        mem_mb=RESOURCES.mem_mb("refuse_export"),
+        runtime=RESOURCES.runtime("refuse_export"),
+    conda:
+        "../../envs/memf.yaml"
+    shell:
+        "exit 1"
+
+
 rule predict:
     input:
         unpack(get_predict_inputs),

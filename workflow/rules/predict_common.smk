@@ -4,15 +4,15 @@
 # the store's and the runs' paths.
 
 
-from memf.predict.plan import BUNDLE_FILE, BUNDLE_OUTPUTS, PREDICT_FILES, TRUTH_FILES, bundle_dir
+from memf.predict.plan import BUNDLE_FILE, BUNDLE_OUTPUTS, PREDICT_FILES, TRUTH_FILES, bundle_dir, why_not_exportable
 
 
 include: "features_common.smk"
 include: "stage2_common.smk"
 
 
-#: Experiments a bundle can be made of: trained (neural) ones on extracted features.
-EXPORTABLE = [name for name in NEURAL if EXPERIMENTS[name].feature_set != LATENT_FEATURE_SET]
+#: Experiments a bundle can be made of (memf.predict.plan.why_not_exportable: trained ones on extracted features).
+EXPORTABLE = [name for name in EXPERIMENTS if why_not_exportable(config["experiments"], name) is None]
 EXPORT_FOLDS = [config["predict"]["fold"]] if config["predict"]["fold"] is not None else FOLDS
 
 
@@ -29,6 +29,15 @@ def get_export_inputs(wildcards):
         "numeric": shard_files("numeric", chosen["numeric"]),
         "models": sorted({path for name in chosen.values() for path in model_inputs_of(name)}),
     }
+
+
+def get_export_refusal(wildcards):
+    """The input of the refuse_export rule. Asked for a bundle the config cannot make, the workflow stops with one
+    line saying why (before any job runs, dry runs too)."""
+    why = why_not_exportable(config["experiments"], wildcards.experiment)
+    print(f"memf error: cannot make {bundle_dir(wildcards.experiment)}: {why} (bundles this config can make: "
+          f"{', '.join(EXPORTABLE) or 'none'})", file=sys.stderr)
+    sys.exit(1)
 
 
 def predict_shards(name):

@@ -4,6 +4,12 @@ A job's failure is one line on the console, ``memf error: <message> (log: <file>
 job's log. Known errors (bad input data, an undecodable file, a bad setting, a full disk, a termination signal) exit
 with that line only, no Python traceback; anything else is a bug and its traceback is shown too. ``MEMF_DEBUG=1``
 shows the traceback for every error.
+
+Everything else a job prints goes to its log, at the level of file descriptors: Python's output, and what C and C++
+libraries (decord, FFmpeg) and the job's forked decoding workers write to descriptors 1 and 2 directly. The log ends
+with the job's cost, ``memf job: <CPU> CPU-s (<startup> before its work), <wall> s wall`` (:func:`job_cost`): the CPU
+time of the job's process and of the workers it waited for, of which ``startup`` was spent before the job's work began
+(the interpreter and the imports), from which the workflow's time estimates are measured (``memf.core.progress``).
 """
 
 from __future__ import annotations
@@ -11,17 +17,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import resource
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Iterator
+from typing import TextIO
 
 from memf.core.io import DataError, is_disk_full
 from memf.core.signals import Terminated, check, sigterm_raises
 
-__all__ = ["DEBUG_ENV", "Terminated", "exit_status", "is_known", "job_log", "one_line"]
+__all__ = ["DEBUG_ENV", "Terminated", "exit_status", "is_known", "job_cost", "job_log", "one_line"]
 
 DEBUG_ENV = "MEMF_DEBUG"
+_COST = re.compile(r"memf job: ([\d.]+) CPU-s \(([\d.]+) before its work\), ([\d.]+) s wall")
 
 
 def is_known(exc: BaseException) -> bool:
@@ -48,9 +59,49 @@ def exit_status(exc: BaseException) -> int:
     return 1
 
 
+def job_cost(text: str) -> tuple[float, float, float] | None:
+    """(CPU-seconds, of them before the job's work, wall seconds of its work) of the last job recorded in a job
+    log's ``text``; None if it recorded none."""
+    found = _COST.findall(text)
+    return tuple(float(x) for x in found[-1]) if found else None  # type: ignore[return-value]
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU time of this process and of its children that were waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@contextlib.contextmanager
+def _descriptors_to(fh: TextIO) -> Iterator[TextIO]:
+    """Point file descriptors 1 and 2 at ``fh`` for the block, so that libraries writing to them directly (decord's
+    C++ messages, FFmpeg's) and the processes forked inside write to the log; yield a stream on the console's stderr.
+    The descriptors are restored when the block ends."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = os.dup(1), os.dup(2)
+    console = os.fdopen(os.dup(2), "w", encoding="utf-8", buffering=1)
+    try:
+        fh.flush()
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        yield console
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        console.close()
+
+
 @contextlib.contextmanager
 def job_log(path: str | os.PathLike[str]) -> Iterator[logging.Logger]:
-    """Send this job's stdout, stderr (progress bars) and logging to ``path``; turn a failure into one console line.
+    """Send this job's output (Python's, its libraries' and its workers', at the descriptor level) and logging to
+    ``path``; turn a failure into one console line; end the log with the job's cost (:func:`job_cost`).
 
     An exception is written to the log with its traceback and its one-line message to the real stderr (the console
     Snakemake shows). A known error (:func:`is_known`) then ends the process with ``SystemExit`` (status 1, or 128 +
@@ -59,8 +110,9 @@ def job_log(path: str | os.PathLike[str]) -> Iterator[logging.Logger]:
     removed and the job exits promptly with status 143 (also when the signal arrived where its exception was
     swallowed: the job still ends as terminated, so Snakemake discards what it wrote).
     """
-    real_stderr = sys.stderr
-    with open(path, "a", encoding="utf-8", buffering=1) as fh, sigterm_raises():
+    started, startup = time.monotonic(), _cpu_seconds()
+    with (open(path, "a", encoding="utf-8", buffering=1) as fh, sigterm_raises(),
+          _descriptors_to(fh) as console):
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
@@ -74,9 +126,11 @@ def job_log(path: str | os.PathLike[str]) -> Iterator[logging.Logger]:
             if isinstance(exc, SystemExit):
                 raise
             traceback.print_exc(file=fh)
-            print(f"memf error: {one_line(exc)} (log: {path})", file=real_stderr, flush=True)
+            print(f"memf error: {one_line(exc)} (log: {path})", file=console, flush=True)
             if is_known(exc) and os.environ.get(DEBUG_ENV) != "1":
                 raise SystemExit(exit_status(exc)) from None
             raise
         finally:
             root.removeHandler(handler)
+            print(f"memf job: {_cpu_seconds():.2f} CPU-s ({startup:.2f} before its work), "
+                  f"{time.monotonic() - started:.2f} s wall", file=fh, flush=True)

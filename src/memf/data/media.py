@@ -1,7 +1,8 @@
 """Decoding images, video clips and audio clips into arrays, and probing that a file decodes.
 
 Every reader raises :class:`MediaError` with the path and a plain reason (``no video stream``, ``no audio stream``,
-``video has no frames``, ``truncated MP4 ...``). Video readers may still crash the process on a corrupt file (decord
+``video has no frames``, ``truncated MP4 ...``; :class:`MediaMissing`, ``file not found: <path>``, before any decoder
+opens a file that is not there). Video readers may still crash the process on a corrupt file (decord
 is unmaintained), so call them through :func:`memf.core.isolate.isolated_map`.
 
 Every reader respects the job's :class:`~memf.data.contract.Limits` (config ``limits``; set them for a block with
@@ -44,6 +45,28 @@ _LIMITS = Limits()
 
 class MediaError(DataError):
     """A media file that cannot be decoded; the message names the file (bad input data, like any DataError)."""
+
+
+class MediaMissing(MediaError):
+    """A media file a table names that is not there (``file not found: <path>``)."""
+
+
+def _existing(path: str | Path) -> Path:
+    """``path``, or :class:`MediaMissing` when there is no file there (before any decoder sees it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaMissing(f"file not found: {path}" if not path.exists() else f"not a file: {path}")
+    return path
+
+
+def drop_reason(kind: str, failure: str) -> str:
+    """The reason a media file that failed its probe is dropped with, from the failure as
+    :func:`memf.core.isolate.isolated_map` reports it (``<exception type>: <message>``): ``video file not found:
+    <path>`` for a missing file, ``video does not decode: <failure>`` for anything else."""
+    name, _, message = failure.partition(": ")
+    if name == MediaMissing.__name__:
+        return f"{kind} {message}"
+    return f"{kind} does not decode: {failure}"
 
 
 def current_limits() -> Limits:
@@ -107,6 +130,7 @@ def read_image(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     limit = _LIMITS.max_image_pixels
+    path = _existing(path)
     try:
         with warnings.catch_warnings():
             # Pillow warns past MAX_IMAGE_PIXELS and raises past twice that; both are a refusal here.
@@ -162,7 +186,7 @@ class _Video:
 def _open_video(path: str | Path, size: int | None = None) -> _Video:
     import decord
 
-    path = Path(path)
+    path = _existing(path)
     _check_iso_bmff(path)
     kwargs = {"width": size, "height": size} if size else {}
     try:
@@ -285,7 +309,7 @@ def _decode_pyav(path: Path, limit_s: float) -> _Audio:
 
 
 def _decode(path: str | Path) -> _Audio:
-    path = Path(path)
+    path = _existing(path)
     limit_s = _LIMITS.max_audio_seconds
     audio = _decode_soundfile(path, limit_s) if path.suffix.lower() in SOUNDFILE_SUFFIXES else _decode_pyav(path, limit_s)
     if audio.wave.size == 0:

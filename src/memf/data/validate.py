@@ -53,7 +53,7 @@ from memf.data import contract
 from memf.data.contract import KEY_COLUMNS, TABLES, Limits, columns_from_config, required_columns
 from memf.data.dataset import shard_of
 from memf.data.folds import SPLITS, assign_folds, split_of
-from memf.data.media import applied_limits, probe
+from memf.data.media import applied_limits, drop_reason, probe
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +373,8 @@ def _record_probes(root: Path, refs: pl.DataFrame, results: pl.DataFrame, drops:
                         "settings or another dataset: rerun the probe jobs")
     found = found.with_columns(file=pl.concat_str(pl.lit(f"{root}/"), "path"))
     drops.add(found.filter(pl.col("reason").is_not_null()).with_columns(
-        reason=pl.concat_str("kind", pl.lit(" does not decode: "), "reason")))
+        reason=pl.struct("kind", "reason").map_elements(lambda r: drop_reason(r["kind"], r["reason"]),
+                                                        return_dtype=pl.String)))
     truncated.add(found.filter(pl.col("reason").is_null() & pl.col("truncated").is_not_null())
                   .with_columns(reason="truncated"))
 

@@ -22,6 +22,7 @@ from memf.data.contract import numeric_accepts, numeric_transforms
 from memf.data.layout import RESULTS
 from memf.features.layout import model_dir
 from memf.features.spec import HF_KINDS
+from memf.training.matrix import LATENT_FEATURE_SET, REFERENCE_MODELS
 
 BUNDLES_DIR = Path(RESULTS) / "bundles"
 PREDICT_DIR = Path(RESULTS) / "predict"
@@ -96,6 +97,22 @@ def extractor_configs(meta: Mapping[str, Any], path: Path) -> dict[str, dict[str
             options["weights"] = str(path / options["weights"])
         out[rec["name"]] = {"kind": rec["kind"], "model": model, "options": options}
     return out
+
+
+def why_not_exportable(experiments: Mapping[str, Mapping[str, Any]], name: str) -> str | None:
+    """Why experiment ``name`` of the matrix ``experiments`` (config ``experiments``) cannot be made into a bundle, as
+    a sentence saying what to name instead; None when it can. The one place that decides what the ``export`` rule
+    makes and what ``predict.bundle`` may name."""
+    entry = experiments.get(name)
+    if entry is None:
+        return (f"'{name}' is not an experiment of the config (known: {', '.join(sorted(experiments)) or 'none'}); "
+                "name a trained experiment")
+    if entry.get("model") in REFERENCE_MODELS:
+        return f"'{name}' is a reference model ({entry['model']}), which has no weights to bundle; name a trained experiment"
+    if entry.get("feature_set") == LATENT_FEATURE_SET:
+        return (f"'{name}' reads the simulator's latent factors, which new data does not have; name an experiment on "
+                "extracted features")
+    return None
 
 
 def bundle_dir(experiment: str) -> Path:

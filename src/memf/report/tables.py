@@ -11,7 +11,8 @@ Each table lists experiments (config ``evaluation.tables.<name>.rows``: experime
   factors, ``evaluation.ceilings.latent``);
 - the **paired comparison** with the feature set's reference run (``evaluation.compare_to``): the difference of the
   pooled metrics and its bootstrap interval, resampling streams within folds (:mod:`memf.report.bootstrap`), and a
-  plain verdict on R²: better, worse, or not separable;
+  plain verdict on R²: better, worse, borderline (an interval end within the rerun tolerance of 0,
+  :data:`memf.report.bootstrap.VERDICT_TOLERANCE`), or not separable;
 - the settings the tuning chose per fold, and the model's parameter count.
 
 :func:`entity_importance` compares the leave-one-entity-out ranking with the simulator's true entity importance.
@@ -34,7 +35,7 @@ from memf.core.html import table_page
 from memf.core.io import DataError, atomic_path, read_json, write_json, write_text
 from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics
 from memf.data.contract import ENTITIES
-from memf.report.bootstrap import Interval, paired_differences, verdict
+from memf.report.bootstrap import VERDICT_TOLERANCE, Interval, paired_differences, verdict
 from memf.report.experiments import RunSet, load_runset
 from memf.training.matrix import RUNS_DIR, Experiment
 from memf.training.runs import expected_log_sales
@@ -263,9 +264,10 @@ def caption(level: float, n_boot: int, latent: dict[str, Any] | None) -> str:
         "pooled predictions of a seed and averaged over seeds; ± is the sd over the folds × seeds runs. "
         f"Δ = row - reference on the same streams, with a paired bootstrap {level:.0%} percentile interval "
         f"({n_boot} resamples of the streams within folds); the verdict reads the R² interval: better or worse when "
-        "it excludes 0, else not separable. Sales MAE and MAPE: of predicted sales (exp of the prediction minus the "
-        "target offset) against the sales, MAPE over streams with sales. Fractions: pooled R² over the oracle's "
-        "(the simulator's noiseless "
+        f"it excludes 0 by more than {VERDICT_TOLERANCE:g} (how far a rerun on another machine moved an interval end), "
+        "borderline when an end is within that of 0, else not separable. Sales MAE and MAPE: of predicted sales (exp "
+        "of the prediction minus the target offset) against the sales, MAPE over streams with sales. Fractions: "
+        "pooled R² over the oracle's (the simulator's noiseless "
         f"expected log sales on the same streams) and over the latent ceiling.{ceiling} Settings: the tuned choice "
         "per fold (value (folds choosing it/folds)). Every number is recomputed from the runs' predictions.parquet."
     )

@@ -78,7 +78,8 @@ def claim(world: str, frame: pl.DataFrame) -> str:
     if order.height == 0 or memf.height == 0:
         return f"{world}: no {ORDER} or {REFERENCE} row."
     o = order.row(0, named=True)
-    verdict = {"worse": "entity-first MEMF wins", "better": "modality-first wins", "not separable": "not separable"}
+    verdict = {"worse": "entity-first MEMF wins", "better": "modality-first wins", "borderline": "borderline",
+               "not separable": "not separable"}
     features = frame.filter((pl.col("experiment") != "oracle") & (pl.col("feature_set") != "latent")
                             if "feature_set" in frame.columns else pl.col("experiment") != "oracle")
     best = features.sort("r2", descending=True).row(0, named=True)
