@@ -15,7 +15,7 @@ from memf.models import MODELS, build_model
 from memf.simulate import attributes, render, simulate_latents, vocab
 from memf.simulate.factors import FACTORS, ROUTES, Factor
 from memf.simulate.worlds import WORLDS
-from memf.padding.pad import pad_latents
+from memf.padding.latent import pad_latents
 
 torch.set_num_threads(1)
 #: Two values of a continuous factor far enough apart to change every keyword tier, whatever the tier's noise.
