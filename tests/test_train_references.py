@@ -4,16 +4,16 @@ fitted transforms and choices see the fold's training and validation parts only.
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
-from train_support import tiny_padded
+from train_support import tiny_fold, tiny_padded
 
 from memf.core.metrics import regression_metrics
-from memf.training.prepare import fold_data
+from memf.padding.padded import RaggedBlock
 from memf.training.references import fit_reference, pooled_features
 
 
 def test_pooled_features_are_masked_means():
     padded = tiny_padded(20)
-    x, blocks = pooled_features(padded)
+    x, blocks = pooled_features([padded.arrays])
     widths = dict(blocks)
     assert x.shape == (20, sum(widths.values()))
     assert widths["anchor/text"] == 6 and widths["anchor/numeric"] == 3 and widths["commodity/numeric"] == 2
@@ -21,16 +21,29 @@ def test_pooled_features_are_masked_means():
     i = int(np.flatnonzero(~padded.arrays["commodity/mask"].all(1))[0])
     j = int(np.flatnonzero(~padded.arrays["commodity/mask"][i])[0])
     padded.arrays["commodity/numeric"][i, j] = 1e6
-    np.testing.assert_array_equal(pooled_features(padded)[0], x)
+    np.testing.assert_array_equal(pooled_features([padded.arrays])[0], x)
     offset = sum(w for k, w in blocks[: [k for k, _ in blocks].index("commodity/numeric")])
     mask = padded.arrays["commodity/mask"][i]
     expected = padded.arrays["commodity/numeric"][i][mask].mean(0)
     np.testing.assert_allclose(x[i, offset:offset + 2], expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("pooling", ["mean", "set"])
+def test_pooled_features_of_batches_padded_to_their_own_lists_equal_the_whole(pooling):
+    """The store's batches (each padded to its own longest lists) pool to exactly the features of the whole."""
+    padded = tiny_padded(40)
+    whole, blocks = pooled_features([padded.arrays], pooling)
+    ragged = RaggedBlock.from_padded(padded)
+    batches = [ragged.take(np.arange(start, min(start + 3, 40))).padded() for start in range(0, 40, 3)]
+    assert any(b[k].shape[1] < padded.arrays[k].shape[1] for b in batches for k in ("commodity/mask", "video/mask"))
+    x, again = pooled_features(batches, pooling)
+    assert again == blocks
+    np.testing.assert_array_equal(x, whole)
+
+
 def test_set_statistics_see_the_best_item_the_spread_and_the_count():
     padded = tiny_padded(20)
-    x, blocks = pooled_features(padded, "set")
+    x, blocks = pooled_features([padded.arrays], "set")
     names = [k for k, _ in blocks]
     assert names[-1] == "counts" and dict(blocks)["anchor/text"] == 2 * 6  # fields kept apart
     assert dict(blocks)["commodity/numeric"] == 4 * 2  # mean, max, min, sd of each field
@@ -44,8 +57,8 @@ def test_set_statistics_see_the_best_item_the_spread_and_the_count():
         assert counts[1] == padded.arrays["video/mask"][i].sum()
 
 
-def test_mean_predicts_the_train_mean():
-    data = fold_data(tiny_padded(50), 0)
+def test_mean_predicts_the_train_mean(tmp_path):
+    data = tiny_fold(tiny_padded(50), tmp_path / "p.h5")
     pred, info = fit_reference("mean", data, {}, seed=0)
     assert np.allclose(pred, data.target("train").mean())
     assert info["mean"] == pytest.approx(float(data.target("train").mean()))
@@ -54,9 +67,9 @@ def test_mean_predicts_the_train_mean():
 @pytest.mark.parametrize("options", [
     ("ridge", {}), ("ridge", {"pooling": "set"}), ("hgb", {"max_iter": 60}), ("hgb", {"max_iter": 60, "pca": 3}),
 ], ids=["ridge", "ridge-set", "hgb", "hgb-pca"])
-def test_references_learn_and_never_see_test_targets(options):
+def test_references_learn_and_never_see_test_targets(options, tmp_path):
     name, opts = options
-    clean = fold_data(tiny_padded(200, noise=0.2), 0)
+    clean = tiny_fold(tiny_padded(200, noise=0.2), tmp_path / "clean.h5")
     test = clean.rows["test"]
     with threadpool_limits(1):
         pred, info = fit_reference(name, clean, opts, seed=0)
@@ -64,16 +77,16 @@ def test_references_learn_and_never_see_test_targets(options):
     corrupt_padded = tiny_padded(200, noise=0.2)
     corrupt_padded.target[corrupt_padded.fold == 0] *= -1
     with threadpool_limits(1):
-        pred2, info2 = fit_reference(name, fold_data(corrupt_padded, 0), opts, seed=0)
+        pred2, info2 = fit_reference(name, tiny_fold(corrupt_padded, tmp_path / "corrupt.h5"), opts, seed=0)
     np.testing.assert_allclose(pred2, pred)  # test targets never influence a fit, a transform or a choice
     assert info2 == info
 
 
-def test_scaler_and_pca_are_fitted_on_the_training_part_only():
+def test_scaler_and_pca_are_fitted_on_the_training_part_only(tmp_path):
     """Moving the features of streams outside the training part changes no prediction of a training stream: the
     scaler and the PCA never saw them (for hgb only the test streams move: the validation part picks its length)."""
     padded = tiny_padded(120)
-    data = fold_data(padded, 0)
+    data = tiny_fold(padded, tmp_path / "p.h5")
     train, test = data.rows["train"], data.rows["test"]
     cases = (("ridge", {}, "val+test"), ("ridge", {"pooling": "set"}, "val+test"),
              ("hgb", {"max_iter": 20, "pca": 4}, "test"))
@@ -84,13 +97,13 @@ def test_scaler_and_pca_are_fitted_on_the_training_part_only():
             other.arrays[key][rows] = other.arrays[key][rows] * 3 + 7
         with threadpool_limits(1):
             a, _ = fit_reference(name, data, opts, seed=0)
-            b, _ = fit_reference(name, fold_data(other, 0), opts, seed=0)
+            b, _ = fit_reference(name, tiny_fold(other, tmp_path / f"{name}-{moved_part}.h5"), opts, seed=0)
         np.testing.assert_allclose(a[train], b[train], err_msg=name)
         assert not np.allclose(a[test], b[test]), name  # the test streams did move
 
 
-def test_unknown_reference_or_option_is_refused():
-    data = fold_data(tiny_padded(20), 0)
+def test_unknown_reference_or_option_is_refused(tmp_path):
+    data = tiny_fold(tiny_padded(20), tmp_path / "p.h5")
     with pytest.raises(ValueError, match="not one of"):
         fit_reference("lasso", data, {}, 0)
     with pytest.raises(ValueError, match="unknown options"):

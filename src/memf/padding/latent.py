@@ -1,5 +1,8 @@
 """The latent feature set (rule ``pad_latent``, the latent ceiling): the simulator's true latent factors in the padded
 layout, each factor in the arrays of the modalities that render it (docs/simulator.md, "Latents by modality").
+
+Built and written :data:`LATENT_BLOCK` streams at a time: ``latents.parquet`` is scanned lazily, once for its
+layout and once per block for that block's rows, so memory does not grow with the number of streams.
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import polars as pl
 
-from memf.core.io import DataError, read_json, read_parquet_checked
+from memf.core.io import DataError, atomic_path, read_json
 from memf.data.contract import CLIP_KINDS, FIELD_ENTITIES, MODALITIES
-from memf.data.dataset import load_clean
-from memf.padding.padded import Padded, write_padded
+from memf.data.dataset import CleanDataset
+from memf.padding.pad import PadReport
+from memf.padding.padded import Padded, RaggedBlock
+from memf.padding.sources import validated_table
+from memf.padding.store import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,8 @@ LATENT_COLUMNS = {"stream_id": "string", "entity": "string", "object_id": "strin
 LATENT_ARRAYS: dict[str, tuple[str, ...]] = {
     **{e: MODALITIES for e in FIELD_ENTITIES}, **{kind: ("x",) for kind in CLIP_KINDS},
 }
+#: Streams built and written at once.
+LATENT_BLOCK = 4096
 #: How an error names an object without latent factors.
 _OBJECT_NAMES: dict[str, str] = {
     "anchor": "anchor of stream {stream_id}", "room": "room of stream {stream_id}", "commodity": "item {object_id}",
@@ -63,7 +72,7 @@ def _levels(kind: str, where: str) -> list[int | None]:
     raise DataError(f"{where}: kind '{kind}', expected 'continuous' or 'categorical(n)'")
 
 
-def _latent_layout(ground_truth_json: str | Path | None, frame: pl.DataFrame, latents: str | Path
+def _latent_layout(ground_truth_json: str | Path | None, frame: pl.LazyFrame, latents: str | Path
                    ) -> dict[str, list[_Entry]]:
     """Batch key -> the entries of its last axis, from the factors' kinds (``latent_factors``) and routes
     (``latent_routing``) in ground_truth.json; an entity's own factors first, each in the routing's order."""
@@ -76,7 +85,7 @@ def _latent_layout(ground_truth_json: str | Path | None, frame: pl.DataFrame, la
                         "simulate the dataset again")
     kinds, routing = truth.get("latent_factors", {}), truth["latent_routing"]
     routed = {(e, f) for e, factors in routing.items() for f in factors}
-    present = set(frame.select("entity", "factor").unique().iter_rows())
+    present = set(frame.select("entity", "factor").unique().collect().iter_rows())
     for entity, factor in sorted(present ^ routed):
         where = f"in {latents} but not under latent_routing" if (entity, factor) in present else \
             f"under latent_routing but not in {latents}"
@@ -84,9 +93,11 @@ def _latent_layout(ground_truth_json: str | Path | None, frame: pl.DataFrame, la
     layout: dict[str, list[_Entry]] = {f"{e}/{a}": [] for e, arrays in LATENT_ARRAYS.items() for a in arrays}
     for entity, factor in ((e, f) for e, factors in routing.items() for f in factors):
         levels = _levels(kinds.get(entity, {}).get(factor, "continuous"), f"{ground_truth_json}: {entity}/{factor}")
-        values = frame.filter((pl.col("entity") == entity) & (pl.col("factor") == factor))["value"].to_numpy()
-        if levels != [None] and not np.isin(values, levels).all():
-            bad = values[~np.isin(values, levels)][0]
+        codes = pl.col("value").is_in([float(v) for v in levels if v is not None])
+        mine = (pl.col("entity") == entity) & (pl.col("factor") == factor) & ~codes
+        outside = frame.filter(mine).select("value").head(1).collect() if levels != [None] else pl.DataFrame()
+        if outside.height:
+            bad = outside["value"][0]
             raise DataError(f"{latents}: factor {entity}/{factor} has value {bad}, expected a category code "
                             f"0..{len(levels) - 1}")
         for route in routing[entity][factor]:
@@ -130,6 +141,8 @@ def _latent_values(frame: pl.DataFrame, entity: str, objects: pl.DataFrame, layo
         table = table.join(first.rename({c: f"first_item.{c}" for c in first.columns if c != "stream_id"}),
                            on="stream_id", how="left")
     used = sorted({e.column for entries in layout.values() for e in entries})
+    # a block without an object of this entity has no column for its factors: all of them are then absent
+    table = table.with_columns(pl.lit(None, pl.Float64).alias(c) for c in used if c not in table.columns)
     absent = table.filter(pl.any_horizontal(pl.col(c).is_null() for c in used))
     missing = [_OBJECT_NAMES[entity].format(**row) for row in absent.head(3).iter_rows(named=True)]
     values: dict[str, np.ndarray] = {}
@@ -157,6 +170,67 @@ def _latent_array(suffix: str, values: np.ndarray, objects: pl.DataFrame, shape:
     return out
 
 
+def _scan_latents(latents: str | Path) -> pl.LazyFrame:
+    """``latents.parquet`` as a lazy scan, its columns checked (:data:`LATENT_COLUMNS`) from its footer.
+
+    Raises:
+        DataError: the file is unreadable, or a column is missing or of another type.
+    """
+    try:
+        scan = pl.scan_parquet(latents)
+        schema = scan.collect_schema()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"{latents}: not a readable Parquet file ({exc})") from exc
+    for name, family in LATENT_COLUMNS.items():
+        dtype = schema.get(name)
+        fits = {"string": lambda t: t == pl.String, "integer": lambda t: t.is_integer(),
+                "float": lambda t: t.is_numeric()}[family]
+        if dtype is None or not fits(dtype):
+            raise DataError(f"{latents}: column '{name}' is {dtype or 'missing'}, expected {family}")
+    return scan
+
+
+def _block_tables(streams: pl.DataFrame, items: pl.DataFrame, clips: pl.DataFrame) -> CleanDataset:
+    """The validated tables of a run of ``streams`` (the tables sorted by stream_id)."""
+    lo, hi = streams["stream_id"][0], streams["stream_id"][-1]
+
+    def part(table: pl.DataFrame) -> pl.DataFrame:
+        column = table["stream_id"]
+        return table[int(column.search_sorted(lo, "left")) : int(column.search_sorted(hi, "right"))]
+
+    return CleanDataset(root=Path(), streams=streams, anchors=pl.DataFrame(), items=part(items), clips=part(clips))
+
+
+def _latent_block(streams: pl.DataFrame, tables: tuple[pl.DataFrame, pl.DataFrame], scan: pl.LazyFrame,
+                  layout: Mapping[str, list[_Entry]], caps: tuple[int, int], folds: int, latents: str | Path
+                  ) -> RaggedBlock:
+    """The latent arrays of a run of ``streams``, in the store layout.
+
+    Raises:
+        DataError: a stream, item or clip of the run has no latent row.
+    """
+    sids = streams["stream_id"].to_list()
+    inside = pl.col("stream_id").is_between(pl.lit(sids[0]), pl.lit(sids[-1])) & pl.col("stream_id").is_in(sids)
+    frame = scan.filter(inside).collect()
+    arrays: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    for entity, (objects, length) in _latent_objects(_block_tables(streams, *tables), sids, *caps).items():
+        mine = {suffix: layout[f"{entity}/{suffix}"] for suffix in LATENT_ARRAYS[entity]}
+        shape = (len(sids),) if length is None else (len(sids), length)
+        values, gone = _latent_values(frame, entity, objects, mine, latents)
+        missing += gone
+        for suffix, v in values.items():
+            arrays[f"{entity}/{suffix}"] = _latent_array(suffix, v, objects, shape)
+        if length is not None:
+            arrays[f"{entity}/mask"] = np.zeros(shape, bool)  # [S, M]
+            arrays[f"{entity}/mask"][_slots(objects, shape)] = True
+    if missing:
+        raise DataError(f"{latents}: no latent factors for {', '.join(missing[:3])}")
+    padded = Padded(stream_id=np.array(sids, dtype=object), fold=streams["fold"].to_numpy().astype(np.int8),
+                    target=streams["target"].to_numpy().astype(np.float32), folds=folds, arrays=arrays)
+    return RaggedBlock.from_padded(padded)
+
+
 def pad_latents(
     *,
     data_dir: str | Path,
@@ -165,7 +239,8 @@ def pad_latents(
     max_clips: int,
     out: str | Path,
     ground_truth_json: str | Path | None = None,
-) -> Padded:
+    dtype: str = "float32",
+) -> PadReport:
     """Build ``latent.h5``: the simulator's true latent factors in the padded layout, for the streams, items and clips
     that validation kept (the same streams and folds as every other feature set).
 
@@ -176,46 +251,31 @@ def pad_latents(
     factors. A categorical factor (``categorical(n)`` under ``latent_factors``) becomes n one-hot entries. The room's
     arrays may hold commodity factors of the stream's first item (its title names that item's category). The
     ``fields`` attribute names every entry of each array's last axis. Items and clips are taken in position order
-    up to the caps, as :func:`pad_feature_set` does.
+    up to the caps, as :func:`memf.padding.pad.pad_feature_set` does. ``dtype``: how the arrays are stored
+    (``padding.dtype``).
 
     Raises:
         DataError: ground_truth.json is missing or routes a factor badly, the latents file is malformed or holds a
             factor without a route, or a kept stream, item or clip has no latent row.
     """
-    ds = load_clean(data_dir)
-    frame = pl.from_arrow(read_parquet_checked(latents, LATENT_COLUMNS))
-    assert isinstance(frame, pl.DataFrame)
-    layout = _latent_layout(ground_truth_json, frame, latents)
-    streams = ds.streams.sort("stream_id")
-    sids = streams["stream_id"].to_list()
-    arrays: dict[str, np.ndarray] = {}
-    fields: dict[str, dict[str, list[str]]] = {}
-    missing: list[str] = []
-    for entity, (objects, length) in _latent_objects(ds, sids, max_items, max_clips).items():
-        mine = {suffix: layout[f"{entity}/{suffix}"] for suffix in LATENT_ARRAYS[entity]}
-        if not any(mine.values()):
+    scan = _scan_latents(latents)
+    layout = _latent_layout(ground_truth_json, scan, latents)
+    fields = {e: {suffix: [x.name for x in layout[f"{e}/{suffix}"]] for suffix in arrays}
+              for e, arrays in LATENT_ARRAYS.items()}
+    for entity, named in fields.items():
+        if not any(named.values()):
             raise DataError(f"{ground_truth_json}: no latent factor is routed to {entity}'s arrays")
-        shape = (len(sids),) if length is None else (len(sids), length)
-        values, gone = _latent_values(frame, entity, objects, mine, latents)
-        missing += gone
-        for suffix, v in values.items():
-            arrays[f"{entity}/{suffix}"] = _latent_array(suffix, v, objects, shape)
-        if length is not None:
-            arrays[f"{entity}/mask"] = np.zeros(shape, bool)  # [S, M]
-            arrays[f"{entity}/mask"][_slots(objects, shape)] = True
-        fields[entity] = {suffix: [e.name for e in entries] for suffix, entries in mine.items()}
-    if missing:
-        raise DataError(f"{latents}: no latent factors for {', '.join(missing[:3])}")
-    padded = Padded(
-        stream_id=np.array(sids, dtype=object),
-        fold=streams["fold"].to_numpy().astype(np.int8),
-        target=streams["target"].to_numpy().astype(np.float32),
-        folds=int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"]),
-        arrays=arrays,
-        attrs={"feature_set": "latent", "extractors": {"latent": str(latents)}, "fields": fields,
-               "caps": {"max_items": max_items, "max_clips": max_clips}},
-    )
-    write_padded(out, padded)
-    log.info("latent feature set: %d streams; entries per array %s", len(sids),
+    streams = validated_table(data_dir, "streams", ["stream_id", "anchor_id", "fold", "target"])
+    tables = (validated_table(data_dir, "items", ["stream_id", "item_id", "position"]),
+              validated_table(data_dir, "clips", ["stream_id", "clip_id", "kind", "position"]))
+    folds = int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"])
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        writer = StoreWriter(h5, dtype)
+        for start in range(0, streams.height, LATENT_BLOCK):
+            block = streams[start : start + LATENT_BLOCK]
+            writer.append(_latent_block(block, tables, scan, layout, (max_items, max_clips), folds, latents))
+        writer.finish(folds, {"feature_set": "latent", "extractors": {"latent": str(latents)}, "fields": fields,
+                              "caps": {"max_items": max_items, "max_clips": max_clips}})
+    log.info("latent feature set: %d streams; entries per array %s", writer.rows,
              {f"{e}/{s}": len(names) for e, arrays_ in fields.items() for s, names in arrays_.items()})
-    return padded
+    return PadReport(writer.rows, 0, 0, writer.longest["commodity"], {k: writer.longest[k] for k in CLIP_KINDS})

@@ -23,7 +23,7 @@ through the tuning (:mod:`memf.training.tuning`), every option; the test part de
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 
 from memf.core.metrics import regression_metrics
 from memf.core.registry import Registry
-from memf.padding.padded import Padded
+from memf.padding.batches import BLOCK_ROWS
 from memf.training.fit import Fitter, SeedResult
 from memf.training.matrix import reference_options
 from memf.training.prepare import FoldData
@@ -72,29 +72,41 @@ def _set_stats(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.concatenate([mean, high, low, sd], axis=1)
 
 
-def pooled_features(padded: Padded, pooling: str = "mean") -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """[S, F] pooled features of every stream and the (block name, width) of each block, in order.
-
-    Blocks are named by batch key; ``set`` pooling adds one block ``counts`` (items, video clips, audio clips).
-    """
+def _pooled_block(arrays: Mapping[str, np.ndarray], pooling: str) -> tuple[list[np.ndarray], list[tuple[str, int]]]:
+    """The pooled blocks of one padded batch ``arrays`` and their (name, width)."""
     blocks: list[np.ndarray] = []
     names: list[tuple[str, int]] = []
     for key, mask_key in POOLED_BLOCKS:
-        x = padded.arrays[key].astype(np.float64)
+        x = arrays[key].astype(np.float64)
         if pooling == "set":
-            x = _set_stats(x, padded.arrays[mask_key]) if mask_key is not None else x.reshape(len(x), -1)
+            x = _set_stats(x, arrays[mask_key]) if mask_key is not None else x.reshape(len(x), -1)
         else:
             if mask_key is not None:
-                x = _masked_mean(x, padded.arrays[mask_key])  # items or clips -> one vector per stream
+                x = _masked_mean(x, arrays[mask_key])  # items or clips -> one vector per stream
             if not key.endswith("/numeric") and x.ndim == 3:
                 x = x.mean(axis=1)  # fields -> one vector per modality: [S, L, D] -> [S, D]
         blocks.append(x)
         names.append((key, x.shape[1]))
     if pooling == "set":
-        counts = np.stack([padded.arrays[k].sum(axis=1) for k in COUNT_KEYS], axis=1).astype(np.float64)
+        counts = np.stack([arrays[k].sum(axis=1) for k in COUNT_KEYS], axis=1).astype(np.float64)
         blocks.append(counts)
         names.append(("counts", counts.shape[1]))
-    return np.concatenate(blocks, axis=1), names
+    return blocks, names
+
+
+def pooled_features(batches: Iterable[Mapping[str, np.ndarray]], pooling: str = "mean"
+                    ) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """[S, F] pooled features of the streams of ``batches`` (padded batch dicts, in stream order; each may be padded
+    to its own longest lists: the pooling is masked) and the (block name, width) of each block, in order.
+
+    Blocks are named by batch key; ``set`` pooling adds one block ``counts`` (items, video clips, audio clips).
+    """
+    rows: list[np.ndarray] = []
+    names: list[tuple[str, int]] = []
+    for arrays in batches:
+        blocks, names = _pooled_block(arrays, pooling)
+        rows.append(np.concatenate(blocks, axis=1))
+    return np.concatenate(rows), names
 
 
 def _reducer(blocks: list[tuple[str, int]], components: int, n_train: int) -> ColumnTransformer:
@@ -115,7 +127,7 @@ def _prepared(data: FoldData, opts: dict[str, Any], reduce: int) -> tuple[np.nda
     """Pooled features of every stream, standardised (and with ``reduce`` > 0 reduced by per-block PCA) as fitted on
     the fold's training part, and the record of what was done."""
     train = data.rows["train"]
-    x, blocks = pooled_features(data.padded, opts["pooling"])
+    x, blocks = pooled_features(data.batches(np.arange(len(data)), BLOCK_ROWS), opts["pooling"])
     info: dict[str, Any] = {"features": [[key, width] for key, width in blocks], "n_features": int(x.shape[1]),
                             "pooling": opts["pooling"]}
     steps: list[Any] = [StandardScaler()]
@@ -136,7 +148,7 @@ REFERENCES: Registry[ReferenceFit] = Registry("reference model")
 def fit_mean(data: FoldData, opts: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
     """The training part's mean target, for every stream."""
     value = float(data.target("train").mean())
-    return np.full(len(data.padded), value), {"mean": value}
+    return np.full(len(data), value), {"mean": value}
 
 
 @REFERENCES.register("ridge")
