@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the latent dataset writer is test dat
 from simulate_support import write_latent_dataset  # noqa: E402
 
 from memf.core.metrics import regression_metrics  # noqa: E402
-from memf.padding.latent import pad_latents  # noqa: E402
+from memf.padding.pad import pad_latents  # noqa: E402
 from memf.simulate import simulate_latents  # noqa: E402
 from memf.training.fit import JobSpec, fit_experiment  # noqa: E402
 from memf.training.neural import NeuralFitter  # noqa: E402

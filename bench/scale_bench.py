@@ -58,7 +58,7 @@ def child_pad(data: Path) -> None:
 
 def child_latent(data: Path) -> None:
     try:
-        from memf.padding.latent import pad_latents
+        from memf.padding.pad import pad_latents
     except ImportError:  # the layout before the padded store
         from memf.padding.pad import pad_latents
 
@@ -240,7 +240,7 @@ def main() -> None:
     w.add_argument("--out", type=Path, required=True)
     for name in ("measure", "run"):
         m = sub.add_parser(name)
-        m.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+        m.add_argument("--steps", nargs="+", choices=STEPS, default=["pad", "fit", "predict"])
         m.add_argument("--src", type=Path, default=ROOT / "src")
         m.add_argument("--epochs", type=int, default=1)
         m.add_argument("--cache-mb", type=float, default=None)

@@ -48,7 +48,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def write_latent_dataset(world: World, raw: Path, data: Path, folds: int = 3) -> None:
-    """What :func:`memf.padding.latent.pad_latents` reads, without media: the world's latents.parquet and
+    """What :func:`memf.padding.pad.pad_latents` reads, without media: the world's latents.parquet and
     ground_truth.json under ``raw`` (as the writer writes them) and stand-ins of its validated tables under ``data``
     (ids, positions, a fold per stream, the target)."""
     lat = world.latents

@@ -399,7 +399,7 @@ def numeric_workdir(tiny_env, tmp_path):
 
     work = fw.workflow_dir(tiny_env, tmp_path, fw.CONFIG)
     # The default target of the workflow, restricted to the numeric features.
-    default = 'input: features_targets() + [padded_file("demo")]'
+    default = 'input: features_targets() + [padded_path("demo")]'
     snakefile = (work / "Snakefile").read_text()
     assert default in snakefile
     (work / "Snakefile").write_text(snakefile.replace(default, 'input: [t for t in features_targets() if "/numeric/" in t]'))

@@ -41,7 +41,7 @@ include: "{RULES / 'common.smk'}"
 include: "{RULES / 'features.smk'}"
 include: "{RULES / 'train.smk'}"
 rule all:
-    input: features_targets() + [padded_file("demo")]
+    input: features_targets() + [padded_path("demo")]
 """
 
 

@@ -12,7 +12,7 @@ from simulate_support import tiny, write_latent_dataset
 
 from memf.data.contract import FIELD_ENTITIES
 from memf.models import MODELS, build_model
-from memf.padding.latent import pad_latents
+from memf.padding.pad import pad_latents
 from memf.padding.store import read_padded
 from memf.simulate import attributes, render, simulate_latents, vocab
 from memf.simulate.factors import FACTORS, ROUTES, Factor

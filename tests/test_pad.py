@@ -212,7 +212,7 @@ def _latents(env: TinyEnv, path: Path, drop_item: str | None = None, routing: di
 
 
 def _pad_latents(env: TinyEnv, tmp_path: Path, name: str = "latent.h5"):
-    from memf.padding.latent import pad_latents
+    from memf.padding.pad import pad_latents
 
     return pad_latents(data_dir=env.data, latents=tmp_path / "latents.parquet", max_items=8, max_clips=5,
                        out=tmp_path / name, ground_truth_json=tmp_path / "ground_truth.json")

@@ -1,7 +1,7 @@
-"""Snakemake adapter: rule pad_latent -> memf.padding.latent.pad_latents (the latent ceiling's feature set)."""
+"""Snakemake adapter: rule pad_latent -> memf.padding.pad.pad_latents (the latent ceiling's feature set)."""
 
 from memf.core.logs import job_log
-from memf.padding.latent import pad_latents
+from memf.padding.pad import pad_latents
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

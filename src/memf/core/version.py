@@ -34,7 +34,7 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "simulate": ("memf.simulate.writer",),
     "validate": ("memf.data.validate",),
     "tiny_model": ("memf.features.tiny",),
-    "pad": ("memf.padding.pad", "memf.padding.latent"),
+    "pad": ("memf.padding.pad",),
     "fit": ("memf.training.fit", "memf.training.neural"),
     "fit_reference": ("memf.training.fit", "memf.training.references"),
     "report": ("memf.report.tables", "memf.report.figures"),

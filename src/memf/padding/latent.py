@@ -20,10 +20,9 @@ import polars as pl
 from memf.core.io import DataError, atomic_path, read_json
 from memf.data.contract import CLIP_KINDS, FIELD_ENTITIES, MODALITIES
 from memf.data.dataset import CleanDataset
-from memf.padding.pad import PadReport
 from memf.padding.padded import Padded, RaggedBlock
 from memf.padding.sources import validated_table
-from memf.padding.store import StoreWriter
+from memf.padding.store import PadReport, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +250,7 @@ def pad_latents(
     factors. A categorical factor (``categorical(n)`` under ``latent_factors``) becomes n one-hot entries. The room's
     arrays may hold commodity factors of the stream's first item (its title names that item's category). The
     ``fields`` attribute names every entry of each array's last axis. Items and clips are taken in position order
-    up to the caps, as :func:`memf.padding.pad.pad_feature_set` does. ``dtype``: how the arrays are stored
+    up to the caps, as ``memf.padding.pad.pad_feature_set`` does. ``dtype``: how the arrays are stored
     (``padding.dtype``).
 
     Raises:

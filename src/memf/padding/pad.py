@@ -36,10 +36,14 @@ import pyarrow as pa
 from memf.core.io import DataError, atomic_path, read_json, write_parquet
 from memf.data.contract import CLIP_KINDS, FIELD_ENTITIES, MODALITIES
 from memf.data.dataset import shard_of
+from memf.padding.latent import pad_latents
 from memf.padding.padded import RaggedBlock
 from memf.padding.sources import ClipSource, FieldRows, FieldSource, StreamClips, shard_meta, validated_table
-from memf.padding.store import PaddedStore, StoreWriter
+from memf.padding.store import PaddedStore, PadReport, StoreWriter
 
+#: The padding rules' functions: ``pad`` (feature sets) and ``pad_latent`` (the latent feature set, built in
+#: :mod:`memf.padding.latent`; named here so that the pad stage's code version covers it, memf.core.version).
+__all__ = ["PadReport", "pad_feature_set", "pad_latents"]
 log = logging.getLogger(__name__)
 FEATURE_SET_MODALITIES: tuple[str, ...] = ("text", "image", "numeric", "video", "audio")
 TRUNCATED_SCHEMA = pa.schema(
@@ -47,15 +51,6 @@ TRUNCATED_SCHEMA = pa.schema(
 )
 #: Streams assembled, and merged, at once.
 PAD_BLOCK = 256
-
-
-@dataclass(frozen=True)
-class PadReport:
-    streams: int
-    dropped_streams: int
-    records: int
-    max_items: int
-    max_clips: dict[str, int]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,21 @@ WRITE_ROWS = 256
 _STRING = h5py.string_dtype("utf-8")
 
 
-def _chunk_rows(rest: tuple[int, ...], itemsize: int) -> int:
-    return int(min(1 << 16, max(1, CHUNK_BYTES // max(1, int(np.prod(rest)) * itemsize))))
+@dataclass(frozen=True)
+class PadReport:
+    """What a padding rule wrote: streams kept and dropped, records of what was cut, the longest kept lists."""
+
+    streams: int
+    dropped_streams: int
+    records: int
+    max_items: int
+    max_clips: dict[str, int]
+
+
+def _chunk_rows(rows: int, rest: tuple[int, ...], itemsize: int) -> int:
+    """Rows per chunk: about :data:`CHUNK_BYTES`, and no more than the first block's ``rows`` (a small store stays
+    small: HDF5 allocates whole chunks)."""
+    return int(max(1, min(rows, CHUNK_BYTES // max(1, int(np.prod(rest)) * itemsize))))
 
 
 class StoreWriter:
@@ -68,9 +82,7 @@ class StoreWriter:
         self.longest = dict.fromkeys(SETS, 0)
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.empty_rows: dict[str, int] = {}  # datasets whose rows hold no value: created at finish
-        for entity in SETS:
-            h5.create_dataset(f"{entity}/offsets", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(1 << 14,),
-                              track_times=False)
+        self.datasets: dict[str, h5py.Dataset] = {}  # open for the writer's life: a write fails where it is made
 
     def _type(self, key: str) -> Any:
         if key == "stream_id":
@@ -88,16 +100,17 @@ class StoreWriter:
             self.shapes[key] = rest
             if 0 in rest:
                 self.empty_rows[key] = 0
-            elif key not in self.h5:
+            else:
                 itemsize = 16 if dtype is _STRING else np.dtype(dtype).itemsize
-                self.h5.create_dataset(key, shape=(0, *rest), maxshape=(None, *rest), dtype=dtype,
-                                       chunks=(_chunk_rows(rest, itemsize), *rest), track_times=False)
+                self.datasets[key] = self.h5.create_dataset(
+                    key, shape=(0, *rest), maxshape=(None, *rest), dtype=dtype,
+                    chunks=(_chunk_rows(len(arr), rest, itemsize), *rest), track_times=False)
         elif self.shapes[key] != rest:
             raise DataError(f"padded store: '{key}' rows of shape {rest} after rows of shape {self.shapes[key]}")
         if key in self.empty_rows:
             self.empty_rows[key] += len(arr)
             return
-        dataset = self.h5[key]
+        dataset = self.datasets[key]
         start = dataset.shape[0]
         dataset.resize(start + len(arr), axis=0)
         dataset[start:] = arr if dtype is _STRING else arr.astype(dtype, copy=False)
@@ -112,12 +125,13 @@ class StoreWriter:
             self._append(key, block.fixed[key])
         for entity, (_, keys) in SETS.items():
             off = block.offsets[entity]
-            self._append(f"{entity}/offsets", off[1:] + self.objects[entity])
+            self._append(f"{entity}/offsets", off[1:] + self.objects[entity] if self.rows else off)
             self.objects[entity] += int(off[-1])
             self.longest[entity] = max(self.longest[entity], int(np.diff(off).max(initial=0)))
             for key in keys:
                 self._append(key, block.objects[key])
         self.rows += len(block)
+        self.h5.flush()  # the block is on disk (a full disk fails here, in one OSError)
 
     def finish(self, folds: int, attrs: Mapping[str, Any]) -> None:
         """Create the datasets without values, then the root attributes: ``format``, ``folds`` (K), and as JSON
@@ -257,18 +271,29 @@ class PaddedStore:
 
     def read(self, rows: np.ndarray, keys: Collection[str] | None = None) -> RaggedBlock:
         """The streams ``rows`` (ascending store indices), read in contiguous spans of at most :data:`READ_ROWS`
-        rows (h5py's point selection is far slower than a slice)."""
+        rows (h5py's point selection is far slower than a slice) into arrays allocated once."""
         rows = np.asarray(rows, np.int64)
-        if len(rows) == 0:
-            return self.read_range(0, 0, keys)
-        if (np.diff(rows) <= 0).any():
+        if len(rows) and (np.diff(rows) <= 0).any():
             raise ValueError("PaddedStore.read: rows must be ascending and unique")
-        parts = []
-        for group in np.split(rows, np.flatnonzero(np.diff((rows - rows[0]) // READ_ROWS)) + 1):
+        wanted = set(BATCH_KEYS) if keys is None else set(keys)
+        offsets = {e: np.concatenate([[0], np.cumsum(off[rows + 1] - off[rows])]).astype(np.int64)
+                   for e, off in self.offsets.items()}
+        fixed = {k: np.empty((len(rows), *self.shapes[k]), self._h5[k].dtype) for k in FIXED_KEYS if k in wanted}
+        objects = {k: np.empty((int(offsets[e][-1]), *self.shapes[k]), self._h5[k].dtype)
+                   for e, (_, object_keys) in SETS.items() for k in object_keys if k in wanted}
+        done = 0
+        for group in np.split(rows, np.flatnonzero(np.diff((rows - rows[0]) // READ_ROWS)) + 1) if len(rows) else []:
             start, stop = int(group[0]), int(group[-1]) + 1
-            block = self.read_range(start, stop, keys)
-            parts.append(block if stop - start == len(group) else block.take(group - start))
-        return RaggedBlock.concat(parts)
+            span = self.read_range(start, stop, wanted)
+            span = span if stop - start == len(group) else span.take(group - start)
+            for key, value in span.fixed.items():
+                fixed[key][done : done + len(group)] = value
+            for entity, (_, object_keys) in SETS.items():
+                first = int(offsets[entity][done])
+                for key in (k for k in object_keys if k in objects):
+                    objects[key][first : first + len(span.objects[key])] = span.objects[key]
+            done += len(group)
+        return RaggedBlock(self.stream_id[rows], self.fold[rows], self.target[rows], fixed, offsets, objects)
 
     def digest(self) -> str:
         """A streaming hash of the file (:func:`file_digest`)."""

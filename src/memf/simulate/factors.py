@@ -114,7 +114,7 @@ def latent_factors(factors: tuple[Factor, ...] = FACTORS) -> dict[str, dict[str,
 
 def latent_routing(factors: tuple[Factor, ...]) -> dict[str, dict[str, list[str]]]:
     """``{entity: {factor: [route, ...]}}``, recorded in ground_truth.json under ``latent_routing``: the padded
-    arrays of the latent feature set that hold each factor (:func:`memf.padding.latent.pad_latents`)."""
+    arrays of the latent feature set that hold each factor (:func:`memf.padding.pad.pad_latents`)."""
     out: dict[str, dict[str, list[str]]] = {}
     for f in factors:
         out.setdefault(f.entity, {})[f.name] = list(f.routes)
