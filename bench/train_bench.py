@@ -33,8 +33,10 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,8 +46,9 @@ import yaml
 
 from memf.data.folds import split_of
 from memf.models import MODELS, PAPER_OPTIONS, build_model
+from memf.padding.padded import Padded
+from memf.padding.store import PaddedStore, write_padded
 from memf.training.loop import deterministic_algorithms, train_model
-from memf.padding.padded import Padded, write_padded
 from memf.training.prepare import fold_data
 from memf.training.settings import TrainConfig
 
@@ -136,8 +139,10 @@ def epoch_time(model_name: str, size: str, device: str, batch_size: int, epochs:
     if epochs < 2:
         raise ValueError(f"epochs is {epochs}; at least 2 are needed (the first one warms up and is not counted)")
     torch.manual_seed(0)
-    data = fold_data(training_fold(streams, size), 0)
-    model = build_model(model_name, data.padded.dims(), **SIZES[size][0])
+    folder = tempfile.mkdtemp(prefix="memf-epoch-time-")
+    write_padded(Path(folder) / "fold.h5", training_fold(streams, size))
+    data = fold_data(PaddedStore(Path(folder) / "fold.h5"), 0)
+    model = build_model(model_name, data.dims(), **SIZES[size][0])
     cfg = TrainConfig.from_dict({"epochs": epochs, "batch_size": batch_size, "patience": 0, "checkpoint_every": 0,
                                  "device": device, "deterministic": deterministic})
     marks: list[float] = []
@@ -147,6 +152,8 @@ def epoch_time(model_name: str, size: str, device: str, batch_size: int, epochs:
         marks.append(time.perf_counter())
         result = train_model(model, data, cfg, 0, device,
                              on_epoch_end=lambda epoch, row: marks.append(time.perf_counter()))
+    data.store.close()
+    shutil.rmtree(folder)
     seconds = np.diff(marks)
     epoch_s = float(np.median(seconds[1:]))
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.startswith("cuda") else None

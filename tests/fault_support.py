@@ -252,7 +252,7 @@ import json, os
 from pathlib import Path
 import fault_support as fs
 from memf.core.logs import job_log
-from memf.padding.padded import write_padded
+from memf.padding.store import write_padded
 from memf.features.extract import extract_shard
 from memf.data.contract import DEFAULT_COLUMNS
 small = Path(os.environ["SMALL"])

@@ -16,7 +16,7 @@ from features_support import TinyEnv
 
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.features.tiny import tiny_model_from_config
-from memf.padding.padded import read_padded
+from memf.padding.store import read_padded
 
 RULES = Path(__file__).resolve().parents[1] / "workflow" / "rules"
 CONFIG = {

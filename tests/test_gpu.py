@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 import torch
 from features_support import TinyEnv
-from train_support import tiny_padded
+from train_support import tiny_fold, tiny_padded
 
 from memf.core import gpu
 from memf.core.io import read_json
@@ -25,12 +25,11 @@ from memf.features.base import Extractor, build_extractor
 from memf.features.extract import embed_files, field_rows
 from memf.features.spec import ExtractionSettings, ExtractorSpec
 from memf.models import build_model
+from memf.padding.store import write_padded
 from memf.training.fit import JobSpec, fit_experiment
+from memf.training.loop import deterministic_algorithms, predict, train_model
 from memf.training.members import load_models
 from memf.training.neural import NeuralFitter
-from memf.training.loop import deterministic_algorithms, predict, train_model
-from memf.padding.padded import write_padded
-from memf.training.prepare import fold_data
 from memf.training.settings import TrainConfig
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -117,15 +116,15 @@ def test_image_inputs_reach_the_device_as_uint8_and_the_cnn_runs_channels_last(t
 
 def _train(data, device: str, cfg: TrainConfig):
     torch.manual_seed(0)
-    model = build_model("memf", data.padded.dims(), **SMALL_MEMF, dropout=0.0)
+    model = build_model("memf", data.dims(), **SMALL_MEMF, dropout=0.0)
     with deterministic_algorithms(True, torch.device(device)):
         result = train_model(model, data, cfg, 0, device)
-    pred, _ = predict(model, data.padded, data.rows["test"], device, 64, result.target_mean, result.target_sd)
+    pred, _ = predict(model, data, data.rows["test"], device, 64, result.target_mean, result.target_sd)
     return result, pred
 
 
-def test_a_training_step_on_cuda_gives_the_cpus(exact_fp32):
-    data = fold_data(tiny_padded(80), 0)
+def test_a_training_step_on_cuda_gives_the_cpus(exact_fp32, tmp_path):
+    data = tiny_fold(tiny_padded(80), tmp_path / "p.h5")
     cfg = TrainConfig.from_dict({"epochs": 1, "batch_size": 0, "lr": 1e-3, "patience": 0, "checkpoint_every": 0})
     on_cpu, cpu_pred = _train(data, "cpu", cfg)
     on_gpu, gpu_pred = _train(data, "cuda", cfg)
@@ -133,8 +132,8 @@ def test_a_training_step_on_cuda_gives_the_cpus(exact_fp32):
     np.testing.assert_allclose(gpu_pred, cpu_pred, atol=1e-2)
 
 
-def test_training_on_cuda_is_deterministic():
-    data = fold_data(tiny_padded(80), 0)
+def test_training_on_cuda_is_deterministic(tmp_path):
+    data = tiny_fold(tiny_padded(80), tmp_path / "p.h5")
     cfg = TrainConfig.from_dict({"epochs": 3, "batch_size": 16, "patience": 0, "checkpoint_every": 0})
     (first, first_pred), (second, second_pred) = _train(data, "cuda", cfg), _train(data, "cuda", cfg)
     assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]

@@ -12,10 +12,11 @@ from simulate_support import tiny, write_latent_dataset
 
 from memf.data.contract import FIELD_ENTITIES
 from memf.models import MODELS, build_model
+from memf.padding.pad import pad_latents
+from memf.padding.store import read_padded
 from memf.simulate import attributes, render, simulate_latents, vocab
 from memf.simulate.factors import FACTORS, ROUTES, Factor
 from memf.simulate.worlds import WORLDS
-from memf.padding.pad import pad_latents
 
 torch.set_num_threads(1)
 #: Two values of a continuous factor far enough apart to change every keyword tier, whatever the tier's noise.
@@ -88,8 +89,9 @@ def padded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         write_latent_dataset(simulate_latents(tiny(n_streams=40, n_anchors=10, world=world)), base / "raw",
                              base / "data")
         raw = base / "raw"
-        out[world] = pad_latents(data_dir=base / "data", latents=raw / "latents.parquet", max_items=8, max_clips=5,
-                                 out=base / "latent.h5", ground_truth_json=raw / "ground_truth.json")
+        pad_latents(data_dir=base / "data", latents=raw / "latents.parquet", max_items=8, max_clips=5,
+                    out=base / "latent.h5", ground_truth_json=raw / "ground_truth.json")
+        out[world] = read_padded(base / "latent.h5")
     return out
 
 
@@ -135,5 +137,5 @@ def test_every_model_runs_on_the_latent_layout(padded: dict[str, Any], name: str
     options = {"width": 16, "heads": 2, "layers": 1, "dropout": 0.0, "numeric_hidden": 8}
     options |= {"mfb": {"mfb_out": 8}, "mfh": {"mfb_out": 8}, "tfn": {"tfn_dim": 2, "tfn_hidden": 8}}.get(name, {})
     model = build_model(name, latent.dims(), **options)
-    out = model(latent.tensors(np.arange(8)))
+    out = model({key: torch.from_numpy(value[:8]) for key, value in latent.arrays.items()})
     assert out.pred.shape == (8,) and torch.isfinite(out.pred).all()

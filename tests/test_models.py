@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from memf.core.registry import Registry
 from memf.data.contract import ENTITIES
 from memf.models import (
     DEMO_OPTIONS,
@@ -20,10 +21,9 @@ from memf.models import (
 )
 from memf.models.baselines import HierarchicalPairwise, MFHPair, SelfAttentionFusion, TensorFusion
 from memf.models.blocks import masked_mean
-from memf.core.registry import Registry
 from memf.models.common import ModelConfig
-from memf.models.options import ENTITY_FUSION_NAMES
 from memf.models.memf import IntraCommodityAttention
+from memf.models.options import ENTITY_FUSION_NAMES
 
 torch.set_num_threads(1)
 
@@ -117,6 +117,45 @@ def test_padding_invariance(name: str, options: dict) -> None:
     # which a LayerNorm of the inputs (input_norm) would remove
     with torch.no_grad():
         assert not torch.allclose(model(noisy).pred, b.pred)
+
+
+def pad_sets(batch: dict[str, torch.Tensor], extra: int) -> dict[str, torch.Tensor]:
+    """The same streams with ``extra`` more padded item and clip slots (zeros, masks False)."""
+    out = dict(batch)
+    for key, value in batch.items():
+        if key.partition("/")[0] in ("commodity", "video", "audio"):
+            pad = torch.zeros((value.shape[0], extra, *value.shape[2:]), dtype=value.dtype)
+            out[key] = torch.cat([value, pad], dim=1)
+    return out
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=IDS)
+def test_predictions_do_not_depend_on_the_padded_length(name: str, options: dict) -> None:
+    """The same streams padded to their own longest lists (M, C) and to M + 3, C + 3 predict the same: a batch of the
+    padded store is padded to its own longest lists, so nothing may depend on the axes' length."""
+    batch = make_batch()
+    longer = pad_sets(batch, 3)
+    model = tiny(name, batch_dims(longer), **options).eval()  # built for the longer axes, as for a store's longest
+    with torch.no_grad():
+        a, b = model(batch), model(longer)
+    torch.testing.assert_close(a.pred, b.pred, rtol=1e-6, atol=1e-6)
+    if a.attention is not None:
+        torch.testing.assert_close(a.attention, b.attention, rtol=1e-6, atol=1e-6)
+    # One stream alone, cut to its own lists (no padded slot at all), predicts as it does in the batch.
+    own = {e: int(batch[f"{e}/mask"][2].sum()) for e in ("commodity", "video", "audio")}
+    with torch.no_grad():
+        alone = model({k: v[2:3, : own.get(k.partition("/")[0])] for k, v in batch.items() if k != "target"})
+    assert own == {"commodity": 1, "video": 2, "audio": 2}
+    torch.testing.assert_close(alone.pred, a.pred[2:3], rtol=1e-6, atol=1e-6)
+
+
+def test_a_batch_longer_than_the_model_axes_or_with_disagreeing_sets_is_refused() -> None:
+    batch = make_batch()
+    model = tiny("memf", batch_dims(batch))
+    with pytest.raises(ValueError, match=r"batch\['commodity/text'\]: shape \(3, 7, 3, 12\), expected \(B, <=4, 3, 12\)"):
+        model(pad_sets(batch, 3))
+    with pytest.raises(ValueError, match=r"batch\['commodity/image'\]: shape"):
+        model({**batch, "commodity/image": batch["commodity/image"][:, :2]})
 
 
 @pytest.mark.parametrize(("name", "options"), CASES, ids=IDS)

@@ -17,7 +17,7 @@ from memf.data.dataset import load_clean
 from memf.features.extract import extract_shard
 from memf.features.store import ClipShard, read_clip_shard, read_field_shard, write_clip_shard
 from memf.padding.pad import pad_feature_set
-from memf.padding.padded import read_padded
+from memf.padding.store import PaddedStore, read_padded
 
 CHOSEN = {"text": "bert", "image": "rn", "numeric": "num", "video": "vm", "audio": "w2v"}
 N_SHARDS = 2
@@ -40,10 +40,10 @@ def store(tiny_env: TinyEnv, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 
 def pad(env: TinyEnv, shards, tmp_path: Path, max_items: int = 8, max_clips: int | dict[str, int] = 5,
-        model_axes: bool = False):
+        model_axes: bool = False, dtype: str = "float32"):
     report = pad_feature_set(data_dir=env.data, feature_set="fs", shards=shards, columns=DEFAULT_COLUMNS,
                              max_items=max_items, max_clips=max_clips, out=tmp_path / "fs.h5",
-                             truncated_out=tmp_path / "fs.truncated.parquet", model_axes=model_axes)
+                             truncated_out=tmp_path / "fs.truncated.parquet", model_axes=model_axes, dtype=dtype)
     return report, read_padded(tmp_path / "fs.h5"), pl.read_parquet(tmp_path / "fs.truncated.parquet")
 
 
@@ -74,6 +74,40 @@ def test_padded_file_holds_every_stream_with_the_store_vectors(tiny_env, store, 
     assert padded.arrays["audio/mask"][s].sum() == clip.offsets[1]
     assert padded.attrs["extractors"]["image"]["weights"] == "random-init" and padded.attrs["fields"]["room"]["text"] == ["title", "tag"]
     assert report.dropped_streams == 0
+    assert not list(tmp_path.glob(".*"))  # the pieces of each shard are gone
+
+
+def test_the_store_keeps_items_and_clips_ragged(tiny_env, store, tmp_path):
+    """Disk follows the real items and clips: one row per kept item and clip, offsets per stream, in stream order."""
+    _, padded, _ = pad(tiny_env, store, tmp_path)
+    ds = load_clean(tiny_env.data)
+    with PaddedStore(tmp_path / "fs.h5") as kept:
+        n_items = ds.items.group_by("stream_id").len().sort("stream_id")["len"].to_numpy()
+        np.testing.assert_array_equal(np.diff(kept.offsets["commodity"]), n_items)
+        n_video = ds.clips.filter(pl.col("kind") == "video").group_by("stream_id").len().sort("stream_id")["len"]
+        np.testing.assert_array_equal(np.diff(kept.offsets["video"]), n_video.to_numpy())
+        assert kept.shapes["commodity/text"] == (5, 32) and kept.axes["commodity"] == n_items.max()
+        everything = kept.read_range(0, len(kept))
+        assert everything.objects["commodity/image"].shape[0] == n_items.sum()  # no padded row is stored
+        # the objects of stream s are its rows of the padded arrays' real slots, in order
+        for key in ("commodity/image", "video/x", "audio/x"):
+            mask = padded.arrays[f"{key.partition('/')[0]}/mask"]
+            np.testing.assert_array_equal(everything.objects[key], padded.arrays[key][mask])
+        assert kept.dims() == padded.dims()
+
+
+def test_float16_storage_halves_the_vectors_and_keeps_numbers(tiny_env, store, tmp_path):
+    _, full, _ = pad(tiny_env, store, tmp_path / "a")
+    _, half, _ = pad(tiny_env, store, tmp_path / "b", dtype="float16")
+    with PaddedStore(tmp_path / "a" / "fs.h5") as a, PaddedStore(tmp_path / "b" / "fs.h5") as b:
+        assert (a.dtype, b.dtype) == ("float32", "float16")
+        assert b.row_bytes(np.arange(len(b))) < 0.52 * a.row_bytes(np.arange(len(a)))
+    for key, value in full.arrays.items():
+        assert half.arrays[key].dtype == value.dtype  # read back as float32
+        if key.endswith("/numeric") or key.endswith("/mask"):
+            np.testing.assert_array_equal(half.arrays[key], value)  # numeric fields stay float32
+        else:
+            np.testing.assert_array_equal(half.arrays[key], value.astype(np.float16).astype(np.float32))
 
 
 def test_caps_cut_items_and_clips_and_record_them(tiny_env, store, tmp_path):
@@ -186,11 +220,12 @@ def _pad_latents(env: TinyEnv, tmp_path: Path, name: str = "latent.h5"):
 
 def test_latent_feature_set_puts_each_factor_in_the_modalities_that_render_it(tiny_env, tmp_path):
     _latents(tiny_env, tmp_path / "latents.parquet")
-    padded = _pad_latents(tiny_env, tmp_path)
+    report = _pad_latents(tiny_env, tmp_path)
     again = read_padded(tmp_path / "latent.h5")
     ds = load_clean(tiny_env.data)
     assert again.stream_id.tolist() == sorted(ds.streams["stream_id"].to_list()) and again.folds == 3
-    fields = padded.attrs["fields"]
+    assert report.streams == len(again) and report.max_items == again.dims()["commodity/mask"][0]
+    fields = again.attrs["fields"]
     assert fields["commodity"] == {"text": ["appeal", "category=0", "category=1", "category=2"], "image": ["appeal"],
                                    "numeric": []}
     assert fields["anchor"] == {"text": ["reach"], "image": ["reach"], "numeric": ["reach"]}

@@ -11,18 +11,19 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-
 from fakedata import write_dataset
+from train_support import tiny_padded
+
 from memf.config import ConfigError, load_config
 from memf.core.io import DataError, read_json
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.validate import validate_dataset
-from memf.predict.plan import extractor_signature
+from memf.padding.padded import RaggedBlock
 from memf.predict.drivers import compare_with_truth, drivers_frame, true_entity_contributions
 from memf.predict.intervals import calibrate, conformal_quantile, coverage
 from memf.predict.neutral import neutral_reference, neutralise
-from memf.predict.predictor import fit_to_model
-from train_support import tiny_padded
+from memf.predict.plan import extractor_signature
+from memf.predict.predictor import check_fits
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -133,10 +134,16 @@ def test_neutralising_an_entity_replaces_only_its_inputs_and_keeps_masks_valid()
     padded = tiny_padded(30)
     arrays = padded.arrays
     rows = np.arange(20)
-    neutral = neutral_reference(arrays, rows)
+    neutral = neutral_reference([{k: v[rows] for k, v in arrays.items()}])
     real_items = arrays["commodity/text"][rows][arrays["commodity/mask"][rows]]
     np.testing.assert_allclose(neutral["commodity/text"], real_items.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(neutral["anchor/text"], arrays["anchor/text"][rows].mean(axis=0), rtol=1e-5)
     assert int(neutral["commodity/count"]) == round(arrays["commodity/mask"][rows].sum(1).mean())
+    # Accumulated over batches padded to their own lists (as the export reads the store), it is the same reference.
+    ragged = RaggedBlock.from_padded(padded)
+    batches = [ragged.take(np.arange(start, min(start + 3, 20))).padded() for start in range(0, 20, 3)]
+    for key, value in neutral_reference(batches).items():
+        np.testing.assert_allclose(value, neutral[key], rtol=1e-6, err_msg=key)
     for entity in ("anchor", "commodity", "room", "video", "audio"):
         out = neutralise(arrays, entity, neutral)
         changed = {k for k in arrays if not np.array_equal(out[k], arrays[k])}
@@ -146,6 +153,13 @@ def test_neutralising_an_entity_replaces_only_its_inputs_and_keeps_masks_valid()
     assert out["video/mask"][:, :count].all() and not out["video/mask"][:, count:].any()
     assert (out["video/x"][:, :count] == neutral["video/x"]).all() and (out["video/x"][:, count:] == 0).all()
     np.testing.assert_array_equal(neutralise(arrays, "anchor", neutral)["anchor/numeric"][3], neutral["anchor/numeric"])
+    # A batch whose own item axis is shorter than the neutral count gets the whole neutral set.
+    short = {k: v[:, :1] if k.startswith("commodity/") else v for k, v in arrays.items()}
+    count = int(neutral["commodity/count"])
+    assert count > 1
+    out = neutralise(short, "commodity", neutral)
+    assert out["commodity/mask"].shape[1] == count and out["commodity/mask"].all()
+    assert out["commodity/text"].shape[1:] == (count, *arrays["commodity/text"].shape[2:])
 
 
 def test_the_comparison_with_the_truth_credits_the_interaction_and_ranks():
@@ -169,16 +183,19 @@ def test_the_comparison_with_the_truth_credits_the_interaction_and_ranks():
 # --- new data against the model ----------------------------------------------------------------------------------------
 
 
-def test_new_data_is_padded_up_to_the_model_axes_and_other_shapes_are_refused():
+def test_new_data_may_have_shorter_item_and_clip_axes_than_the_model_and_other_shapes_are_refused():
     padded = tiny_padded(10)
-    dims = {k: list(v) for k, v in padded.dims().items()}
-    dims["commodity/mask"][0] = dims["commodity/text"][0] = dims["commodity/image"][0] = dims["commodity/numeric"][0] = 5
-    fitted = fit_to_model(padded.arrays, dims, "new.h5")
-    assert fitted["commodity/text"].shape[1] == 5 and not fitted["commodity/mask"][:, 3:].any()
-    np.testing.assert_array_equal(fitted["commodity/text"][:, :3], padded.arrays["commodity/text"])
-    dims["anchor/text"] = [2, 7]
+    dims = padded.dims()
+    model = {k: list(v) for k, v in dims.items()}
+    model["commodity/mask"][0] = model["commodity/text"][0] = model["commodity/image"][0] = 5
+    model["commodity/numeric"][0] = 5
+    check_fits(dims, model, "new.h5")  # 3 items against the model's 5: every batch is padded to its own lists
+    with pytest.raises(DataError, match=r"'commodity/text' has per-stream shape \(3, 2, 6\), the bundle's model "
+                                        r"reads \(2, 2, 6\)"):
+        check_fits(dims, {**model, "commodity/text": [2, 2, 6]}, "new.h5")
+    model["anchor/text"] = [2, 7]
     with pytest.raises(DataError, match=r"'anchor/text' has per-stream shape \(2, 6\), the bundle's model reads \(2, 7\)"):
-        fit_to_model(padded.arrays, dims, "new.h5")
+        check_fits(dims, model, "new.h5")
 
 
 def test_an_extractor_signature_ignores_where_the_files_are():

@@ -13,13 +13,14 @@ from train_support import tiny_builder, tiny_padded
 
 from memf.core.io import read_json, write_json, write_parquet
 from memf.core.metrics import METRICS, regression_metrics
+from memf.data.folds import split_of
+from memf.padding.store import write_padded
 from memf.report.bootstrap import Interval, paired_differences, resample_chunks, resampled_metrics, verdict
 from memf.report.figures import draw_figures, expected_max
 from memf.report.tables import ORACLE_LABEL, build_tables, settings_summary
 from memf.training.fit import JobSpec, fit_experiment
 from memf.training.matrix import experiments_from_config, run_dir, tuning_dir
 from memf.training.neural import NeuralFitter
-from memf.padding.padded import write_padded
 from memf.training.runs import predictions_frame, write_run
 from memf.training.settings import TuningSettings, parse_space
 
@@ -187,7 +188,7 @@ def runs(tmp_path_factory):
         fit_experiment(root / "demo.h5", run_dir("full", fold, root / "runs"), job, {"epochs": 3, "device": "cpu"},
                        fitter=NeuralFitter.with_builder(tiny_builder), tuning=TuningSettings(trials=2, startup_trials=1),
                        tuning_dir=tuning_dir("full", fold, root / "tuning"), ground_truth=gt)
-        split = padded.split(fold)
+        split = split_of(padded.fold, fold, padded.folds)
         # Leave-one-out runs: noise grows with the dropped entity's true importance (the true ranking is recoverable).
         for entity, share in truth.items():
             name = f"no-{entity}"

@@ -8,18 +8,18 @@ import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_support import tiny_builder, tiny_padded
+from train_support import tiny_builder, tiny_fold, tiny_padded
 
 from memf.core.io import DataError, read_json
 from memf.core.metrics import METRICS, regression_metrics
-from memf.padding.padded import Padded, write_padded
+from memf.padding.padded import Padded
+from memf.padding.store import write_padded
 from memf.training.fit import JobSpec, fit_experiment
 from memf.training.loop import predict, train_model
 from memf.training.matrix import TRAINED_FILES
-from memf.training.neural import NeuralFitter
-from memf.training.prepare import fold_data
-from memf.training.references import ReferenceFitter
 from memf.training.members import load_models
+from memf.training.neural import NeuralFitter
+from memf.training.references import ReferenceFitter
 from memf.training.runs import read_predictions
 from memf.training.settings import TrainConfig, TuningSettings, parse_space
 
@@ -100,25 +100,36 @@ def test_tuning_and_selection_never_read_test_targets(tmp_path):
     assert a["seeds"]["0"]["test"]["mse"] != b["seeds"]["0"]["test"]["mse"]  # the test score did see them
 
 
-def test_numeric_standardisation_is_fitted_on_the_training_part_only():
+def test_numeric_standardisation_is_fitted_on_the_training_part_only(tmp_path):
     padded = tiny_padded(60)
     other = tiny_padded(60)
-    data = fold_data(padded, 1)  # fold 1: test = fold id 1, validation = fold id 2, train = the rest
+    data = tiny_fold(padded, tmp_path / "a.h5", 1)  # fold 1: test = fold id 1, validation = fold id 2, train = the rest
     train = data.rows["train"]
     mask = np.ones(60, bool)
     mask[train] = False
     for key in ("anchor/numeric", "room/numeric", "commodity/numeric"):
         other.arrays[key][mask] += 100.0  # every validation and test stream changes
-    moved = fold_data(other, 1)
+    moved = tiny_fold(other, tmp_path / "b.h5", 1)
+    trained = data.arrays(train)  # the training streams as the model reads them
     for key, (mean, sd) in data.scaler.stats.items():
         np.testing.assert_allclose(moved.scaler.stats[key][0], mean)
         np.testing.assert_allclose(moved.scaler.stats[key][1], sd)
-        z = data.padded.arrays[key][train]
+        z = trained[key]
         if key != "commodity/numeric":
             np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
+            np.testing.assert_allclose(z.std(0), 1.0, atol=1e-5)
+        else:
+            real = z[trained["commodity/mask"]]  # [n_items, L]: the statistics are over the real items
+            np.testing.assert_allclose(real.mean(0), 0.0, atol=1e-5)
+            np.testing.assert_allclose(real.std(0), 1.0, atol=1e-5)
+        # the same statistics as over every training row at once (the fit streams over blocks)
+        raw = padded.arrays[key][train]
+        raw = raw[padded.arrays["commodity/mask"][train]] if key == "commodity/numeric" else raw
+        np.testing.assert_allclose(mean, raw.astype(np.float64).mean(0), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(sd, raw.astype(np.float64).std(0), rtol=1e-12)
     # Padded items stay zero after standardisation.
-    item_pad = ~data.padded.arrays["commodity/mask"]
-    assert (data.padded.arrays["commodity/numeric"][item_pad] == 0).all()
+    every = data.arrays(np.arange(60))
+    assert (every["commodity/numeric"][~every["commodity/mask"]] == 0).all()
 
 
 class Interrupt(Exception):
@@ -126,12 +137,12 @@ class Interrupt(Exception):
 
 
 def test_epoch_checkpoint_resume_gives_the_same_result(tmp_path):
-    data = fold_data(tiny_padded(80), 0)
+    data = tiny_fold(tiny_padded(80), tmp_path / "p.h5")
     cfg = TrainConfig.from_dict(CFG)
 
     def run(ckpt, hook=None):
         torch.manual_seed(0)
-        model = tiny_builder("tiny", data.padded.dims(), dropout=0.2)
+        model = tiny_builder("tiny", data.dims(), dropout=0.2)
         result = train_model(model, data, cfg, 0, "cpu", checkpoint_dir=ckpt, run_fingerprint="fp", on_epoch_end=hook)
         return model, result
 
@@ -176,11 +187,11 @@ def test_safetensors_round_trip_reproduces_predictions(tmp_path):
     _job(tmp_path, padded, cfg={**CFG, "epochs": 3}, seeds=(0, 1))
     models, meta = load_models(tmp_path / "run", builder=tiny_builder)
     assert (tmp_path / "run" / "weights.safetensors").read_bytes()[:8] != b"\x80\x04"  # not a pickle
-    data = fold_data(padded, 0)
+    data = tiny_fold(padded, tmp_path / "again.h5")
     saved = read_predictions(tmp_path / "run" / "predictions.parquet")
     for seed, model in models.items():
         scale = meta["per_seed"][str(seed)]
-        pred, _ = predict(model, data.padded, np.arange(len(padded)), "cpu", 7, scale["target_mean"], scale["target_sd"])
+        pred, _ = predict(model, data, np.arange(len(padded)), "cpu", 7, scale["target_mean"], scale["target_sd"])
         np.testing.assert_allclose(pred, saved.filter(pl.col("seed") == seed)["y_pred"].to_numpy(), rtol=1e-6, atol=1e-6)
     from safetensors import safe_open
 
@@ -194,7 +205,7 @@ def test_bad_config_and_bad_data_are_refused(tmp_path):
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig.from_dict({"epochs": 0})
     with pytest.raises(DataError, match="the val part has 0 streams"):
-        fold_data(_no_val(tiny_padded(30)), 0)
+        tiny_fold(_no_val(tiny_padded(30)), tmp_path / "no-val.h5")
 
 
 def _no_val(padded: Padded) -> Padded:
@@ -214,7 +225,7 @@ def test_real_memf_model_trains_and_reports_entity_attention(tmp_path):
     assert attn["query"].unique(maintain_order=True).to_list() == ["anchor", "commodity", "room", "video"]
 
 
-def test_input_norm_makes_memf_robust_to_a_modality_scale():
+def test_input_norm_makes_memf_robust_to_a_modality_scale(tmp_path):
     """Image features x 100 (a ResNet-50 vector's norm is ~100 times a tiny BERT's) moves the validation R² of MEMF
     with ``input_norm: layernorm`` by at most 0.02."""
     from memf.core.metrics import regression_metrics
@@ -224,11 +235,11 @@ def test_input_norm_makes_memf_robust_to_a_modality_scale():
         padded = tiny_padded(120)
         for key in ("anchor/image", "room/image", "commodity/image"):
             padded.arrays[key] = padded.arrays[key] * scale
-        data = fold_data(padded, 0)
+        data = tiny_fold(padded, tmp_path / f"{scale}-{norm}.h5")
         torch.manual_seed(0)
-        model = build_model("memf", data.padded.dims(), width=16, heads=2, layers=1, dropout=0.0, input_norm=norm)
+        model = build_model("memf", data.dims(), width=16, heads=2, layers=1, dropout=0.0, input_norm=norm)
         result = train_model(model, data, TrainConfig.from_dict({**CFG, "epochs": 15, "patience": 15}), 0, "cpu")
-        pred, _ = predict(model, data.padded, data.rows["val"], "cpu", 64, result.target_mean, result.target_sd)
+        pred, _ = predict(model, data, data.rows["val"], "cpu", 64, result.target_mean, result.target_sd)
         return regression_metrics(data.target("val"), pred)["r2"]
 
     assert abs(val_r2(100.0, "layernorm") - val_r2(1.0, "layernorm")) <= 0.02

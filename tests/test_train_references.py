@@ -15,11 +15,11 @@ import pytest
 import skops.io as sio
 from sklearn.svm import SVR
 from threadpoolctl import threadpool_limits
-from train_support import tiny_padded
+from train_support import tiny_fold, tiny_padded
 
 from memf.core.io import DataError
 from memf.core.metrics import regression_metrics
-from memf.padding.padded import read_padded, write_padded
+from memf.padding.store import PaddedStore, write_padded
 from memf.training import references
 from memf.training.fit import JobSpec, fit_experiment
 from memf.training.matrix import (
@@ -68,16 +68,17 @@ def _all_at_once(padded, pooling):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "set"])
-def test_blockwise_pooling_equals_the_pooling_of_every_stream_at_once(pooling):
+def test_blockwise_pooling_equals_the_pooling_of_every_stream_at_once(pooling, tmp_path):
     padded = tiny_padded(40)
     before, names = _all_at_once(padded, pooling)
     assert pooled_widths(padded.dims(), pooling) == names  # the torch-free catalog's widths are the code's
-    data = fold_data(padded, 0)
+    data = tiny_fold(padded, tmp_path / "f1.h5")
     rows = np.arange(40)
     np.testing.assert_array_equal(pool_block(padded.arrays, pooling), before.astype(np.float32))
-    for size in (1, 7, 40):
+    whole = pool_block(next(iter(data.blocks(rows, 40))), pooling)
+    for size in (1, 7):  # blocks padded to their own longest lists pool to the same features
         got = np.concatenate([pool_block(b, pooling) for b in data.blocks(rows, size)])
-        np.testing.assert_array_equal(got, pool_block(data.padded.arrays, pooling))
+        np.testing.assert_array_equal(got, whole)
 
 
 def test_pooled_features_are_masked_means():
@@ -115,22 +116,22 @@ def test_set_statistics_see_the_best_item_the_spread_and_the_count():
         assert counts[1] == padded.arrays["video/mask"][i].sum()
 
 
-def test_the_reduction_rule_leaves_narrow_features_and_shrinks_wide_blocks():
+def test_the_reduction_rule_leaves_narrow_features_and_shrinks_wide_blocks(tmp_path):
     widths = [("anchor/text", 3072), ("anchor/numeric", 8), ("video/x", 100), ("counts", 3)]
     assert reduced_widths(widths, 4000, 256) == widths  # 3,183 features: at most reduce_above, kept
     assert reduced_widths(widths, 3000, 256) == [("anchor/text", 256), ("anchor/numeric", 8), ("video/x", 100),
                                                  ("counts", 3)]
     assert reduced_widths(widths, 3000, 256, n_train=50)[0] == ("anchor/text", 50)
-    data = fold_data(tiny_padded(120), 0)
+    data = tiny_fold(tiny_padded(120), tmp_path / "f2.h5")
     fitted = fit_reference("ridge", data, {"pooling": "set", **REDUCED}, 0)
-    blocks = pooled_widths(data.padded.dims(), "set")
+    blocks = pooled_widths(data.dims(), "set")
     assert fitted.info["reduced"] and fitted.info["n_features"] == 149
     assert fitted.info["n_model_features"] == sum(w for _, w in reduced_widths(blocks, 10, 3))
     assert not fit_reference("ridge", data, {"pooling": "set"}, 0).info["reduced"]  # 149 <= 8192: as before
 
 
-def test_mean_predicts_the_train_mean():
-    data = fold_data(tiny_padded(50), 0)
+def test_mean_predicts_the_train_mean(tmp_path):
+    data = tiny_fold(tiny_padded(50), tmp_path / "f3.h5")
     fitted = fit_reference("mean", data, {}, seed=0)
     assert np.allclose(fitted.pred, data.target("train").mean())
     assert fitted.info["mean"] == pytest.approx(float(data.target("train").mean()))
@@ -142,9 +143,9 @@ CASE_IDS = ["ridge", "ridge-set", "hgb", "hgb-pca", "ridge-reduced", "hgb-pca-re
 
 
 @pytest.mark.parametrize("options", CASES, ids=CASE_IDS)
-def test_references_learn_and_never_see_test_targets(options):
+def test_references_learn_and_never_see_test_targets(options, tmp_path):
     name, opts = options
-    clean = fold_data(tiny_padded(200, noise=0.2), 0)
+    clean = tiny_fold(tiny_padded(200, noise=0.2), tmp_path / "f4.h5")
     test = clean.rows["test"]
     with threadpool_limits(1):
         fitted = fit_reference(name, clean, opts, seed=0)
@@ -152,17 +153,17 @@ def test_references_learn_and_never_see_test_targets(options):
     corrupt_padded = tiny_padded(200, noise=0.2)
     corrupt_padded.target[corrupt_padded.fold == 0] *= -1
     with threadpool_limits(1):
-        again = fit_reference(name, fold_data(corrupt_padded, 0), opts, seed=0)
+        again = fit_reference(name, tiny_fold(corrupt_padded, tmp_path / "f5.h5"), opts, seed=0)
     np.testing.assert_allclose(again.pred, fitted.pred)  # test targets never influence a fit, a transform or a choice
     assert again.info == fitted.info
 
 
-def test_scaler_and_pca_are_fitted_on_the_training_part_only():
+def test_scaler_and_pca_are_fitted_on_the_training_part_only(tmp_path):
     """Moving the features of streams outside the training part changes no prediction of a training stream: the
     scaler, the reduction and the PCA never saw them (for hgb only the test streams move: the validation part picks
     its length)."""
     padded = tiny_padded(120)
-    data = fold_data(padded, 0)
+    data = tiny_fold(padded, tmp_path / "f6.h5")
     train, test = data.rows["train"], data.rows["test"]
     cases = (("ridge", {}, "val+test"), ("ridge", {"pooling": "set"}, "val+test"),
              ("ridge", {"pooling": "set", **REDUCED}, "val+test"), ("hgb", {"max_iter": 20, "pca": 4}, "test"),
@@ -174,7 +175,7 @@ def test_scaler_and_pca_are_fitted_on_the_training_part_only():
             other.arrays[key][rows] = other.arrays[key][rows] * 3 + 7
         with threadpool_limits(1):
             a = fit_reference(name, data, opts, seed=0).pred
-            b = fit_reference(name, fold_data(other, 0), opts, seed=0).pred
+            b = fit_reference(name, tiny_fold(other, tmp_path / f"{name}-{moved_part}-{len(opts)}.h5"), opts, seed=0).pred
         np.testing.assert_allclose(a[train], b[train], err_msg=name, rtol=1e-6)
         assert not np.allclose(a[test], b[test]), name  # the test streams did move
 
@@ -194,8 +195,8 @@ class CountingBlocks:
 
 
 @pytest.mark.parametrize("reduced", [False, True], ids=["unreduced", "reduced"])
-def test_features_are_pooled_once_per_job_and_pooling(reduced):
-    data = fold_data(tiny_padded(100), 0)
+def test_features_are_pooled_once_per_job_and_pooling(reduced, tmp_path):
+    data = tiny_fold(tiny_padded(100), tmp_path / "f8.h5")
     counting = CountingBlocks(data)
     inputs = ReferenceInputs(counting)
     extra = REDUCED if reduced else {}
@@ -242,12 +243,12 @@ def test_saved_models_reproduce_the_runs_predictions(tmp_path, options):
     assert sorted(p.name for p in run.iterdir()) == sorted(REFERENCE_FILES)
     loaded = load_reference(run)
     assert sorted(loaded) == [0, 1]
-    data = fold_data(read_padded(path), 0)  # numeric inputs standardised as model.json's numeric_scaler says
+    data = fold_data(PaddedStore(path), 0)  # numeric inputs standardised as model.json's numeric_scaler says
     preds = read_predictions(run / "predictions.parquet")
     for seed, predictor in loaded.items():
         got = predictor.predict(data.blocks(np.arange(100), 33))
         expected = preds.filter(pl.col("seed") == seed)
-        assert expected["stream_id"].to_list() == data.padded.stream_id.tolist()
+        assert expected["stream_id"].to_list() == data.store.stream_id.tolist()
         np.testing.assert_allclose(got, expected["y_pred"].to_numpy(), rtol=0, atol=1e-6)
 
 
@@ -331,8 +332,8 @@ def test_memory_follows_the_reduced_features_not_the_pooled_ones(model):
     assert per_stream < 3732 * 4 / 3, per_stream  # well under a third of one pooled float32 row
 
 
-def test_unknown_reference_or_option_is_refused():
-    data = fold_data(tiny_padded(20), 0)
+def test_unknown_reference_or_option_is_refused(tmp_path):
+    data = tiny_fold(tiny_padded(20), tmp_path / "f9.h5")
     with pytest.raises(ValueError, match="not one of"):
         fit_reference("lasso", data, {}, 0)
     with pytest.raises(ValueError, match="unknown options"):

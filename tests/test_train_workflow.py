@@ -13,7 +13,7 @@ import yaml
 from train_support import tiny_padded
 
 from memf.core.io import read_json, write_json, write_parquet
-from memf.padding.padded import write_padded
+from memf.padding.store import write_padded
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "workflow" / "rules"

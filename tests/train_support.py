@@ -1,8 +1,10 @@
-"""Shared helpers of the training, reference and report tests: a tiny synthetic padded feature set and a small model
-that follows the ``memf.models`` contract (``model(batch) -> output with pred [B] and attention [B, E, E] or None``)."""
+"""Shared helpers of the training, reference and report tests: a tiny synthetic padded feature set (and its store) and
+a small model that follows the ``memf.models`` contract (``model(batch) -> output with pred [B] and attention
+[B, E, E] or None``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -10,6 +12,8 @@ import torch
 from torch import nn
 
 from memf.padding.padded import Padded
+from memf.padding.store import PaddedStore, write_padded
+from memf.training.prepare import FoldData, fold_data
 
 ENTITY_KEYS = {
     "anchor": ("anchor/text", "anchor/image", "anchor/numeric"),
@@ -56,6 +60,17 @@ def tiny_padded(n: int = 60, seed: int = 0, noise: float = 0.3, folds: int = 5) 
         folds=folds,
         arrays={k: v.astype(np.float32) for k, v in arrays.items()} | masks,
     )
+
+
+def tiny_store(padded: Padded, path: Path, dtype: str = "float32") -> PaddedStore:
+    """``padded`` written as a padded store at ``path``, opened."""
+    write_padded(path, padded, dtype)
+    return PaddedStore(path)
+
+
+def tiny_fold(padded: Padded, path: Path, fold: int = 0, **options) -> FoldData:
+    """Fold ``fold`` of ``padded`` written as a store at ``path``."""
+    return fold_data(tiny_store(padded, path), fold, **options)
 
 
 class Output(NamedTuple):

@@ -14,4 +14,5 @@ with job_log(sm.log[0]):
         max_clips=sm.params.padding["max_clips"],
         out=sm.output.padded,
         truncated_out=sm.output.truncated,
+        dtype=sm.params.padding["dtype"],
     )

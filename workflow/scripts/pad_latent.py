@@ -12,4 +12,5 @@ with job_log(sm.log[0]):
         max_clips=sm.params.padding["max_clips"],
         out=sm.output.padded,
         ground_truth_json=sm.input.truth,
+        dtype=sm.params.padding["dtype"],
     )

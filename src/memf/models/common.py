@@ -3,6 +3,10 @@
 Every model is built by :func:`build_model` from the per-stream shapes of a padded batch (:func:`batch_dims`) and plain
 JSON-able options, and is called as ``model(batch) -> ModelOutput``. The batch layout is ``docs/architecture.md``'s
 padded tensor file: ``"{entity}/{modality}"`` field tensors, ``"commodity/mask"`` and ``"{video,audio}/{x,mask}"``.
+
+In ``dims`` the item axis M (``commodity/*``) and the clip axes C (``video/*``, ``audio/*``) are the most items and
+clips a batch may hold (the padded store's longest lists); a batch is padded to its own longest lists, so its M and C
+may be shorter. Nothing in a model depends on them: every model is padding-invariant (tested).
 """
 
 from __future__ import annotations
@@ -121,15 +125,32 @@ def clip_layout(dims: Mapping[str, tuple[int, ...]], kind: str) -> int:
     return x[1]
 
 
+#: Entities whose inputs are sets: the first per-stream axis of their keys is the batch's own item or clip axis.
+SET_ENTITIES: frozenset[str] = frozenset({"commodity", *CLIP_KINDS})
+
+
+def _fits(key: str, shape: tuple[int, ...], want: tuple[int, ...], axes: dict[str, int]) -> bool:
+    """``shape`` (per stream) is what ``dims`` says, a set's axis at most ``dims``'s and equal to its set's others."""
+    entity = key.partition("/")[0]
+    if entity not in SET_ENTITIES or not want:
+        return shape == want
+    return (len(shape) == len(want) and shape[1:] == want[1:] and shape[0] <= want[0]
+            and axes.setdefault(entity, shape[0]) == shape[0])
+
+
 def check_batch(batch: Mapping[str, torch.Tensor], dims: Mapping[str, tuple[int, ...]], keys: list[str]) -> None:
-    """Check that ``batch`` holds ``keys`` with the shapes the model was built for, one batch size, bool masks."""
+    """Check that ``batch`` holds ``keys`` with the shapes the model was built for (item and clip axes up to the
+    built ones, one per set), one batch size, bool masks."""
     size: int | None = None
+    axes: dict[str, int] = {}
     for key in keys:
         if key not in batch:
             raise ValueError(f"batch: missing input '{key}'")
         tensor = batch[key]
-        if tuple(tensor.shape[1:]) != tuple(dims[key]):
-            expected = ", ".join(map(str, ("B", *dims[key])))
+        if not _fits(key, tuple(tensor.shape[1:]), tuple(dims[key]), axes):
+            set_axis = key.partition("/")[0] in SET_ENTITIES and dims[key]
+            per_stream = [f"<={dims[key][0]}", *dims[key][1:]] if set_axis else list(dims[key])
+            expected = ", ".join(map(str, ("B", *per_stream)))
             raise ValueError(f"batch['{key}']: shape {tuple(tensor.shape)}, expected ({expected})")
         if size is not None and tensor.shape[0] != size:
             raise ValueError(f"batch['{key}']: batch size {tensor.shape[0]}, expected {size} as the other inputs")

@@ -1,4 +1,4 @@
-"""The padding rule: feature-store shards of one feature set -> the padded tensor file (docs/architecture.md).
+"""The padding rule: feature-store shards of one feature set -> the padded store (docs/architecture.md).
 
 For every stream of the validated dataset (all splits, ordered by stream_id):
 
@@ -10,80 +10,276 @@ For every stream of the validated dataset (all splits, ordered by stream_id):
 
 A stream is dropped when an anchor or room field has no feature, or when no item, video clip or audio clip is left.
 Every dropped stream, dropped item and item or clip cut by a cap is one row of ``{feature_set}.truncated.parquet``
-(stream_id, entity, object_id, reason). Item and clip axes are as long as the longest kept list (at most the cap).
+(stream_id, entity, object_id, reason). The store keeps items and clips ragged (:mod:`memf.padding.store`); its
+``axes`` are the longest kept lists (at most the caps).
+
+Memory does not grow with the number of streams: each shard of the feature store is read once, front to back, a
+block of :data:`PAD_BLOCK` streams at a time (:mod:`memf.padding.sources`), into a temporary piece in the store
+layout (the shard's kept streams in stream_id order); the pieces are then merged by stream_id into the store, a
+block at a time. Only the ids, folds and targets of the streams and the ids of their items are held whole.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from memf.core.io import DataError, read_json, read_parquet_checked, write_parquet
+from memf.core.io import DataError, atomic_path, read_json, write_parquet
 from memf.data.contract import CLIP_KINDS, FIELD_ENTITIES, MODALITIES
-from memf.data.dataset import load_clean
-from memf.features.store import ClipShard, field_vectors, read_clip_shard, read_field_shard
-from memf.padding.padded import Padded, write_padded
+from memf.data.dataset import shard_of
+from memf.padding.latent import pad_latents
+from memf.padding.padded import RaggedBlock
+from memf.padding.sources import ClipSource, FieldRows, FieldSource, StreamClips, shard_meta, validated_table
+from memf.padding.store import PaddedStore, PadReport, StoreWriter
 
+#: The padding rules' functions: ``pad`` (feature sets) and ``pad_latent`` (the latent feature set, built in
+#: :mod:`memf.padding.latent`; named here so that the pad stage's code version covers it, memf.core.version).
+__all__ = ["PadReport", "pad_feature_set", "pad_latents"]
 log = logging.getLogger(__name__)
 FEATURE_SET_MODALITIES: tuple[str, ...] = ("text", "image", "numeric", "video", "audio")
 TRUNCATED_SCHEMA = pa.schema(
     [("stream_id", pa.string()), ("entity", pa.string()), ("object_id", pa.string()), ("reason", pa.string())]
 )
+#: Streams assembled, and merged, at once.
+PAD_BLOCK = 256
 
 
 @dataclass(frozen=True)
-class PadReport:
-    streams: int
-    dropped_streams: int
-    records: int
+class _Rules:
+    """What decides a stream's arrays: the configured fields, the caps and how a cut is recorded."""
+
+    fields: dict[str, dict[str, list[str]]]  # entity -> modality -> column names
     max_items: int
-    max_clips: dict[str, int]
+    clip_caps: dict[str, int]  # kind -> cap
+    model_axes: bool  # the caps are a trained model's axes (a dataset to predict)
+
+    def beyond(self, what: str, cap: int) -> str:
+        if self.model_axes:
+            return f"truncated: beyond the {cap} {what} the model reads (its item and clip axes)"
+        return f"truncated: beyond padding.max_{'items' if what == 'items' else 'clips'}={cap}"
 
 
 @dataclass
-class _FieldStore:
-    """One field modality's vectors, looked up by (stream_id, entity, owner_id, field)."""
+class _Stream:
+    """One kept stream: the rows of its field vectors in the block's :class:`FieldRows`, and its clips."""
 
-    dim: int
-    vectors: np.ndarray  # [N, D] (numeric: [N, 1])
-    index: dict[tuple[str, str, str, str], int]
-    meta: dict[str, Any]
-
-    def get(self, stream_id: str, entity: str, owner_id: str, field: str) -> np.ndarray | None:
-        i = self.index.get((stream_id, entity, owner_id, field))
-        return None if i is None else self.vectors[i]
+    row: dict[str, Any]  # stream_id, anchor_id, fold, target
+    fixed: dict[str, list[int]] = field(default_factory=dict)  # "{entity}/{modality}" -> a row per field
+    items: list[dict[str, list[int]]] = field(default_factory=list)  # per kept item: modality -> a row per field
+    clips: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> [n, D]
 
 
-def _load_fields(paths: Sequence[str | Path], modality: str) -> _FieldStore:
-    frames, metas = zip(*(read_field_shard(p) for p in paths), strict=True)
-    _check_same(paths, metas)
-    frame = pl.concat(frames)
-    if modality == "numeric":
-        vectors = frame["value"].to_numpy().astype(np.float32).reshape(-1, 1)
-    else:
-        vectors = field_vectors(frame)
-    keys = zip(frame["stream_id"].to_list(), frame["entity"].to_list(), frame["owner_id"].to_list(), frame["field"].to_list())
-    return _FieldStore(int(metas[0]["dim"]), vectors, {k: i for i, k in enumerate(keys)}, metas[0])
+def _rules(shards: Mapping[str, Sequence[Any]], columns: Mapping[str, Mapping[str, list[str]]], feature_set: str,
+           max_items: int, max_clips: int | Mapping[str, int], model_axes: bool) -> _Rules:
+    missing = [m for m in FEATURE_SET_MODALITIES if not shards.get(m)]
+    if missing:
+        raise ValueError(f"feature set '{feature_set}': no shards for modalities {missing}")
+    counts = {m: len(shards[m]) for m in FEATURE_SET_MODALITIES}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"feature set '{feature_set}': shard counts {counts} differ; every modality's shards must "
+                         "come from one extraction.shards")
+    clip_caps = dict(max_clips) if isinstance(max_clips, Mapping) else dict.fromkeys(CLIP_KINDS, max_clips)
+    if max_items < 1 or sorted(clip_caps) != ["audio", "video"] or min(clip_caps.values()) < 1:
+        raise ValueError(f"padding caps must be >= 1 for items, video and audio, got max_items={max_items}, "
+                         f"max_clips={max_clips}")
+    fields = {e: {m: list(columns.get(e, {}).get(m, [])) for m in MODALITIES} for e in FIELD_ENTITIES}
+    return _Rules(fields, max_items, clip_caps, model_axes)
 
 
-def _load_clips(paths: Sequence[str | Path]) -> tuple[dict[str, tuple[ClipShard, int]], dict[str, Any]]:
-    shards = [read_clip_shard(p) for p in paths]
-    _check_same(paths, [s.meta for s in shards])
-    where = {sid: (shard, i) for shard in shards for i, sid in enumerate(shard.stream_ids)}
-    return where, shards[0].meta
+def _record(records: list[dict[str, str]], sid: str, entity: str, object_id: str, reason: str) -> None:
+    records.append({"stream_id": sid, "entity": entity, "object_id": object_id, "reason": reason})
 
 
-def _check_same(paths: Sequence[str | Path], metas: Sequence[Mapping[str, Any]]) -> None:
-    for path, meta in zip(paths, metas, strict=True):
-        if meta["identity"] != metas[0]["identity"]:
-            raise DataError(f"{path}: extractor {meta['identity']['name']} differs from {paths[0]}'s {metas[0]['identity']['name']}")
+def _fixed_fields(stream: _Stream, rows: Mapping[str, FieldRows], rules: _Rules) -> str | None:
+    """Look up the anchor's and the room's fields; the reason to drop the stream when one is missing."""
+    sid, reason = stream.row["stream_id"], None
+    for entity, owner in (("anchor", stream.row["anchor_id"]), ("room", sid)):
+        for m in MODALITIES:
+            found = [rows[m].get(sid, entity, owner, f) for f in rules.fields[entity][m]]
+            gone = [f for f, i in zip(rules.fields[entity][m], found, strict=True) if i is None]
+            if gone and reason is None:
+                reason = f"stream dropped: no {m} feature for {entity} field {gone[0]}"
+            stream.fixed[f"{entity}/{m}"] = [-1 if i is None else i for i in found]
+    return reason
+
+
+def _items(stream: _Stream, items: Sequence[tuple[str, int]], rows: Mapping[str, FieldRows], rules: _Rules,
+           records: list[dict[str, str]]) -> None:
+    """Keep the stream's items in position order: an item missing a field's feature is dropped, and of the rest the
+    first ``max_items`` are kept; both are recorded."""
+    sid, fields = stream.row["stream_id"], rules.fields["commodity"]
+    for iid, _ in items:
+        item = {m: [rows[m].get(sid, "commodity", iid, f) for f in fields[m]] for m in MODALITIES}
+        gone = [(m, f) for m in MODALITIES for f, i in zip(fields[m], item[m], strict=True) if i is None]
+        if gone:
+            _record(records, sid, "commodity", iid, f"item dropped: no {gone[0][0]} feature for field {gone[0][1]}")
+        elif len(stream.items) >= rules.max_items:
+            _record(records, sid, "commodity", iid, rules.beyond("items", rules.max_items))
+        else:
+            stream.items.append(item)  # type: ignore[arg-type]
+
+
+def _clips(stream: _Stream, clips: Mapping[str, Mapping[str, StreamClips]], dims: Mapping[str, int], rules: _Rules,
+           records: list[dict[str, str]]) -> str | None:
+    """Keep the first ``max_clips`` clips of each kind (the rest recorded); the reason to drop a stream without."""
+    sid, reason = stream.row["stream_id"], None
+    for kind in CLIP_KINDS:
+        mine = clips[kind].get(sid)
+        vectors = mine.vectors if mine is not None else np.zeros((0, dims[kind]), np.float32)
+        cap = rules.clip_caps[kind]
+        for cid in (mine.clip_ids[cap:] if mine is not None else []):
+            _record(records, sid, kind, str(cid), rules.beyond(f"{kind} clips", cap))
+        stream.clips[kind] = vectors[:cap]
+        if len(vectors) == 0 and reason is None:
+            reason = f"stream dropped: no {kind} clip left"
+    return reason
+
+
+def _stream(row: dict[str, Any], items: Sequence[tuple[str, int]], rows: Mapping[str, FieldRows],
+            clips: Mapping[str, Mapping[str, StreamClips]], dims: Mapping[str, int], rules: _Rules,
+            records: list[dict[str, str]]) -> _Stream | None:
+    """One stream's kept items and clips (None: dropped); what is dropped or cut goes to ``records``, the stream's
+    own record last."""
+    stream = _Stream(row)
+    reason = _fixed_fields(stream, rows, rules)
+    _items(stream, items, rows, rules, records)
+    if not stream.items and reason is None:
+        reason = "stream dropped: no commodity left"
+    clip_reason = _clips(stream, clips, dims, rules, records)  # cut clips are recorded whatever happens
+    reason = reason if reason is not None else clip_reason
+    if reason is not None:
+        _record(records, row["stream_id"], "stream", row["stream_id"], reason)
+        return None
+    return stream
+
+
+def _gather(rows: FieldRows, index: list[list[int]], width: int, numeric: bool) -> np.ndarray:
+    """The vectors at ``index`` [n][L] -> [n, L, D] float32 (numeric: [n, L])."""
+    at = np.asarray(index, np.int64).reshape(len(index), width)
+    out = rows.vectors[at]  # [n, L, D]
+    return out[..., 0] if numeric else out
+
+
+def _block(kept: Sequence[_Stream], rows: Mapping[str, FieldRows]) -> RaggedBlock:
+    """The kept streams of a block in the store layout."""
+    fixed = {}
+    for key in kept[0].fixed:
+        m = key.partition("/")[2]
+        fixed[key] = _gather(rows[m], [s.fixed[key] for s in kept], len(kept[0].fixed[key]), m == "numeric")
+    objects = {}
+    for m in MODALITIES:
+        index = [item[m] for s in kept for item in s.items]
+        objects[f"commodity/{m}"] = _gather(rows[m], index, len(kept[0].items[0][m]), m == "numeric")
+    offsets = {"commodity": np.concatenate([[0], np.cumsum([len(s.items) for s in kept])]).astype(np.int64)}
+    for kind in CLIP_KINDS:
+        objects[f"{kind}/x"] = np.concatenate([s.clips[kind] for s in kept]).astype(np.float32)
+        offsets[kind] = np.concatenate([[0], np.cumsum([len(s.clips[kind]) for s in kept])]).astype(np.int64)
+    return RaggedBlock(np.array([s.row["stream_id"] for s in kept], dtype=object),
+                       np.array([s.row["fold"] for s in kept], np.int8),
+                       np.array([s.row["target"] for s in kept], np.float32), fixed, offsets, objects)
+
+
+@dataclass
+class _Shard:
+    """One shard of the feature set: its streams, their items and the five sources, read front to back."""
+
+    streams: pl.DataFrame  # stream_id, anchor_id, fold, target (ascending stream_id)
+    items: pl.DataFrame  # stream_id, item_id, position of those streams (ascending stream_id, position)
+    fields: dict[str, FieldSource]
+    clips: dict[str, ClipSource]
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {kind: source.dim for kind, source in self.clips.items()}
+
+    def items_of(self, sids: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+        """stream_id -> its (item_id, position) in position order, for the run of streams ``sids``."""
+        column = self.items["stream_id"]
+        lo, hi = int(column.search_sorted(sids[0], "left")), int(column.search_sorted(sids[-1], "right"))
+        out: dict[str, list[tuple[str, int]]] = {}
+        for sid, iid, pos in self.items[lo:hi].iter_rows():
+            out.setdefault(sid, []).append((iid, pos))
+        return out
+
+    def close(self) -> None:
+        for source in (*self.fields.values(), *self.clips.values()):
+            source.close()
+
+
+def _open_shard(k: int, streams: pl.DataFrame, items: pl.DataFrame, shards: Mapping[str, Sequence[Any]]) -> _Shard:
+    mine = streams.filter(pl.col("shard") == k).drop("shard")
+    owned = items.filter(pl.col("stream_id").is_in(mine["stream_id"].implode()))
+    return _Shard(mine, owned, {m: FieldSource(shards[m][k], m) for m in MODALITIES},
+                  {kind: ClipSource(shards[kind][k]) for kind in CLIP_KINDS})
+
+
+def _pad_shard(shard: _Shard, rules: _Rules, piece: Path, dtype: str, records: list[dict[str, str]]) -> int:
+    """Write the kept streams of ``shard`` to ``piece`` (the store layout); return how many were kept."""
+    with h5py.File(piece, "w") as h5:
+        writer = StoreWriter(h5, dtype)
+        for start in range(0, shard.streams.height, PAD_BLOCK):
+            block = shard.streams[start : start + PAD_BLOCK]
+            sids = block["stream_id"].to_list()
+            rows = {m: source.take(sids) for m, source in shard.fields.items()}
+            clips = {kind: source.take(sids) for kind, source in shard.clips.items()}
+            items = shard.items_of(sids)
+            kept = [s for row in block.iter_rows(named=True)
+                    if (s := _stream(row, items.get(row["stream_id"], []), rows, clips, shard.dims, rules,
+                                     records)) is not None]
+            if kept:
+                writer.append(_block(kept, rows))
+        writer.finish(0, {})
+    return writer.rows
+
+
+def _merge(pieces: Sequence[Path], out: Path, dtype: str, folds: int, attrs: Mapping[str, Any]) -> StoreWriter:
+    """Merge the pieces (each in stream_id order) into the store at ``out``, :data:`PAD_BLOCK` streams at a time."""
+    stores = [PaddedStore(p) for p in pieces]
+    try:
+        ids = np.concatenate([s.stream_id for s in stores])
+        source = np.repeat(np.arange(len(stores)), [len(s) for s in stores])
+        local = np.concatenate([np.arange(len(s)) for s in stores])
+        order = np.argsort(ids, kind="stable")
+        with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+            writer = StoreWriter(h5, dtype)
+            for start in range(0, len(order), PAD_BLOCK):
+                sel = order[start : start + PAD_BLOCK]
+                parts, picks = [], []
+                for p in np.unique(source[sel]):
+                    rows = local[sel][source[sel] == p]  # contiguous and ascending in piece p
+                    parts.append(stores[p].read_range(int(rows[0]), int(rows[-1]) + 1))
+                    picks.append(np.flatnonzero(source[sel] == p))
+                block = RaggedBlock.concat(parts).take(np.argsort(np.concatenate(picks), kind="stable"))
+                writer.append(block)
+            writer.finish(folds, attrs)
+    finally:
+        for store in stores:
+            store.close()
+    return writer
+
+
+def _attrs(shards: Mapping[str, Sequence[Any]], feature_set: str, rules: _Rules,
+           max_clips: int | Mapping[str, int]) -> dict[str, Any]:
+    """The store's attributes: feature set, extractors (identity, weights, dim per modality), fields, caps."""
+    extractors = {}
+    for m in FEATURE_SET_MODALITIES:
+        metas = [shard_meta(p) for p in shards[m]]
+        for path, meta in zip(shards[m], metas, strict=True):
+            if meta["identity"] != metas[0]["identity"]:
+                raise DataError(f"{path}: extractor {meta['identity']['name']} differs from {shards[m][0]}'s "
+                                f"{metas[0]['identity']['name']}")
+        extractors[m] = {**metas[0]["identity"], "weights": metas[0]["weights_id"], "dim": int(metas[0]["dim"])}
+    caps = {"max_items": rules.max_items, "max_clips": max_clips if isinstance(max_clips, int) else rules.clip_caps}
+    return {"feature_set": feature_set, "extractors": extractors, "fields": rules.fields, "caps": caps}
 
 
 def pad_feature_set(
@@ -97,339 +293,52 @@ def pad_feature_set(
     out: str | Path,
     truncated_out: str | Path,
     model_axes: bool = False,
+    dtype: str = "float32",
 ) -> PadReport:
-    """Build and write ``{feature_set}.h5`` and ``{feature_set}.truncated.parquet``.
+    """Build and write ``{feature_set}.h5`` and ``{feature_set}.truncated.parquet``, a block of streams at a time.
 
     Args:
         data_dir: the validated dataset (``results/data``).
         feature_set: the feature set's name (stored as an attribute).
-        shards: modality -> every shard file of the extractor the feature set names for it (all five modalities).
+        shards: modality -> every shard file of the extractor the feature set names for it (all five modalities,
+            ``extraction.shards`` each, shard k holding the streams of ``memf.data.dataset.shard_of`` k).
         columns: the config's ``columns`` section.
         max_items: cap on items per stream (``padding.max_items``).
         max_clips: cap on clips per stream and kind (``padding.max_clips``), or kind -> cap: a dataset to predict is
             cut to the clip axes of the model that predicts it, which may differ between video and audio.
-        out: the padded HDF5 file.
+        out: the padded store.
         truncated_out: the record of everything dropped or cut.
         model_axes: the caps are a trained model's item and clip axes (a dataset to predict), which the records say.
+        dtype: how feature vectors are stored (``padding.dtype``: float32 or float16).
     """
-    missing = [m for m in FEATURE_SET_MODALITIES if not shards.get(m)]
-    if missing:
-        raise ValueError(f"feature set '{feature_set}': no shards for modalities {missing}")
-    clip_caps = dict(max_clips) if isinstance(max_clips, Mapping) else {kind: max_clips for kind in ("video", "audio")}
-    if max_items < 1 or sorted(clip_caps) != ["audio", "video"] or min(clip_caps.values()) < 1:
-        raise ValueError(f"padding caps must be >= 1 for items, video and audio, got max_items={max_items}, "
-                         f"max_clips={max_clips}")
-
-    def beyond(what: str, cap: int) -> str:
-        if model_axes:
-            return f"truncated: beyond the {cap} {what} the model reads (its item and clip axes)"
-        return f"truncated: beyond padding.max_{'items' if what == 'items' else 'clips'}={cap}"
-
-    ds = load_clean(data_dir)
-    stores = {m: _load_fields(shards[m], m) for m in MODALITIES}
-    clips = {kind: _load_clips(shards[kind]) for kind in ("video", "audio")}
-    fields = {e: {m: list(columns.get(e, {}).get(m, [])) for m in MODALITIES} for e in FIELD_ENTITIES}
-    streams = ds.streams.sort("stream_id")
-    items_of: dict[str, list[tuple[str, int]]] = {}
-    for sid, iid, pos in ds.items.sort("stream_id", "position").select("stream_id", "item_id", "position").iter_rows():
-        items_of.setdefault(sid, []).append((iid, pos))
-
+    rules = _rules(shards, columns, feature_set, max_items, max_clips, model_axes)
+    attrs = _attrs(shards, feature_set, rules, max_clips)
+    n_shards = len(shards["text"])
+    streams = validated_table(data_dir, "streams", ["stream_id", "anchor_id", "fold", "target"])
+    streams = streams.with_columns(shard=pl.Series([shard_of(s, n_shards) for s in streams["stream_id"]]))
+    items = validated_table(data_dir, "items", ["stream_id", "item_id", "position"])
     records: list[dict[str, str]] = []
-    kept: list[dict[str, Any]] = []
-    for row in streams.iter_rows(named=True):
-        sid = row["stream_id"]
-        stream: dict[str, Any] = {"row": row}
-        reason = None
-        for entity, owner in (("anchor", row["anchor_id"]), ("room", sid)):
-            for m in MODALITIES:
-                values = [stores[m].get(sid, entity, owner, f) for f in fields[entity][m]]
-                gone = [f for f, v in zip(fields[entity][m], values, strict=True) if v is None]
-                if gone and reason is None:
-                    reason = f"stream dropped: no {m} feature for {entity} field {gone[0]}"
-                stream[f"{entity}/{m}"] = values
-        items = []
-        for iid, pos in items_of.get(sid, []):
-            item = {m: [stores[m].get(sid, "commodity", iid, f) for f in fields["commodity"][m]] for m in MODALITIES}
-            gone = [(m, f) for m in MODALITIES for f, v in zip(fields["commodity"][m], item[m], strict=True) if v is None]
-            if gone:
-                records.append({"stream_id": sid, "entity": "commodity", "object_id": iid,
-                                "reason": f"item dropped: no {gone[0][0]} feature for field {gone[0][1]}"})
-            elif len(items) >= max_items:
-                records.append({"stream_id": sid, "entity": "commodity", "object_id": iid,
-                                "reason": beyond("items", max_items)})
-            else:
-                items.append(item)
-        stream["items"] = items
-        if not items and reason is None:
-            reason = "stream dropped: no commodity left"
-        for kind, (where, _) in clips.items():
-            shard, i = where.get(sid, (None, -1))
-            rows = shard.clips_of(i) if shard is not None else slice(0, 0)
-            vecs = shard.vectors[rows] if shard is not None else np.zeros((0, 0), np.float32)
-            ids = shard.clip_ids[rows] if shard is not None else []
-            cap = clip_caps[kind]
-            for cid in ids[cap:]:
-                records.append({"stream_id": sid, "entity": kind, "object_id": str(cid),
-                                "reason": beyond(f"{kind} clips", cap)})
-            stream[kind] = vecs[:cap]
-            if len(vecs) == 0 and reason is None:
-                reason = f"stream dropped: no {kind} clip left"
-        if reason is not None:
-            records.append({"stream_id": sid, "entity": "stream", "object_id": sid, "reason": reason})
-        else:
-            kept.append(stream)
-
-    n = len(kept)
-    if n == 0:
-        raise DataError(f"feature set '{feature_set}': every one of {streams.height} streams was dropped (see the reasons in {truncated_out})")
-    m_items = max(len(s["items"]) for s in kept)
-    c_len = {kind: max(len(s[kind]) for s in kept) for kind in clips}
-    dims = {m: stores[m].dim for m in MODALITIES}
-    arrays: dict[str, np.ndarray] = {}
-    for entity in ("anchor", "room"):
-        for m in MODALITIES:
-            width = len(fields[entity][m])
-            if m == "numeric":
-                arrays[f"{entity}/{m}"] = np.array([[v[0] for v in s[f"{entity}/{m}"]] for s in kept], np.float32).reshape(n, width)
-            else:
-                arrays[f"{entity}/{m}"] = np.array([s[f"{entity}/{m}"] for s in kept], np.float32).reshape(n, width, dims[m])
-    for m in MODALITIES:
-        width = len(fields["commodity"][m])
-        shape = (n, m_items, width) if m == "numeric" else (n, m_items, width, dims[m])
-        arrays[f"commodity/{m}"] = np.zeros(shape, np.float32)
-    arrays["commodity/mask"] = np.zeros((n, m_items), bool)
-    for kind in clips:
-        arrays[f"{kind}/x"] = np.zeros((n, c_len[kind], clips[kind][1]["dim"]), np.float32)
-        arrays[f"{kind}/mask"] = np.zeros((n, c_len[kind]), bool)
-    for r, s in enumerate(kept):
-        for j, item in enumerate(s["items"]):
-            for m in MODALITIES:
-                values = np.array(item[m], np.float32).reshape(len(item[m]), dims[m])  # [fields, D]
-                arrays[f"commodity/{m}"][r, j] = values[:, 0] if m == "numeric" else values
-        arrays["commodity/mask"][r, : len(s["items"])] = True
-        for kind in clips:
-            arrays[f"{kind}/x"][r, : len(s[kind])] = s[kind]
-            arrays[f"{kind}/mask"][r, : len(s[kind])] = True
-
-    extractors = {m: {**stores[m].meta["identity"], "weights": stores[m].meta["weights_id"], "dim": dims[m]} for m in MODALITIES}
-    for kind in clips:
-        meta = clips[kind][1]
-        extractors[kind] = {**meta["identity"], "weights": meta["weights_id"], "dim": meta["dim"]}
-    padded = Padded(
-        stream_id=np.array([s["row"]["stream_id"] for s in kept], dtype=object),
-        fold=np.array([s["row"]["fold"] for s in kept], np.int8),
-        target=np.array([s["row"]["target"] for s in kept], np.float32),
-        folds=int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"]),
-        arrays=arrays,
-        attrs={"feature_set": feature_set, "extractors": extractors, "fields": fields,
-               "caps": {"max_items": max_items, "max_clips": max_clips if isinstance(max_clips, int) else clip_caps}},
-    )
-    write_padded(out, padded)
-    write_parquet(truncated_out, pa.Table.from_pylist(records, schema=TRUNCATED_SCHEMA))
-    report = PadReport(n, streams.height - n, len(records), m_items, c_len)
-    log.info("feature set %s: %d streams kept, %d dropped, %d records; items axis %d, clip axes %s",
-             feature_set, n, report.dropped_streams, len(records), m_items, c_len)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.pieces-") as tmp:
+        pieces = []
+        for k in range(n_shards):
+            piece = Path(tmp) / f"piece-{k}.h5"
+            shard = _open_shard(k, streams, items, shards)
+            try:
+                if _pad_shard(shard, rules, piece, dtype, records):
+                    pieces.append(piece)
+            finally:
+                shard.close()
+        if not pieces:
+            raise DataError(f"feature set '{feature_set}': every one of {streams.height} streams was dropped (see "
+                            f"the reasons in {truncated_out})")
+        writer = _merge(pieces, out, dtype, int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"]), attrs)
+    table = pa.Table.from_pylist(records, schema=TRUNCATED_SCHEMA)
+    order = np.argsort(np.asarray(table["stream_id"].to_pylist(), dtype=object), kind="stable")
+    write_parquet(truncated_out, table.take(pa.array(order)))
+    n, clip_axes = writer.rows, {kind: writer.longest[kind] for kind in CLIP_KINDS}
+    report = PadReport(n, streams.height - n, len(records), writer.longest["commodity"], clip_axes)
+    log.info("feature set %s: %d streams kept, %d dropped, %d records; items axis %d, clip axes %s (%s)",
+             feature_set, n, report.dropped_streams, len(records), report.max_items, clip_axes, dtype)
     return report
-
-
-# --- the latent feature set (the latent ceiling) --------------------------------------------------------------------
-
-LATENT_COLUMNS = {"stream_id": "string", "entity": "string", "object_id": "string", "position": "integer",
-                  "factor": "string", "value": "float"}
-#: Entity -> the arrays of the latent feature set that hold its factors (the suffixes of its batch keys).
-LATENT_ARRAYS: dict[str, tuple[str, ...]] = {
-    **{e: MODALITIES for e in FIELD_ENTITIES}, **{kind: ("x",) for kind in CLIP_KINDS},
-}
-#: How an error names an object without latent factors.
-_OBJECT_NAMES: dict[str, str] = {
-    "anchor": "anchor of stream {stream_id}", "room": "room of stream {stream_id}", "commodity": "item {object_id}",
-    "video": "video clip {object_id}", "audio": "audio clip {object_id}",
-}
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One entry on the last axis of a latent array: ``factor`` of ``entity``, as its value (``level`` None) or as
-    the one-hot indicator of a categorical factor's ``level``; ``first_item``: a commodity factor in a room array,
-    read off the stream's first item (position 0)."""
-
-    entity: str
-    factor: str
-    level: int | None
-    first_item: bool
-
-    @property
-    def column(self) -> str:
-        """The factor's column in the table of an array's objects (:func:`_latent_values`)."""
-        return f"first_item.{self.factor}" if self.first_item else self.factor
-
-    @property
-    def name(self) -> str:
-        return self.column if self.level is None else f"{self.column}={self.level}"
-
-
-def _levels(kind: str, where: str) -> list[int | None]:
-    """One-hot levels of a factor of ``kind`` ("continuous" -> [None], "categorical(n)" -> 0..n-1)."""
-    if kind == "continuous":
-        return [None]
-    if kind.startswith("categorical(") and kind.endswith(")") and kind[len("categorical("):-1].isdigit():
-        return list(range(int(kind[len("categorical("):-1])))
-    raise DataError(f"{where}: kind '{kind}', expected 'continuous' or 'categorical(n)'")
-
-
-def _latent_layout(ground_truth_json: str | Path | None, frame: pl.DataFrame, latents: str | Path
-                   ) -> dict[str, list[_Entry]]:
-    """Batch key -> the entries of its last axis, from the factors' kinds (``latent_factors``) and routes
-    (``latent_routing``) in ground_truth.json; an entity's own factors first, each in the routing's order."""
-    if ground_truth_json is None or not Path(ground_truth_json).is_file():
-        raise DataError(f"the latent feature set needs the simulator's ground_truth.json (the factors' kinds and "
-                        f"routes), got {ground_truth_json}")
-    truth = read_json(ground_truth_json)
-    if "latent_routing" not in truth:
-        raise DataError(f"{ground_truth_json}: no 'latent_routing' (the arrays each latent factor goes to); "
-                        "simulate the dataset again")
-    kinds, routing = truth.get("latent_factors", {}), truth["latent_routing"]
-    routed = {(e, f) for e, factors in routing.items() for f in factors}
-    present = set(frame.select("entity", "factor").unique().iter_rows())
-    for entity, factor in sorted(present ^ routed):
-        where = f"in {latents} but not under latent_routing" if (entity, factor) in present else \
-            f"under latent_routing but not in {latents}"
-        raise DataError(f"{ground_truth_json}: factor {entity}/{factor} is {where}")
-    layout: dict[str, list[_Entry]] = {f"{e}/{a}": [] for e, arrays in LATENT_ARRAYS.items() for a in arrays}
-    for entity, factor in ((e, f) for e, factors in routing.items() for f in factors):
-        levels = _levels(kinds.get(entity, {}).get(factor, "continuous"), f"{ground_truth_json}: {entity}/{factor}")
-        values = frame.filter((pl.col("entity") == entity) & (pl.col("factor") == factor))["value"].to_numpy()
-        if levels != [None] and not np.isin(values, levels).all():
-            bad = values[~np.isin(values, levels)][0]
-            raise DataError(f"{latents}: factor {entity}/{factor} has value {bad}, expected a category code "
-                            f"0..{len(levels) - 1}")
-        for route in routing[entity][factor]:
-            first_item = route.partition("/")[0] != entity
-            if route not in layout or (first_item and (entity, route.partition("/")[0]) != ("commodity", "room")):
-                raise DataError(f"{ground_truth_json}: factor {entity}/{factor} has route '{route}', expected one of "
-                                f"its entity's arrays (or a room array for a commodity factor) among {list(layout)}")
-            layout[route] += [_Entry(entity, factor, level, first_item) for level in levels]
-    return {key: sorted(entries, key=lambda e: e.first_item) for key, entries in layout.items()}
-
-
-def _latent_objects(ds: Any, sids: list[str], max_items: int, max_clips: int
-                    ) -> dict[str, tuple[pl.DataFrame, int | None]]:
-    """Entity -> (its kept objects: stream_id, object_id, row (index into ``sids``), slot (item or clip index); the
-    length of its item or clip axis, None for the anchor and the room). Items and clips in position order, up to
-    the caps, as :func:`pad_feature_set` takes them."""
-    rows = pl.DataFrame({"stream_id": sids, "row": np.arange(len(sids))})
-    streams = ds.streams.sort("stream_id")
-    out: dict[str, tuple[pl.DataFrame, int | None]] = {
-        entity: (streams.select("stream_id", object_id=pl.col(owner), slot=pl.lit(0)), None)
-        for entity, owner in (("anchor", "anchor_id"), ("room", "stream_id"))
-    }
-    sets = {"commodity": (ds.items, "item_id", max_items)}
-    sets |= {kind: (ds.clips.filter(pl.col("kind") == kind), "clip_id", max_clips) for kind in CLIP_KINDS}
-    for entity, (table, id_column, cap) in sets.items():
-        kept = (table.sort("stream_id", "position").select("stream_id", object_id=pl.col(id_column))
-                .with_columns(slot=pl.int_range(pl.len()).over("stream_id")).filter(pl.col("slot") < cap))
-        out[entity] = (kept, max(1, int(kept["slot"].max() or 0) + 1))
-    return {e: (keys.join(rows, on="stream_id"), length) for e, (keys, length) in out.items()}
-
-
-def _latent_values(frame: pl.DataFrame, entity: str, objects: pl.DataFrame, layout: Mapping[str, list[_Entry]],
-                   latents: str | Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Array suffix -> [N, F] float32 values of its entries for the N ``objects`` of ``entity``, and the names of the
-    objects without latent factors."""
-    wide = frame.filter(pl.col("entity") == entity).pivot("factor", index=["stream_id", "object_id"], values="value")
-    table = objects.join(wide, on=["stream_id", "object_id"], how="left")
-    if any(e.first_item for entries in layout.values() for e in entries):
-        first = frame.filter((pl.col("entity") == "commodity") & (pl.col("position") == 0)).pivot(
-            "factor", index="stream_id", values="value")
-        table = table.join(first.rename({c: f"first_item.{c}" for c in first.columns if c != "stream_id"}),
-                           on="stream_id", how="left")
-    used = sorted({e.column for entries in layout.values() for e in entries})
-    absent = table.filter(pl.any_horizontal(pl.col(c).is_null() for c in used))
-    missing = [_OBJECT_NAMES[entity].format(**row) for row in absent.head(3).iter_rows(named=True)]
-    values: dict[str, np.ndarray] = {}
-    for suffix, entries in layout.items():
-        columns = [table[e.column].to_numpy() if e.level is None else table[e.column].to_numpy() == e.level
-                   for e in entries]  # [N] each (NaN where an object has no latent row)
-        values[suffix] = np.stack(columns, axis=1).astype(np.float32) if columns else \
-            np.zeros((table.height, 0), np.float32)  # [N, F]
-    return values, missing
-
-
-def _slots(objects: pl.DataFrame, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """Index of the ``objects`` in an array of leading ``shape`` [S] (anchor, room) or [S, M] (items, clips)."""
-    return (objects["row"].to_numpy(),) + ((objects["slot"].to_numpy(),) if len(shape) == 2 else ())
-
-
-def _latent_array(suffix: str, values: np.ndarray, objects: pl.DataFrame, shape: tuple[int, ...]) -> np.ndarray:
-    """The padded array of one suffix: [*shape, F] for numeric fields and clips; text and image one token
-    [*shape, 1, F], or no token [*shape, 0, 1] when no factor is routed there (models skip a modality without
-    fields)."""
-    out = np.zeros((*shape, values.shape[1]), np.float32)
-    out[_slots(objects, shape)] = np.nan_to_num(values)
-    if suffix in ("text", "image"):
-        return out[..., None, :] if values.shape[1] else np.zeros((*shape, 0, 1), np.float32)
-    return out
-
-
-def pad_latents(
-    *,
-    data_dir: str | Path,
-    latents: str | Path,
-    max_items: int,
-    max_clips: int,
-    out: str | Path,
-    ground_truth_json: str | Path | None = None,
-) -> Padded:
-    """Build ``latent.h5``: the simulator's true latent factors in the padded layout, for the streams, items and clips
-    that validation kept (the same streams and folds as every other feature set).
-
-    Each factor goes where the media render it, as ``latent_routing`` of ``ground_truth.json`` says
-    (docs/simulator.md, "Latents by modality"): per anchor, room and item one text token and one image token, each
-    the vector of the factors its text or image renders, and one numeric field per factor its numbers render; a
-    factor rendered in several modalities is in each of their arrays. The clip vectors hold the video and audio
-    factors. A categorical factor (``categorical(n)`` under ``latent_factors``) becomes n one-hot entries. The room's
-    arrays may hold commodity factors of the stream's first item (its title names that item's category). The
-    ``fields`` attribute names every entry of each array's last axis. Items and clips are taken in position order
-    up to the caps, as :func:`pad_feature_set` does.
-
-    Raises:
-        DataError: ground_truth.json is missing or routes a factor badly, the latents file is malformed or holds a
-            factor without a route, or a kept stream, item or clip has no latent row.
-    """
-    ds = load_clean(data_dir)
-    frame = pl.from_arrow(read_parquet_checked(latents, LATENT_COLUMNS))
-    assert isinstance(frame, pl.DataFrame)
-    layout = _latent_layout(ground_truth_json, frame, latents)
-    streams = ds.streams.sort("stream_id")
-    sids = streams["stream_id"].to_list()
-    arrays: dict[str, np.ndarray] = {}
-    fields: dict[str, dict[str, list[str]]] = {}
-    missing: list[str] = []
-    for entity, (objects, length) in _latent_objects(ds, sids, max_items, max_clips).items():
-        mine = {suffix: layout[f"{entity}/{suffix}"] for suffix in LATENT_ARRAYS[entity]}
-        if not any(mine.values()):
-            raise DataError(f"{ground_truth_json}: no latent factor is routed to {entity}'s arrays")
-        shape = (len(sids),) if length is None else (len(sids), length)
-        values, gone = _latent_values(frame, entity, objects, mine, latents)
-        missing += gone
-        for suffix, v in values.items():
-            arrays[f"{entity}/{suffix}"] = _latent_array(suffix, v, objects, shape)
-        if length is not None:
-            arrays[f"{entity}/mask"] = np.zeros(shape, bool)  # [S, M]
-            arrays[f"{entity}/mask"][_slots(objects, shape)] = True
-        fields[entity] = {suffix: [e.name for e in entries] for suffix, entries in mine.items()}
-    if missing:
-        raise DataError(f"{latents}: no latent factors for {', '.join(missing[:3])}")
-    padded = Padded(
-        stream_id=np.array(sids, dtype=object),
-        fold=streams["fold"].to_numpy().astype(np.int8),
-        target=streams["target"].to_numpy().astype(np.float32),
-        folds=int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"]),
-        arrays=arrays,
-        attrs={"feature_set": "latent", "extractors": {"latent": str(latents)}, "fields": fields,
-               "caps": {"max_items": max_items, "max_clips": max_clips}},
-    )
-    write_padded(out, padded)
-    log.info("latent feature set: %d streams; entries per array %s", len(sids),
-             {f"{e}/{s}": len(names) for e, arrays_ in fields.items() for s, names in arrays_.items()})
-    return padded

@@ -3,7 +3,7 @@ holds no pickle and names no file outside itself (docs/predict.md, "The bundle")
 
 ::
 
-    bundle.json                         what the bundle is (below); written last, so its presence marks a complete bundle
+    bundle.json                         what the bundle is (below); written last: its presence marks a complete bundle
     metrics.json                        the interval's coverage on the member folds' test parts, their test metrics
     members/fold{k}/model.json          the run's model.json restricted to the bundle's seeds (options, dims, target
                                         scaling per seed, the numeric standardisation fitted on fold k's training part)
@@ -14,13 +14,15 @@ holds no pickle and names no file outside itself (docs/predict.md, "The bundle")
 
 ``bundle.json`` holds the format version, the experiment, model and feature set, the members (fold and seeds), the
 model's input dims and attention labels, the column mapping, the target transform, each numeric field's policy
-transform and what validation accepts, the input bounds (``limits``), the padding caps, each extractor (kind, model
+transform and what validation accepts, the input bounds (``limits``), the padding caps and the stored precision of the
+feature vectors (``dtype``: new data is padded the same way), each extractor (kind, model
 reference, options, weights id, dimension, preprocessing, code version; the bundle's copy when it has one; for a
 seeded random initialisation the digest of the weights it builds), the interval calibration, the neutral reference's
 definition, the code versions of the stages a prediction depends on and the package versions.
 
-:mod:`memf.predict.export` writes a bundle; :func:`load_bundle` reads one and refuses, with one line each, a missing file, a bundle of another format or code version, a
-copied model that changed since export, and a random initialisation this machine's torch builds differently.
+:mod:`memf.predict.export` writes a bundle; :func:`load_bundle` reads one and refuses, with one line each, a missing
+file, a bundle of another format (format 1 predates the ragged padded store) or code version, a copied model that
+changed since export, and a random initialisation this machine's torch builds differently.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from memf.training.matrix import MODEL_JSON, WEIGHTS_FILE
 log = logging.getLogger(__name__)
 
 BUNDLE_METRICS = "metrics.json"
-FORMAT = 1
+FORMAT = 2
 NEUTRAL_FILE = "neutral.safetensors"
 #: Stages whose code decides a bundle's predictions: a bundle made by other code is refused (memf.core.version).
 CHECKED_STAGES: tuple[str, ...] = ("validate", "pad", "model")
@@ -138,7 +140,7 @@ class Bundle:
         return {"default": "log1p", "columns": self.meta["numeric"]["transforms"]}
 
     def model_axes(self) -> tuple[int, dict[str, int]]:
-        """The models' item axis and clip axes: new data is cut to them, and padded up to them."""
+        """The models' item axis and clip axes (their training store's longest lists): new data is cut to them."""
         dims = self.meta["dims"]
         return int(dims["commodity/mask"][0]), {kind: int(dims[f"{kind}/mask"][0]) for kind in CLIP_KINDS}
 
@@ -195,14 +197,16 @@ def check_extractor_files(meta: Mapping[str, Any], path: Path) -> None:
             digest = sha256_folder(target) if target.is_dir() else sha256_file(target)
             if f"sha256:{digest}" != rec["weights_id"]:
                 raise DataError(f"{path}: bundle file {rec['copy']} (extractor {rec['name']}) changed since export "
-                                f"(sha256:{digest[:12]}..., recorded {rec['weights_id'][:19]}...); export the bundle again")
+                                f"(sha256:{digest[:12]}..., recorded {rec['weights_id'][:19]}...); export the bundle "
+                                "again")
         if rec.get("init_digest"):
             digest = random_init_digest(rec["model"], int(rec["options"].get("seed", 0)))
             if digest != rec["init_digest"]:
                 versions = meta["versions"]
                 raise DataError(f"{path}: extractor {rec['name']} is a seeded random initialisation and this "
                                 f"machine's torch/torchvision draw other weights from its seed (bundle made with "
-                                f"torch {versions.get('torch')}, torchvision {versions.get('torchvision')}); install those")
+                                f"torch {versions.get('torch')}, torchvision {versions.get('torchvision')}); install "
+                                "those")
 
 
 def _warn_versions(meta: Mapping[str, Any], path: Path) -> None:
@@ -238,7 +242,8 @@ def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any 
         models, model_meta = load_models(folder, builder, device)  # a member folder is laid out as a run folder
         scaling = {seed: (float(model_meta["per_seed"][str(seed)]["target_mean"]),
                           float(model_meta["per_seed"][str(seed)]["target_sd"])) for seed in models}
-        neutral = {k: (v.reshape(()) if k.endswith("/count") else v) for k, v in load_numpy(str(folder / NEUTRAL_FILE)).items()}
+        neutral = {k: (v.reshape(()) if k.endswith("/count") else v)
+                   for k, v in load_numpy(str(folder / NEUTRAL_FILE)).items()}
         members.append(Member(int(rec["fold"]), models, scaling, NumericScaler.from_json(model_meta["numeric_scaler"]),
                               neutral, model_meta.get("attention_labels")))
     bundle = Bundle(path, meta, members, device)

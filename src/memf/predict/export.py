@@ -80,22 +80,24 @@ def _numeric_transforms(features_dir: Path, numeric: Mapping[str, Any]) -> dict[
     return out
 
 
-def _write_member(tmp: Path, fold: int, run_dir: Path, seeds: Sequence[int] | None, padded: Any) -> dict[str, Any]:
+def _write_member(tmp: Path, fold: int, run_dir: Path, seeds: Sequence[int] | None, store: Any) -> dict[str, Any]:
     from safetensors.numpy import save_file as save_numpy
     from safetensors.torch import load_file, save_file
 
+    from memf.padding.batches import BLOCK_ROWS, BatchReader
     from memf.predict.neutral import neutral_reference
     from memf.training.prepare import NumericScaler
 
     meta = read_json(run_dir / MODEL_JSON)
     if meta["model"] in REFERENCE_MODELS:
-        raise DataError(f"{run_dir}: a reference model ({meta['model']}) has no weights to bundle; export a trained one")
+        raise DataError(f"{run_dir}: a reference model ({meta['model']}) has no weights to bundle; export a trained "
+                        "one")
     have = [int(s) for s in meta["seeds"]]
     chosen = have if seeds is None else [int(s) for s in seeds]
     missing = sorted(set(chosen) - set(have))
     if missing:
         raise DataError(f"{run_dir}: no seeds {missing} (the run has seeds {have})")
-    if {k: tuple(v) for k, v in meta["dims"].items()} != padded.dims():
+    if {k: tuple(v) for k, v in meta["dims"].items()} != store.dims():
         raise DataError(f"{run_dir}: model dims differ from the padded feature set's; rerun the experiment")
     tensors = load_file(str(run_dir / WEIGHTS_FILE))
     kept = {k: v for k, v in tensors.items() if int(k.split("/", 1)[0][len("seed"):]) in chosen}
@@ -104,8 +106,9 @@ def _write_member(tmp: Path, fold: int, run_dir: Path, seeds: Sequence[int] | No
     member_meta = {**meta, "seeds": chosen, "per_seed": {str(s): meta["per_seed"][str(s)] for s in chosen}}
     save_file(kept, str(folder / WEIGHTS_FILE))
     write_json(folder / MODEL_JSON, member_meta)
-    scaled = NumericScaler.from_json(meta["numeric_scaler"]).apply(padded.arrays)
-    neutral = neutral_reference(scaled, padded.index("train", fold))
+    scaler = NumericScaler.from_json(meta["numeric_scaler"])
+    train = BatchReader(store, store.index("train", fold), block_rows=BLOCK_ROWS, transform=scaler.apply)
+    neutral = neutral_reference(arrays for _, arrays in train.batches(BLOCK_ROWS))
     save_numpy({k: np.ascontiguousarray(v.reshape(v.shape or (1,))) for k, v in neutral.items()},
                str(folder / NEUTRAL_FILE))
     return {"fold": fold, "seeds": chosen, "dir": f"members/fold{fold}", "options": meta["options"],
@@ -124,11 +127,12 @@ def export_bundle(
     level: float = 0.9,
     extraction_shards: int = 2,
 ) -> dict[str, Any]:
-    """Write the bundle of ``experiment``'s runs ``run_dirs`` (fold -> ``results/runs/{experiment}/fold{k}``) to ``out``.
+    """Write the bundle of ``experiment``'s runs ``run_dirs`` (fold -> ``results/runs/{experiment}/fold{k}``) to
+    ``out``.
 
     Args:
-        padded_path: the feature set's padded file the runs trained on (attributes: extractors, fields, caps; the
-            arrays give the neutral reference).
+        padded_path: the feature set's padded store the runs trained on (attributes: extractors, fields, caps,
+            dtype; its training parts give the neutral references, read a block at a time).
         data_dir: the validated training dataset (``dataset.json``: column mapping, target, limits).
         features_dir: the training feature store (the numeric shards record each field's transform).
         out: the bundle folder; replaced whole (the new folder is built beside it, then renamed onto it).
@@ -139,61 +143,57 @@ def export_bundle(
     Returns:
         The bundle's ``bundle.json`` content.
     """
-    from memf.predict.intervals import calibrate, seed_mean
-    from memf.padding.padded import read_padded
-    from memf.core.metrics import regression_metrics
+    from memf.padding.store import PaddedStore
 
-    out = Path(out)
     if not run_dirs:
         raise ValueError(f"export {experiment}: no runs to bundle")
-    padded = read_padded(padded_path)
-    extractors = padded.attrs.get("extractors", {})
-    if set(extractors) != {"text", "image", "numeric", "video", "audio"}:
-        raise DataError(f"{padded_path}: feature set '{padded.attrs.get('feature_set')}' was not made by extractors "
-                        "(the latent feature set cannot predict new data)")
-    dataset = read_json(Path(data_dir) / "dataset.json")
+    with PaddedStore(padded_path) as store:
+        extractors = store.attrs.get("extractors", {})
+        if set(extractors) != {"text", "image", "numeric", "video", "audio"}:
+            raise DataError(f"{padded_path}: feature set '{store.attrs.get('feature_set')}' was not made by "
+                            "extractors (the latent feature set cannot predict new data)")
+        bundle = _export(experiment, run_dirs, store, Path(data_dir), Path(features_dir), Path(out), seeds, level,
+                         extraction_shards)
+    return bundle
+
+
+def _export(experiment: str, run_dirs: Mapping[int, str | os.PathLike[str]], store: Any, data_dir: Path,
+            features_dir: Path, out: Path, seeds: Sequence[int] | None, level: float, extraction_shards: int
+            ) -> dict[str, Any]:
+    """:func:`export_bundle` on the open store."""
+    from memf.core.metrics import regression_metrics
+    from memf.predict.intervals import calibrate, seed_mean
+
+    extractors = store.attrs["extractors"]
+    dataset = read_json(data_dir / "dataset.json")
     lacking = [k for k in ("columns", "target", "target_offset", "numeric_accepts", "limits") if k not in dataset]
     if lacking:
-        raise DataError(f"{Path(data_dir) / 'dataset.json'}: no {', '.join(lacking)}; the validated data was written by "
+        raise DataError(f"{data_dir / 'dataset.json'}: no {', '.join(lacking)}; the validated data was written by "
                         "an older memf: run the workflow again (its validate rule rewrites it)")
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        members = [_write_member(tmp, int(k), Path(d), seeds, padded) for k, d in sorted(run_dirs.items())]
-        metas = {m["fold"]: read_json(tmp / m["dir"] / MODEL_JSON) for m in members}
-        first = metas[members[0]["fold"]]
-        for k, meta in metas.items():
-            if (meta["model"], meta["feature_set"], meta["experiment"]) != (first["model"], first["feature_set"], experiment):
-                raise DataError(f"fold {k}: run of {meta['experiment']} ({meta['model']} on {meta['feature_set']}), "
-                                f"expected {experiment} ({first['model']} on {first['feature_set']})")
+        members = [_write_member(tmp, int(k), Path(d), seeds, store) for k, d in sorted(run_dirs.items())]
+        first = _same_experiment({m["fold"]: read_json(tmp / m["dir"] / MODEL_JSON) for m in members}, experiment)
         records = {m: _copy_extractor(e, tmp) for m, e in extractors.items()}
         predictions = {m["fold"]: pl.read_parquet(Path(run_dirs[m["fold"]]) / PREDICTIONS_FILE) for m in members}
         calibration = calibrate(predictions, {m["fold"]: m["seeds"] for m in members}, level)
         tests = pl.concat([seed_mean(predictions[m["fold"]], m["seeds"]).filter(pl.col("split") == "test")
                            for m in members])
-        transforms = _numeric_transforms(Path(features_dir), extractors["numeric"])
         bundle = {
-            "format": FORMAT,
-            "experiment": experiment,
-            "model": first["model"],
-            "feature_set": padded.attrs["feature_set"],
-            "members": members,
-            "folds": int(padded.folds),
-            "dims": first["dims"],
-            "attention_labels": first.get("attention_labels"),
-            "fields": padded.attrs["fields"],
-            "caps": padded.attrs["caps"],
+            "format": FORMAT, "experiment": experiment, "model": first["model"],
+            "feature_set": store.attrs["feature_set"], "members": members, "folds": int(store.folds),
+            "dims": first["dims"], "attention_labels": first.get("attention_labels"),
+            "fields": store.attrs["fields"], "caps": store.attrs["caps"], "dtype": store.dtype,
             "columns": dataset["columns"],
             "target": {"offset": float(dataset["target_offset"]), "transform": dataset["target"]},
-            "numeric": {"transforms": transforms, "accepts": dataset["numeric_accepts"]},
-            "limits": dataset["limits"],
-            "extractors": records,
+            "numeric": {"transforms": _numeric_transforms(features_dir, extractors["numeric"]),
+                        "accepts": dataset["numeric_accepts"]},
+            "limits": dataset["limits"], "extractors": records,
             "extraction": {"shards": int(extraction_shards), "precision": records["text"]["precision"]},
-            "intervals": calibration.to_json(),
-            "neutral": NEUTRAL_METHOD,
-            "code_versions": stage_versions(records),
+            "intervals": calibration.to_json(), "neutral": NEUTRAL_METHOD, "code_versions": stage_versions(records),
             "versions": {"memf": VERSION, **package_versions()},
-            "training": {"dataset": dataset["root"], "streams": dataset["streams_kept"], "padded": str(padded_path)},
+            "training": {"dataset": dataset["root"], "streams": dataset["streams_kept"], "padded": str(store.path)},
         }
         write_json(tmp / BUNDLE_METRICS, {
             "experiment": experiment, "interval": calibration.to_json(),
@@ -209,6 +209,17 @@ def export_bundle(
     log.info("bundle %s: %s folds %s, interval +-%.3f (log) at %.0f%%, test coverage %.3f", out, experiment,
              [m["fold"] for m in members], calibration.q, 100 * level, calibration.test_coverage)
     return bundle
+
+
+def _same_experiment(metas: Mapping[int, Mapping[str, Any]], experiment: str) -> Mapping[str, Any]:
+    """The first member's model.json, once every member is a run of ``experiment``'s model on its feature set."""
+    first = next(iter(metas.values()))
+    for k, meta in metas.items():
+        if (meta["model"], meta["feature_set"], meta["experiment"]) != (first["model"], first["feature_set"],
+                                                                         experiment):
+            raise DataError(f"fold {k}: run of {meta['experiment']} ({meta['model']} on {meta['feature_set']}), "
+                            f"expected {experiment} ({first['model']} on {first['feature_set']})")
+    return first
 
 
 def _swap_into(tmp: Path, out: Path) -> None:

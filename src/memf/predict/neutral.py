@@ -10,7 +10,7 @@ one entity of a stream at a time.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -27,29 +27,40 @@ def entity_keys(entity: str, arrays: Mapping[str, np.ndarray]) -> list[str]:
     return [f"{entity}/{m}" for m in MODALITIES if f"{entity}/{m}" in arrays]
 
 
-def neutral_reference(arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The neutral inputs of every entity from the streams ``rows`` (a fold's training part), model input space.
+def neutral_reference(batches: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The neutral inputs of every entity from the streams of ``batches`` (a fold's training part as standardised
+    padded batches, model input space), accumulated batch by batch.
 
     Returns batch key -> one stream's (anchor, room: ``[L, ...]``) or one object's (commodity ``[L, ...]``, clips
     ``[D]``) mean input, and ``{entity}/count`` -> the rounded mean set size (int64 scalar, at least 1).
     """
-    out: dict[str, np.ndarray] = {}
-    for entity in ENTITIES:
-        mask_key = SET_MASKS.get(entity)
-        if mask_key is None:
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    sizes = {entity: [0, 0] for entity in SET_MASKS}  # entity -> [objects, streams]
+    for arrays in batches:
+        for entity in ENTITIES:
+            mask_key = SET_MASKS.get(entity)
+            mask = arrays[mask_key] if mask_key is not None else None  # [B, M]
             for key in entity_keys(entity, arrays):
-                out[key] = arrays[key][rows].astype(np.float64).mean(axis=0).astype(np.float32)
-            continue
-        mask = arrays[mask_key][rows]  # [N, M]
-        for key in entity_keys(entity, arrays):
-            real = arrays[key][rows][mask]  # [n_objects, ...]
-            out[key] = real.astype(np.float64).mean(axis=0).astype(np.float32)
-        out[f"{entity}/count"] = np.array(max(1, int(round(float(mask.sum(axis=1).mean())))), dtype=np.int64)
+                x = arrays[key] if mask is None else arrays[key][mask]  # [B, ...] or [n_objects, ...]
+                sums[key] = sums.get(key, 0.0) + x.astype(np.float64).sum(axis=0)
+                counts[key] = counts.get(key, 0) + len(x)
+            if mask is not None:
+                sizes[entity][0] += int(mask.sum())
+                sizes[entity][1] += len(mask)
+    out = {key: (total / counts[key]).astype(np.float32) for key, total in sums.items()}
+    for entity, (objects, streams) in sizes.items():
+        out[f"{entity}/count"] = np.array(max(1, int(round(objects / streams))), dtype=np.int64)
     return out
 
 
-def neutralise(arrays: Mapping[str, np.ndarray], entity: str, neutral: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A copy of the batch ``arrays`` with ``entity``'s inputs replaced by the neutral reference (masks stay valid)."""
+def neutralise(arrays: Mapping[str, np.ndarray], entity: str, neutral: Mapping[str, np.ndarray]
+               ) -> dict[str, np.ndarray]:
+    """A copy of the batch ``arrays`` with ``entity``'s inputs replaced by the neutral reference (masks stay valid).
+
+    A neutral set may be longer than the batch's own set axis (a batch is padded to its own longest list): the
+    entity's arrays then grow to the neutral count.
+    """
     out = dict(arrays)
     mask_key = SET_MASKS.get(entity)
     n = len(next(iter(arrays.values())))
@@ -57,13 +68,13 @@ def neutralise(arrays: Mapping[str, np.ndarray], entity: str, neutral: Mapping[s
         for key in entity_keys(entity, arrays):
             out[key] = np.broadcast_to(neutral[key], arrays[key].shape).astype(np.float32)
         return out
-    slots = arrays[mask_key].shape[1]
-    count = min(int(neutral[f"{entity}/count"]), slots)
+    count = int(neutral[f"{entity}/count"])
+    slots = max(arrays[mask_key].shape[1], count)
     mask = np.zeros((n, slots), dtype=bool)
     mask[:, :count] = True
     out[mask_key] = mask
     for key in entity_keys(entity, arrays):
-        x = np.zeros_like(arrays[key])
+        x = np.zeros((n, slots, *arrays[key].shape[2:]), dtype=arrays[key].dtype)  # [B, slots, ...]
         x[:, :count] = neutral[key]
         out[key] = x
     return out

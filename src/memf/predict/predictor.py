@@ -9,7 +9,7 @@ extraction as its own jobs (rules ``validate`` and ``extract_{modality}`` on ``r
 
     {out}/data/                   the validated dataset (excluded.csv: every dropped object and why)
     {out}/features/{modality}/{extractor}/shard-{k}.*   its features, made by the bundle's extractors
-    {out}/padded.h5               padded to the models' item and clip axes; padded.truncated.parquet
+    {out}/padded.h5               the padded store, cut to the models' item and clip axes; padded.truncated.parquet
     {out}/predictions.parquet     one row per predicted stream (PREDICTION_COLUMNS, then one column per member model)
     {out}/drivers.parquet         stream_id, entity, contribution, attention
     {out}/unpredicted.csv         every input stream without a prediction: stream_id, stage, reason
@@ -41,9 +41,10 @@ from memf.data.contract import ENTITIES, MODALITY_LIMITS
 from memf.data.layout import VALIDATED
 from memf.features.layout import STORE, failures_path, shard_path
 from memf.features.spec import FEATURE_MODALITIES
+from memf.padding.batches import BatchReader
+from memf.padding.store import PaddedStore
 from memf.predict.bundle import Bundle
 from memf.predict.bundle import load_bundle as load_checked_bundle
-from memf.predict.plan import PREDICT_FILES, TRUTH_FILES, extractor_signature
 from memf.predict.drivers import (
     chosen_streams,
     compare_with_truth,
@@ -55,6 +56,7 @@ from memf.predict.drivers import (
 )
 from memf.predict.intervals import coverage
 from memf.predict.neutral import neutralise
+from memf.predict.plan import PREDICT_FILES, TRUTH_FILES, extractor_signature
 
 log = logging.getLogger(__name__)
 
@@ -90,29 +92,24 @@ def check_features(bundle: Bundle, shards: Mapping[str, Sequence[str | os.PathLi
             diff = next((k for k in want if want[k] != got[k]), None)
             if diff is not None:
                 raise DataError(f"{path}: made by extractor {meta['identity']['name']} with {diff} {got[diff]!r}, but "
-                                f"the bundle's {modality} extractor {record['name']} has {want[diff]!r}: these features "
-                                "do not fit the bundle's model; extract them with the bundle's extractors")
+                                f"the bundle's {modality} extractor {record['name']} has {want[diff]!r}: these "
+                                "features do not fit the bundle's model; extract them with the bundle's extractors")
 
 
-def fit_to_model(arrays: Mapping[str, np.ndarray], dims: Mapping[str, Sequence[int]], where: str) -> dict[str, np.ndarray]:
-    """The padded arrays zero-padded up to the model's item and clip axes; every other axis must already agree.
+def check_fits(dims: Mapping[str, Sequence[int]], model_dims: Mapping[str, Sequence[int]], where: str) -> None:
+    """Refuse data whose per-stream shapes the model cannot read: every axis must agree, except the item and clip
+    axes, which may be shorter than the model's (each batch is padded to its own longest lists; padding is cut to
+    the model's axes, so they are never longer).
 
     Raises:
         DataError: a per-stream shape the model cannot read (another number of fields, another feature size).
     """
-    out = {}
-    for key, arr in arrays.items():
-        want = tuple(int(d) for d in dims[key])
-        have = arr.shape[1:]
+    for key, shape in dims.items():
+        have, want = tuple(int(d) for d in shape), tuple(int(d) for d in model_dims[key])
         set_axis = key.startswith(("commodity/", "video/", "audio/"))
         if len(have) != len(want) or have[1:] != want[1:] or (have[0] != want[0] and not set_axis) or have[0] > want[0]:
             raise DataError(f"{where}: '{key}' has per-stream shape {have}, the bundle's model reads {want}: the data "
                             "does not fit the model (another column mapping or extractor)")
-        if have[0] < want[0]:
-            pad = [(0, 0), (0, want[0] - have[0])] + [(0, 0)] * (arr.ndim - 2)
-            arr = np.pad(arr, pad)
-        out[key] = arr
-    return out
 
 
 # --- the members -----------------------------------------------------------------------------------------------------
@@ -133,41 +130,50 @@ def _forward(model: torch.nn.Module, batch: Mapping[str, np.ndarray], device: st
     return out.pred.float().cpu().numpy() * sd + mean, attention
 
 
+class _Drivers:
+    """Running sums of every member's predictions, contributions and attention over the streams."""
+
+    def __init__(self, bundle: Bundle, n: int) -> None:
+        self.pred = {(m.fold, seed): np.zeros(n) for m in bundle.members for seed in m.models}
+        self.contribution = np.zeros((n, len(ENTITIES)))
+        self.attention_sum = np.zeros((n, len(ENTITIES)))
+        self.with_attention = {key: True for key in self.pred}
+
+    def attention(self, rows: slice, key: tuple[int, int], attention: np.ndarray | None,
+                  labels: Sequence[str] | None) -> None:
+        if attention is None:
+            self.with_attention[key] = False
+            return
+        weights = attention.mean(axis=1)  # [B, E]: the mean over query entities
+        for j, entity in enumerate(ENTITIES):
+            self.attention_sum[rows, j] += weights[:, list(labels or []).index(entity)] if entity in (labels or []) \
+                else np.nan
+
+
 @torch.no_grad()
-def run_members(bundle: Bundle, arrays: Mapping[str, np.ndarray], batch_size: int = 512) -> MemberOutputs:
-    """Every member model's prediction of every stream, and the drivers averaged over the members: per model and
-    batch, one pass on the inputs and one with each entity neutralised (memf.predict.drivers)."""
-    n = len(next(iter(arrays.values())))
-    preds: dict[tuple[int, int], np.ndarray] = {}
-    contribution = np.zeros((n, len(ENTITIES)))
-    attention_sum = np.zeros((n, len(ENTITIES)))
-    attention_seen = 0
+def run_members(bundle: Bundle, store: PaddedStore, batch_size: int = 512) -> MemberOutputs:
+    """Every member model's prediction of every stream of ``store``, and the drivers averaged over the members: per
+    batch (read from the store, padded to its own longest lists) and model, one pass on the inputs and one with each
+    entity neutralised (memf.predict.drivers)."""
+    n = len(store)
+    out = _Drivers(bundle, n)
     bar = tqdm(total=bundle.n_models * n, desc="predict (models x streams)", unit="stream")
-    for member in bundle.members:
-        scaled = member.scaler.apply(arrays)
-        for seed, model in member.models.items():
-            mean, sd = member.scaling[seed]
-            pred = np.zeros(n)
-            has_attention = True
-            for start in range(0, n, batch_size):
-                part = {k: v[start : start + batch_size] for k, v in scaled.items()}
-                rows = slice(start, start + len(part["commodity/mask"]))
-                pred[rows], attention = _forward(model, part, bundle.device, mean, sd)
+    for positions, arrays in BatchReader(store, np.arange(n), block_rows=batch_size).batches(batch_size):
+        rows = slice(int(positions[0]), int(positions[-1]) + 1)
+        for member in bundle.members:
+            part = member.scaler.apply(arrays)
+            for seed, model in member.models.items():
+                mean, sd = member.scaling[seed]
+                pred, attention = _forward(model, part, bundle.device, mean, sd)
+                out.pred[(member.fold, seed)][rows] = pred
                 for j, entity in enumerate(ENTITIES):
                     other, _ = _forward(model, neutralise(part, entity, member.neutral), bundle.device, mean, sd)
-                    contribution[rows, j] += pred[rows] - other
-                has_attention = has_attention and attention is not None
-                if attention is not None:
-                    labels = list(member.attention_labels or [])
-                    weights = attention.mean(axis=1)  # [B, E]: the mean over query entities
-                    for j, entity in enumerate(ENTITIES):
-                        attention_sum[rows, j] += weights[:, labels.index(entity)] if entity in labels else np.nan
-                bar.update(rows.stop - rows.start)
-            preds[(member.fold, seed)] = pred
-            attention_seen += has_attention
+                    out.contribution[rows, j] += pred - other
+                out.attention(rows, (member.fold, seed), attention, member.attention_labels)
+                bar.update(len(positions))
     bar.close()
-    attention = attention_sum / attention_seen if attention_seen == bundle.n_models else None
-    return MemberOutputs(preds, contribution / bundle.n_models, attention)
+    attention = out.attention_sum / bundle.n_models if all(out.with_attention.values()) else None
+    return MemberOutputs(out.pred, out.contribution / bundle.n_models, attention)
 
 
 # --- one dataset's features -> the prediction files ------------------------------------------------------------------
@@ -206,42 +212,20 @@ def predict_features(
     Returns:
         The predictions (the columns of ``predictions.parquet``).
     """
-    from memf.padding.pad import pad_feature_set
-    from memf.padding.padded import read_padded
-
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     name = name or out_dir.name
-    check_features(bundle, shards)
-    max_items, max_clips = bundle.model_axes()
     files = {role: out_dir / file for role, file in PREDICT_FILES.items()}
-    pad_feature_set(data_dir=data_dir, feature_set=bundle.meta["feature_set"], shards=shards, columns=bundle.columns,
-                    max_items=max_items, max_clips=max_clips, out=files["padded"], truncated_out=files["truncated"],
-                    model_axes=True)
-    padded = read_padded(files["padded"])
-    if padded.attrs["fields"] != bundle.meta["fields"]:
-        raise DataError(f"{data_dir}: fields {padded.attrs['fields']} differ from the bundle's {bundle.meta['fields']}")
-    arrays = fit_to_model(padded.arrays, bundle.meta["dims"], str(files["padded"]))
-    outputs = run_members(bundle, arrays, batch_size)
-
-    offset = bundle.target_offset
+    stream_id, y, outputs = _pad_and_run(bundle, data_dir, shards, files, batch_size)
     calib = bundle.meta["intervals"]
-    members = np.stack([outputs.pred[key] for key in sorted(outputs.pred)])  # [models, S]
-    mean = members.mean(axis=0)
-    lower, upper = mean - calib["q"], mean + calib["q"]
-    y = padded.target.astype(np.float64)
-    to_sales = (lambda v: np.maximum(np.exp(v) - offset, 0.0))
-    frame = pl.DataFrame({
-        "stream_id": padded.stream_id.astype(str), "log_sales_pred": mean, "sales_pred": to_sales(mean),
-        "log_sales_lower": lower, "log_sales_upper": upper, "sales_lower": to_sales(lower),
-        "sales_upper": to_sales(upper), "log_sales": y, "sales": np.exp(y) - offset,
-        **{member_column(f, s): outputs.pred[(f, s)] for f, s in sorted(outputs.pred)},
-    }).with_columns(pl.col("log_sales", "sales").fill_nan(None))
-    drivers = drivers_frame(padded.stream_id, ENTITIES, outputs.contribution, outputs.attention)
+    frame = _predictions(bundle, stream_id, y, outputs)
+    drivers = drivers_frame(stream_id, ENTITIES, outputs.contribution, outputs.attention)
     unpredicted = _unpredicted(data_dir, files["truncated"])
     write_parquet(files["predictions"], frame)
     write_parquet(files["drivers"], drivers)
     write_text(files["unpredicted"], unpredicted.write_csv())
 
+    mean = frame["log_sales_pred"].to_numpy()
+    lower, upper = mean - calib["q"], mean + calib["q"]
     known = ~np.isnan(y)
     dataset = read_json(data_dir / "dataset.json")
     metrics: dict[str, Any] = {
@@ -261,6 +245,43 @@ def predict_features(
              unpredicted.height, calib["q"], 100 * calib["level"],
              f", coverage {metrics['interval']['coverage']:.3f} on {known.sum()} known" if known.any() else "")
     return frame
+
+
+def _pad_and_run(bundle: Bundle, data_dir: Path, shards: Mapping[str, Sequence[str | os.PathLike[str]]],
+                 files: Mapping[str, Path], batch_size: int) -> tuple[np.ndarray, np.ndarray, MemberOutputs]:
+    """Pad the features to the bundle's axes and precision, and run every member on the store, a batch at a time:
+    the stream ids [S], the known targets [S] (NaN where sales are unknown) and the members' outputs."""
+    from memf.padding.pad import pad_feature_set
+
+    check_features(bundle, shards)
+    max_items, max_clips = bundle.model_axes()
+    pad_feature_set(data_dir=data_dir, feature_set=bundle.meta["feature_set"], shards=shards, columns=bundle.columns,
+                    max_items=max_items, max_clips=max_clips, out=files["padded"], truncated_out=files["truncated"],
+                    model_axes=True, dtype=bundle.meta["dtype"])
+    with PaddedStore(files["padded"]) as store:
+        if store.attrs["fields"] != bundle.meta["fields"]:
+            raise DataError(f"{data_dir}: fields {store.attrs['fields']} differ from the bundle's "
+                            f"{bundle.meta['fields']}")
+        check_fits(store.dims(), bundle.meta["dims"], str(files["padded"]))
+        return store.stream_id, store.target.astype(np.float64), run_members(bundle, store, batch_size)
+
+
+def _predictions(bundle: Bundle, stream_id: np.ndarray, y: np.ndarray, outputs: MemberOutputs) -> pl.DataFrame:
+    """The columns of ``predictions.parquet``: the members' mean, its interval, the known sales, each member."""
+    offset, q = bundle.target_offset, bundle.meta["intervals"]["q"]
+    members = np.stack([outputs.pred[key] for key in sorted(outputs.pred)])  # [models, S]
+    mean = members.mean(axis=0)
+    lower, upper = mean - q, mean + q
+
+    def to_sales(v: np.ndarray) -> np.ndarray:
+        return np.maximum(np.exp(v) - offset, 0.0)
+
+    return pl.DataFrame({
+        "stream_id": stream_id.astype(str), "log_sales_pred": mean, "sales_pred": to_sales(mean),
+        "log_sales_lower": lower, "log_sales_upper": upper, "sales_lower": to_sales(lower),
+        "sales_upper": to_sales(upper), "log_sales": y, "sales": np.exp(y) - offset,
+        **{member_column(f, s): outputs.pred[(f, s)] for f, s in sorted(outputs.pred)},
+    }).with_columns(pl.col("log_sales", "sales").fill_nan(None))
 
 
 def truth_report(out_dir: str | os.PathLike[str], ground_truth: str | os.PathLike[str],

@@ -1,7 +1,7 @@
 """One stage-2 job: fit one experiment on one fold (docs/training.md).
 
-1. The padded feature set is split for the fold and its numeric inputs are standardised on the fold's training part
-   (:func:`memf.training.prepare.fold_data`).
+1. The padded store is split for the fold and its numeric standardisation is fitted on the fold's training part
+   (:func:`memf.training.prepare.fold_data`); batches are read from the file as they are needed.
 2. Settings: an experiment with a ``search`` space is tuned on the fold's validation part (:mod:`memf.training.tuning`,
    trials with the first seed); one with ``tuned_as`` reads that experiment's choice for the same fold; otherwise it
    runs as configured.
@@ -34,7 +34,7 @@ import torch
 
 from memf.core.gpu import claim_device
 from memf.core.io import atomic_path, read_json, write_json, write_parquet
-from memf.padding.padded import read_padded
+from memf.padding.store import PaddedStore
 from memf.training.matrix import BEST_FILE, JOURNAL_FILE, REFERENCE_MODELS, TRIALS_FILE
 from memf.training.prepare import FoldData, fold_data
 from memf.training.runs import predictions_frame, write_run
@@ -217,13 +217,13 @@ def _fit_seeds(fitter: Fitter, spec: JobSpec, params: Mapping[str, Any], partial
 
 def _model_meta(spec: JobSpec, data: FoldData, fitter: Fitter, params: Mapping[str, Any],
                 results: list[SeedResult]) -> dict[str, Any]:
-    """``model.json``: what rebuilds the models (name, options, dims, target and numeric scaling per seed)."""
+    """``model.json``: what rebuilds the models (name, options, dims: the store's per-stream shapes, its longest item
+    and clip lists as the set axes; target and numeric scaling per seed)."""
     options, _ = fitter.settings(params)
-    padded = data.padded
     return {
         "experiment": spec.experiment, "model": spec.model, "feature_set": spec.feature_set, "fold": spec.fold,
-        "folds": padded.folds, "seeds": list(spec.seeds), "params": dict(params), "options": options,
-        "dims": {k: list(v) for k, v in padded.dims().items()}, "numeric_scaler": data.scaler.to_json(),
+        "folds": data.store.folds, "seeds": list(spec.seeds), "params": dict(params), "options": options,
+        "dims": {k: list(v) for k, v in data.dims().items()}, "numeric_scaler": data.scaler.to_json(),
         "per_seed": {str(r.seed): {k: v for k, v in r.info.items() if k not in ("options", "train")} for r in results},
         **fitter.model_meta(results, params),
     }
@@ -243,7 +243,7 @@ def fit_experiment(
     """Fit ``spec`` (tuning first when it has a space) and write its run folder; return the metrics written.
 
     Args:
-        padded_path: ``results/padded/{feature_set}.h5``.
+        padded_path: ``results/padded/{feature_set}.h5`` (a padded store).
         out_dir: ``results/runs/{experiment}/fold{k}``.
         spec: the experiment, fold, seeds and how its settings are decided.
         train_cfg: :class:`TrainConfig` or the config's ``train`` section.
@@ -256,19 +256,20 @@ def fit_experiment(
     """
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_dict(train_cfg)
     out_dir = Path(out_dir)
-    data = fold_data(read_padded(padded_path), spec.fold)
-    partial_root = out_dir / PARTIAL_DIR
-    started = time.perf_counter()
-    uses_device = bool(getattr(fitter, "uses_device", False))
-    with claim_device(cfg.device if uses_device else "cpu") as device_name:
-        job = fitter(spec, data, cfg, torch.device(device_name))
-        params = _settings(job, spec, tuning, Path(tuning_dir))
-        log.info("%s fold %d: settings %s; seeds %s on %s", spec.experiment, spec.fold, params, list(spec.seeds),
-                 device_name)
-        results = _fit_seeds(job, spec, params, partial_root)
-    preds = pl.concat([predictions_frame(data.padded.stream_id, data.split_code, data.padded.target, r.pred, r.seed)
-                       for r in results])
-    meta = _model_meta(spec, data, job, params, results)
+    with PaddedStore(padded_path) as store:
+        data = fold_data(store, spec.fold, cfg.cache_mb)
+        partial_root = out_dir / PARTIAL_DIR
+        started = time.perf_counter()
+        uses_device = bool(getattr(fitter, "uses_device", False))
+        with claim_device(cfg.device if uses_device else "cpu") as device_name:
+            job = fitter(spec, data, cfg, torch.device(device_name))
+            params = _settings(job, spec, tuning, Path(tuning_dir))
+            log.info("%s fold %d: settings %s; seeds %s on %s", spec.experiment, spec.fold, params, list(spec.seeds),
+                     device_name)
+            results = _fit_seeds(job, spec, params, partial_root)
+        preds = pl.concat([predictions_frame(data.stream_id, data.split_code, store.target, r.pred, r.seed)
+                           for r in results])
+        meta = _model_meta(spec, data, job, params, results)
     metrics = write_run(out_dir, preds, {
         "experiment": spec.experiment, "model": spec.model, "feature_set": spec.feature_set, "fold": spec.fold,
         "params": params, "source": spec.source, "device": device_name, "job_seconds": time.perf_counter() - started,

@@ -70,7 +70,7 @@ class NeuralFitter(Fitter):
         if builder is None:
             from memf.models import build_model as builder
         self.build = builder
-        self.dims = data.padded.dims()
+        self.dims = data.dims()
 
     @classmethod
     def with_builder(cls, builder: Builder) -> Callable[[JobSpec, FoldData, TrainConfig, torch.device], NeuralFitter]:
@@ -100,9 +100,9 @@ class NeuralFitter(Fitter):
         data = self.data
         model, result, cfg = self._train(params, seed, final=True, checkpoint_dir=partial / "checkpoint")
         scale = (result.target_mean, result.target_sd)
-        pred, _ = predict(model, data.padded, np.arange(len(data.padded)), self.device, cfg.eval_batch_size, *scale)
+        pred, _ = predict(model, data, np.arange(len(data)), self.device, cfg.eval_batch_size, *scale)
         test = data.rows["test"]
-        _, attention = predict(model, data.padded, test, self.device, cfg.eval_batch_size, *scale)
+        _, attention = predict(model, data, test, self.device, cfg.eval_batch_size, *scale)
         labels = attention_labels(model, attention.shape[1]) if attention is not None else []
         info = {
             "epoch": result.best_epoch, "epochs_run": result.epochs_run, "train_seconds": result.train_seconds,
@@ -111,7 +111,7 @@ class NeuralFitter(Fitter):
             "attention_labels": labels,
         }
         history = pl.DataFrame(result.history).with_columns(pl.lit(seed, dtype=pl.Int64).alias("seed"))
-        frames = {"history": history, "attention": attention_frame(data.padded.stream_id[test], attention, labels, seed)}
+        frames = {"history": history, "attention": attention_frame(data.stream_id[test], attention, labels, seed)}
         return SeedResult(seed, pred, info, frames,
                           {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 

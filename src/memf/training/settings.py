@@ -24,7 +24,7 @@ from typing import Any
 
 #: Training settings that only decide speed or placement: they never change a result, so they are kept out of a
 #: run's identity (the workflow's ``params:`` and the checkpoint fingerprint) and are not tunable.
-PLACEMENT_KEYS: frozenset[str] = frozenset({"device", "eval_batch_size", "checkpoint_every"})
+PLACEMENT_KEYS: frozenset[str] = frozenset({"device", "eval_batch_size", "checkpoint_every", "cache_mb"})
 DISTRIBUTIONS: tuple[str, ...] = ("choice", "uniform", "log_uniform", "int", "log_int")
 
 
@@ -53,6 +53,7 @@ class TrainConfig:
     eval_batch_size: int = 512  # streams per forward pass when predicting (placement)
     checkpoint_every: int = 5  # epochs between resumable checkpoints (0 = never; placement)
     device: str = "auto"  # auto | cpu | cuda (memf.core.gpu.claim_device; placement)
+    cache_mb: float = 256.0  # megabytes of padded-store blocks a job keeps in memory (memf.padding.batches; placement)
     deterministic: bool = True  # torch.use_deterministic_algorithms during a CUDA run (the CPU is deterministic)
 
     @classmethod
@@ -70,6 +71,8 @@ class TrainConfig:
                 f"train: eval_batch_size {out.eval_batch_size}, lr {out.lr}, gamma {out.gamma}, weight_decay "
                 f"{out.weight_decay}; expected eval_batch_size >= 1, lr > 0, 0 < gamma <= 1, weight_decay >= 0"
             )
+        if out.cache_mb < 0:
+            raise ValueError(f"train.cache_mb is {out.cache_mb}, expected >= 0")
         if out.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"train.device is '{out.device}', expected auto, cpu or cuda")
         return out
