@@ -87,12 +87,11 @@ COSTS: dict[str, RuleCost] = {
     "pad_latent": RuleCost(2.03, "streams", ((40, 0.38),)),
     "predict": RuleCost(4.44, "streams", ((40, 3.56),)),
     "predict_truth": RuleCost(3.14, "job", ((1, 0.81),)),
-    # simulate writes the tables only; simulate_render renders one shard's media; probe_media decodes one probing
-    # shard's (bench/resources_measured.json, the rules as they run since rendering left simulate; probe_media
-    # carries validate's probing cost on the demo run, less its table checks).
-    "simulate": RuleCost(1.92, "streams", ((1000, 1.08), (4000, 3.90),)),
-    "simulate_render": RuleCost(1.92, "shard", ((500, 18.95), (2000, 80.96),)),
-    "probe_media": RuleCost(2.0, "probe_shard", ((500, 9.0),)),
+    # Since rendering left simulate: the tiny run with validation.probe_shards 2, then (simulate, simulate_render) the
+    # demo-sized points of bench/resources_measured.json less the start (1,000-4,000 streams; one 500-stream shard).
+    "simulate": RuleCost(1.86, "streams", ((40, 0.12), (4000, 3.96),)),
+    "simulate_render": RuleCost(1.98, "shard", ((20, 0.24), (500, 18.89),)),
+    "probe_media": RuleCost(0.55, "probe_shard", ((20, 0.66),)),
     "tables": RuleCost(2.00, "tables", ((72000, 0.74), (3e+06, 2.50),)),
     "tiny_model": RuleCost(1.91, "job", ((1, 3.74), (1, 3.72),)),
     "validate": RuleCost(0.47, "streams", ((40, 0.74), (500, 9.71),)),
