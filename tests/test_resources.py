@@ -24,6 +24,7 @@ from memf.resources import (
     fit_need,
     linear_need,
     model_features,
+    pad_need,
     reference_need,
     tables_need,
 )
@@ -62,6 +63,8 @@ def modelled_need(rule: str, dims: str, case: str, n: int) -> tuple[float, objec
         request = fit_need(n, first["padded_bytes"], 3, 2, n_train)
     elif rule == "tables":
         request = tables_need(n, 11, 10, 2000)
+    elif rule in ("pad", "pad_latent"):
+        request = pad_need(rule, n, first["padded_bytes"])
     else:
         request = linear_need(rule, n)
     return peak, request
@@ -83,6 +86,14 @@ def test_requested_time_covers_the_measured_cpu_time(case):
     for point in entry["points"]:
         _, request = modelled_need(*case, point["n"])
         assert request.runtime * 60 >= point["cpu_s"], (point, request)
+
+
+def test_the_store_bounds_the_model_repeats_are_the_code_constants():
+    from memf.padding import batches, pad
+    from memf.resources import DEFAULT_CACHE_MB, PAD_BLOCK_ROWS, WHOLE_SHUFFLE_MIB
+
+    assert PAD_BLOCK_ROWS == pad.PAD_BLOCK and WHOLE_SHUFFLE_MIB << 20 == batches.WHOLE_SHUFFLE_BYTES
+    assert DEFAULT_CACHE_MB == batches.DEFAULT_CACHE_MB
 
 
 def test_every_rule_of_the_workflow_has_a_model(tmp_path):

@@ -64,9 +64,10 @@ class Cost:
 #: Rule -> measured costs (bench/resources_measured.json; docs/cluster.md, "Measured coefficients", says which were
 #: measured and which carried). Units: simulate, validate: a stream; tiny_model, features_manifest, predict_truth,
 #: figures: nothing (constants); extract_*: memory per byte of the shard's features, seconds per stream; pad,
-#: pad_latent, fit, export, predict: memory per byte of the padded file; pad seconds per padded byte; fit seconds per
-#: training stream and epoch (:func:`fit_need`); fit_reference: see :func:`reference_need`; tables: memory per stream
-#: and seed-run held, seconds per stream, resample and compared row.
+#: pad_latent, fit, export, predict: memory per stream (the padded store's blocks are bounded: :func:`pad_need`,
+#: :func:`fit_need`); pad seconds per padded byte; fit seconds per training stream and epoch (:func:`fit_need`);
+#: fit_reference: see :func:`reference_need`; tables: memory per stream and seed-run held, seconds per stream,
+#: resample and compared row.
 COST: dict[str, Cost] = {
     # simulate writes the tables, truth and latents; simulate_render rebuilds that world and renders its shard's media
     # (the per-stream memory is the world's, the seconds its shard's streams'); probe_media decodes its shard's media
@@ -103,6 +104,12 @@ REFERENCE_FEATURE_BYTES = {"mean": 0.0, "ridge": 16.6, "hgb": 8.8}
 REFERENCE_FIT_SECONDS = {"mean": 0.0, "ridge": 1.1e-7, "hgb": 1.2e-6}
 POOLING_SECONDS_PER_BYTE = 1e-8
 REDUCTION_SECONDS = 2e-7
+#: Streams of a block pad writes (memf.padding.pad.PAD_BLOCK), MiB of a training part fit reads as one block
+#: (memf.padding.batches.WHOLE_SHUFFLE_BYTES) and ``train.cache_mb``'s default (memf.padding.batches): the bounds of
+#: what the store's readers and writers hold, repeated here because planning imports no numpy (tested equal).
+PAD_BLOCK_ROWS = 256
+WHOLE_SHUFFLE_MIB = 256
+DEFAULT_CACHE_MB = 256
 #: Rows of a reduction batch at most (memf.training.references.PCA_BATCH: batches of 1,024 to 2,047 training streams).
 REDUCTION_BATCH = 2047
 #: tables: working memory of a chunk of resamples (memf.report.bootstrap.CHUNK_ELEMENTS indices: the resampled
@@ -316,17 +323,24 @@ class ResourcePlan:
 
 
 def pad_need(rule: str, n: int, padded: int) -> Need:
-    """pad, pad_latent: every stream's padded arrays built in memory (``per_unit`` bytes per padded byte)."""
-    return linear_need(rule, n * padded)
+    """pad, pad_latent: the store is written block by block, so a job holds one block of :data:`PAD_BLOCK_ROWS`
+    padded streams beside its per-stream bookkeeping (``per_unit`` bytes a stream: ids, offsets, the tables read);
+    time per padded byte."""
+    c = COST[rule]
+    return need(c.base_mib * MIB + min(n, PAD_BLOCK_ROWS) * padded + n * c.per_unit, c.base_s + n * padded * c.seconds)
 
 
-def fit_need(n: int, padded: int, fits: int, epochs: int, n_train: int) -> Need:
-    """fit: the padded file held with its copies while ``fits`` trials and seeds train ``epochs`` epochs each; an
-    epoch costs ``seconds`` per training stream and :data:`FIT_SECONDS_PER_BYTE` per padded byte of it (the input
-    projections; measured at config.yaml's width on the CPU)."""
+def fit_need(n: int, padded: int, fits: int, epochs: int, n_train: int, cache_mb: float = DEFAULT_CACHE_MB) -> Need:
+    """fit: mini-batches read from the store, at most ``cache_mb`` of blocks kept between reads and a training part
+    of at most :data:`WHOLE_SHUFFLE_MIB` read as one block (so at most both, or the whole file when it is smaller),
+    and ``per_unit`` bytes a stream (the per-stream arrays, the predictions of every stream), while ``fits`` trials
+    and seeds train ``epochs`` epochs each; an epoch costs ``seconds`` per training stream and
+    :data:`FIT_SECONDS_PER_BYTE` per padded byte of it (the input projections; measured at config.yaml's width on the
+    CPU)."""
     c = COST["fit"]
+    held = min(n * padded, (cache_mb + WHOLE_SHUFFLE_MIB) * MIB)
     epoch = n_train * (c.seconds + padded * FIT_SECONDS_PER_BYTE)
-    return need(c.base_mib * MIB + n * padded * c.per_unit, c.base_s + fits * epochs * epoch)
+    return need(c.base_mib * MIB + held + n * c.per_unit, c.base_s + fits * epochs * epoch)
 
 
 def reduction_bytes(n_train: int, pooled: int, widest: int, components: int) -> int:
@@ -372,7 +386,8 @@ def _fit(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
     exp = plan.experiments[w["experiment"]]
     n, train = plan.streams(), plan.config["train"]
     epochs = min(int(train["epochs"]), 2 * int(train["patience"]) + 20)
-    return fit_need(n, plan.padded_bytes(exp.feature_set), plan.fits(w["experiment"]), epochs, plan.n_train(n))
+    return fit_need(n, plan.padded_bytes(exp.feature_set), plan.fits(w["experiment"]), epochs, plan.n_train(n),
+                    float(train["cache_mb"]))
 
 
 def model_features(plan: ResourcePlan, experiment: str) -> tuple[int, tuple[int, int, int]]:
@@ -421,19 +436,14 @@ def _tables(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
 
 
 def _export(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
-    exp = plan.experiments[w["experiment"]]
-    return linear_need("export", plan.streams() * plan.padded_bytes(exp.feature_set), 0)
+    """The neutral reference and the calibration read the store by batches: memory per stream of the training data."""
+    return linear_need("export", plan.streams(), 0)
 
 
 def _predict(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
-    """The dataset's padded file (padded with the bundle's extractors) while every member predicts it."""
-    assert plan.plan is not None
-    n = plan.streams(f"predict/{w['name']}/")
-    if plan.plan.experiment is not None:
-        per_stream = plan.padded_bytes(plan.plan.feature_set)
-    else:
-        per_stream = padded_bytes(plan.feature_dims(plan.plan.extractors, plan.plan.columns))
-    return linear_need("predict", n * per_stream, n)
+    """Every member predicts the dataset's store batch by batch: memory per stream (the predictions and drivers
+    kept for every stream), time per stream."""
+    return linear_need("predict", plan.streams(f"predict/{w['name']}/"))
 
 
 def _constant(rule: str) -> Callable[[ResourcePlan, Mapping[str, str]], Need]:
