@@ -266,6 +266,25 @@ def chain_table(results: dict[tuple[str, int], dict]) -> list[str]:
     return lines
 
 
+def extrapolation_table(results: dict[tuple[str, int], dict], steps: tuple[str, ...], sizes: list[int]) -> list[str]:
+    """After's peak and CPU-seconds of every stage at ``sizes`` along the slope between its two largest measured
+    sizes (CPU-seconds proportionally to the streams from the largest)."""
+    measured = sorted(n for c, n in results if c == "after")
+    if len(measured) < 2:
+        return []
+    largest = measured[-1]
+    head = " | ".join(f"peak MiB at {n:,} | CPU-s at {n:,}" for n in sizes)
+    lines = [f"| stage | slope KB a stream ({measured[-2]:,} to {largest:,}) | {head} |",
+             "|---" * (2 + 2 * len(sizes)) + "|"]
+    for rule in steps:
+        a, b = (per_rule(results[("after", m)], "peak_mib")[rule] for m in measured[-2:])
+        slope = (b - a) * 1024 / (largest - measured[-2])
+        cpu = per_rule(results[("after", largest)], "cpu_s")[rule]
+        cells = " | ".join(f"{extrapolated(results, 'after', rule, n):,.0f} | {cpu * n / largest:,.0f}" for n in sizes)
+        lines.append(f"| {rule} | {slope:,.1f} | {cells} |")
+    return lines
+
+
 def padded_table(results: dict[tuple[str, int], dict]) -> list[str]:
     sizes = sorted({n for _, n in results})
     lines = ["| step | streams | CPU-s before | CPU-s after | peak MiB before | peak MiB after | features MB | "
@@ -286,6 +305,9 @@ def table(args: argparse.Namespace) -> None:
     text = "\n".join(["**The latent chain** (config.scale.yaml, media-free; MEMF: "
                       f"{scale_config(1)['train']['epochs']} epochs, one seed, no tuning):", "",
                       *chain_table(parts["chain"]), "",
+                      "Extrapolated (after): peak along the slope between the two largest sizes, CPU-seconds in "
+                      "proportion to the streams:", "",
+                      *extrapolation_table(parts["chain"], STAGES, args.extrapolate), "",
                       "**The paper-dimension padded path** (synthetic 768/2048-d features; fit: MEMF, 1 epoch, one "
                       "seed, no tuning; predict: the export's neutral reference and every stream predicted):", "",
                       *padded_table(parts["padded"])]) + "\n"
@@ -313,6 +335,7 @@ def main() -> None:
     p.add_argument("--before", type=int, nargs="*", default=[1000, 3000], help="sizes the code before runs at")
     p.add_argument("--epochs", type=int, default=1)
     t = sub.add_parser("table", help="Markdown and JSON of what was measured")
+    t.add_argument("--extrapolate", type=int, nargs="*", default=[1_000_000], help="stream counts extrapolated to")
     t.add_argument("--doc", type=Path, help="replace the scale block of this Markdown file (docs/scale.md)")
     for sp in (c, p, t):
         sp.add_argument("--out", type=Path, required=True)
