@@ -22,7 +22,8 @@ replaces the block between ``<!-- scale:begin -->`` and ``<!-- scale:end -->`` o
     python bench/scale.py table --out /tmp/scale --doc docs/scale.md
 
 A finished size is not run again (its JSON is in OUT); delete OUT/<part>/<code>-<n>.json to measure it again.
-Where "before" is not run, the table extrapolates its peak along the slope measured between its two largest sizes.
+Where "before" is not run, the table extrapolates its peak along the slope measured between its two largest sizes
+("does not fit" over 4 GB); the extrapolation table does the same for "after" at 10^6 streams.
 """
 
 from __future__ import annotations
@@ -232,9 +233,9 @@ def _peak_cell(results: dict, code: str, rule: str, n: int) -> str:
     if (code, n) in results:
         peak = per_rule(results[(code, n)], "peak_mib").get(rule)
         return "" if peak is None else f"{peak:,.0f}"
-    guess = extrapolated(results, code, rule, n)
+    guess = extrapolated(results, code, rule, n) if code == "before" else None
     if guess is None:
-        return "not run"
+        return ""
     verdict = "does not fit" if guess > TARGET_MIB else "not run"
     return f"{verdict} (~{guess:,.0f} extrapolated)"
 
