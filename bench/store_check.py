@@ -1,75 +1,57 @@
-"""The demo's predictions with and without the padded store: one experiment's fold trained again by the code before
-the store (bench/scale.py's ``BEFORE``, extracted with ``git archive``) on the same extracted features, and its test
-predictions compared with those of a finished run of this checkout (docs/scale.md, "The demo's predictions").
+"""Predictions before and after the padded store: every run of two work folders of the same config, compared stream
+by stream (docs/scale.md, "Predictions unchanged").
 
-    python bench/store_check.py --results /path/to/demo/results --experiment memf --fold 0 --out /tmp/store-check
+    python bench/store_check.py /tmp/scale/chain/before-10000 /tmp/scale/chain/after-10000
 
-The finished run's raw data, validated tables, tiny models and feature shards are linked into a work folder; the code
-before the store pads them into its dense padded file and runs the experiment's fit job for that fold (its tuning
-trials and seeds, as the workflow does: Snakemake with ``--allowed-rules pad fit`` and mtime triggers, so nothing
-upstream is redone). Prints the largest absolute difference of the predictions of every stream and seed, per split.
+``bench/scale.py chain`` leaves such a pair for each size it runs with both codes (the code before the store and this
+checkout, on the same simulated data). For every ``results/runs/<experiment>/fold<k>/predictions.parquet`` of the
+first folder, the same file of the second must predict the same streams and seeds; prints, per run, the largest
+absolute difference of the predictions per split, and exits 1 if any exceeds ``--tolerance`` (1e-5).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import ONE_THREAD, checkout  # noqa: E402
-
-LINKED = ("demo", "data", "features", "models")
-
-
-def train_before(results: Path, experiment: str, fold: int, out: Path) -> Path:
-    """The fold's predictions.parquet written by the code before the store."""
-    tree, work = checkout("before", out), out / "work"
-    (work / "results").mkdir(parents=True, exist_ok=True)
-    for name in LINKED:
-        if not (work / "results" / name).exists():
-            (work / "results" / name).symlink_to(results.resolve() / name)
-    target = f"results/runs/{experiment}/fold{fold}/predictions.parquet"
-    env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(tree / "src")}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(tree / "Snakefile"), "--cores", "2", "--rerun-triggers",
-           "mtime", "--allowed-rules", "pad", "fit", "--", target]
-    with open(out / "console.log", "w") as console:
-        done = subprocess.run(cmd, cwd=work, env=env, stdout=console, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the fit before the store failed: see {out / 'console.log'}")
-    return work / target
+RUNS = "results/runs"
 
 
 def compare(before: Path, after: Path) -> dict:
+    """Largest absolute difference of y_pred, per split and overall, of two predictions.parquet files."""
     keys = ["stream_id", "seed"]
     a, b = pl.read_parquet(before), pl.read_parquet(after)
     joined = a.join(b, on=keys, suffix="_after")
     if joined.height != a.height or joined.height != b.height:
-        raise SystemExit(f"the runs predict different streams: {a.height} before, {b.height} after, {joined.height} "
-                         "in both")
+        raise SystemExit(f"{before} and {after} predict different streams: {a.height} and {b.height} rows, "
+                         f"{joined.height} in both")
     diff = joined.with_columns((pl.col("y_pred") - pl.col("y_pred_after")).abs().alias("diff"))
     per_split = diff.group_by("split").agg(pl.col("diff").max(), pl.len()).sort("split")
-    return {"streams x seeds": joined.height, "max_abs_diff": float(diff["diff"].max()),
-            "per_split": per_split.to_dicts()}
+    return {"rows": joined.height, "max_abs_diff": float(diff["diff"].max()), "per_split": per_split.to_dicts()}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, required=True, help="a finished run's results folder (this code)")
-    parser.add_argument("--experiment", default="memf")
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("before", type=Path, help="work folder of the run with the code before the store")
+    parser.add_argument("after", type=Path, help="work folder of the same config with this checkout")
+    parser.add_argument("--tolerance", type=float, default=1e-5)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    before = train_before(args.results, args.experiment, args.fold, args.out)
-    after = args.results / "runs" / args.experiment / f"fold{args.fold}" / "predictions.parquet"
-    print(json.dumps(compare(before, after), indent=1))
+    files = sorted((args.before / RUNS).glob("*/fold*/predictions.parquet"))
+    if not files:
+        raise SystemExit(f"{args.before / RUNS}: no predictions.parquet")
+    worst = 0.0
+    for path in files:
+        run = path.parent.relative_to(args.before / RUNS)
+        result = compare(path, args.after / RUNS / run / "predictions.parquet")
+        worst = max(worst, result["max_abs_diff"])
+        print(json.dumps({"run": str(run), **result}))
+    print(f"largest difference {worst:.3g} (tolerance {args.tolerance:g})")
+    return int(worst > args.tolerance)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
