@@ -56,9 +56,9 @@ PLAN: dict[str, list[tuple[str, str, tuple[int, int]]]] = {
                       ("paper", "ridge-set", (500, 1500)), ("paper", "hgb-set", (500, 1500))],
     # Past the block cache (train.cache_mb, 256 MB): the padded bytes above it stay in the file.
     "fit": [("demo", "memf", (10000, 20000)), ("paper", "memf", (2000, 6000))],
-    "pad": [("paper", "synthetic store", (1000, 4000))],
+    "pad": [("paper", "synthetic store", (1000, 10000))],
     "pad_latent": [("latent", "simulator", (10000, 40000))],
-    "predict": [("paper", "one member", (1000, 4000))],
+    "predict": [("paper", "one member", (1000, 10000))],
     "tables": [("-", "10 rows", (5000, 20000))],
     "simulate": [("demo", "simulator", (1000, 4000))],
     "simulate_render": [("demo", "one shard", (500, 2000))],

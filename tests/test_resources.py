@@ -90,10 +90,10 @@ def test_requested_time_covers_the_measured_cpu_time(case):
 
 def test_the_store_bounds_the_model_repeats_are_the_code_constants():
     from memf.padding import batches, pad
-    from memf.resources import DEFAULT_CACHE_MB, PAD_BLOCK_ROWS, WHOLE_SHUFFLE_MIB
+    from memf.resources import BLOCK_ROWS, DEFAULT_CACHE_MB, PAD_BLOCK_ROWS
 
-    assert PAD_BLOCK_ROWS == pad.PAD_BLOCK and WHOLE_SHUFFLE_MIB << 20 == batches.WHOLE_SHUFFLE_BYTES
-    assert DEFAULT_CACHE_MB == batches.DEFAULT_CACHE_MB
+    assert (PAD_BLOCK_ROWS, BLOCK_ROWS, DEFAULT_CACHE_MB) == (pad.PAD_BLOCK, batches.BLOCK_ROWS,
+                                                             batches.DEFAULT_CACHE_MB)
 
 
 def test_every_rule_of_the_workflow_has_a_model(tmp_path):
