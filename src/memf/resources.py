@@ -85,14 +85,15 @@ COST: dict[str, Cost] = {
     "extract_image": Cost(base_mib=8000 / MEMORY_MARGIN, per_unit=3.0, base_s=120, seconds=0.9),
     "extract_text": Cost(base_mib=8000 / MEMORY_MARGIN, per_unit=3.0, base_s=120, seconds=0.2),
     "extract_numeric": Cost(base_mib=4000 / MEMORY_MARGIN, per_unit=3.0, base_s=30, seconds=0.01),
-    "pad": Cost(base_mib=600, per_unit=3.88, base_s=10, seconds=2e-7),
+    "pad": Cost(base_mib=460, per_unit=9_700, base_s=10, seconds=1e-8),
     "pad_latent": Cost(base_mib=215, per_unit=2_700, base_s=10, seconds=3e-8),
     "fit": Cost(base_mib=930, per_unit=0.16, base_s=15, seconds=8.5e-4),
-    "fit_reference": Cost(base_mib=830, per_unit=0.5, base_s=10, seconds=0),
+    "fit_reference": Cost(base_mib=830, per_unit=0.4, base_s=10, seconds=0),
     "tables": Cost(base_mib=300, per_unit=40, base_s=10, seconds=2e-7),
     "figures": Cost(base_mib=700, per_unit=0, base_s=60, seconds=0),
-    "export": Cost(base_mib=1210, per_unit=1.8, base_s=60, seconds=0),
-    "predict": Cost(base_mib=1210, per_unit=3.88, base_s=60, seconds=0.001),
+    # export: the neutral reference over the training part read by batches, as predict's (measured together).
+    "export": Cost(base_mib=1230, per_unit=19_300, base_s=60, seconds=0),
+    "predict": Cost(base_mib=1230, per_unit=19_300, base_s=60, seconds=0.002),
     "predict_truth": Cost(base_mib=700, per_unit=0, base_s=30, seconds=0),
 }
 #: fit: CPU seconds per padded byte of a training stream and epoch, beside COST["fit"].seconds per stream and epoch.
@@ -358,11 +359,10 @@ def reduction_bytes(n_train: int, pooled: int, widest: int, components: int) -> 
 def reference_need(model: str, n: int, padded: int, features: int, fits: int, n_train: int,
                    reduced: tuple[int, int, int] = (0, 0, 0)) -> Need:
     """fit_reference: ``per_unit`` bytes per padded byte of every stream (the store is read by blocks; beside the
-    model features, a job grows by 0.3 of the padded bytes at demo dimensions, 0.5 at the paper's with the
-    reduction), the model features
-    (``features`` float32 per stream with the copies the model's fit makes) and, when ``reduced`` = (pooled width,
-    widest reduced block, components), the reduction's working memory; time: the pooling passes (one, or three with
-    a reduction), the reduction and ``fits`` fits on the training streams."""
+    model features, a job grew by 0.3 of the padded bytes a stream at demo dimensions, 0.4 at the paper's), the
+    model features (``features`` float32 per stream with the copies the model's fit makes) and, when ``reduced`` =
+    (pooled width, widest reduced block, components), the reduction's working memory; time: the pooling passes (one,
+    or three with a reduction), the reduction and ``fits`` fits on the training streams."""
     c = COST["fit_reference"]
     pooled, widest, components = reduced
     peak = (c.base_mib * MIB + n * (padded * c.per_unit + features * REFERENCE_FEATURE_BYTES[model])
