@@ -16,7 +16,7 @@ store and the references at scale ("before": commit :data:`BEFORE`, extracted wi
 ``table`` turns the JSON of both parts into Markdown: it writes OUT/scale.md and OUT/scale.json, and with ``--doc``
 replaces the block between ``<!-- scale:begin -->`` and ``<!-- scale:end -->`` of docs/scale.md.
 
-    python bench/scale.py chain --streams 1000 10000 --before-max 10000 --out /tmp/scale
+    python bench/scale.py chain --streams 1000 10000 100000 --before-max 100000 --out /tmp/scale
     python bench/scale.py chain --streams 100000 --before-max 0 --out /tmp/scale       # after only
     python bench/scale.py padded --streams 1000 20000 --before 1000 3000 --out /tmp/scale
     python bench/scale.py table --out /tmp/scale --doc docs/scale.md
