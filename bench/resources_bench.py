@@ -15,6 +15,11 @@ single-threaded jobs.
   text, video and audio, 512-d images, 8 items, 5 clips: 27.8 KB a stream) and paper dimensions (768/2048-d:
   254 KB a stream; the set statistics, 38,420 features, are reduced to 2,068);
 - ``fit``: rule fit's job (MEMF at config.yaml's width, 2 tuning trials and 1 seed of 2 epochs) on the same files;
+- ``pad``: rule pad's job (:func:`memf.padding.pad.pad_feature_set`) on a synthetic feature store
+  (tests/scale_support.py: 1..8 items and 1..5 clips a stream) at paper dimensions; ``pad_latent``: rule pad_latent's
+  job on the demo simulator's latents without media;
+- ``predict``: the export's neutral reference over fold 0's training part and every stream predicted by one member
+  (``bench/scale_bench.py``'s predict step: what rules export and predict hold per stream; both take its figures);
 - ``tables``: rule tables' job (one table of 10 rows, 1 seed each, compared with an 11th, 2,000 resamples, 5 folds)
   on synthetic predictions;
 - ``simulate``: rule simulate's job, the demo simulator's tables, truth and latents (config.yaml's sizes);
@@ -49,7 +54,11 @@ ITEMS, CLIPS = 8, 5
 PLAN: dict[str, list[tuple[str, str, tuple[int, int]]]] = {
     "fit_reference": [("demo", "ridge-set", (1000, 4000)), ("demo", "hgb-set", (1000, 4000)),
                       ("paper", "ridge-set", (500, 1500)), ("paper", "hgb-set", (500, 1500))],
-    "fit": [("demo", "memf", (1000, 4000)), ("paper", "memf", (500, 1500))],
+    # Past the block cache (train.cache_mb, 256 MB): the padded bytes above it stay in the file.
+    "fit": [("demo", "memf", (10000, 20000)), ("paper", "memf", (2000, 6000))],
+    "pad": [("paper", "synthetic store", (1000, 10000))],
+    "pad_latent": [("latent", "simulator", (10000, 40000))],
+    "predict": [("paper", "one member", (1000, 10000))],
     "tables": [("-", "10 rows", (5000, 20000))],
     "simulate": [("demo", "simulator", (1000, 4000))],
     "simulate_render": [("demo", "one shard", (500, 2000))],
@@ -59,7 +68,8 @@ PLAN: dict[str, list[tuple[str, str, tuple[int, int]]]] = {
 
 def write_padded_file(path: Path, dims: str, n: int) -> int:
     """A synthetic padded file of ``n`` streams in 5 folds; returns its bytes per stream."""
-    from memf.padding.padded import Padded, write_padded
+    from memf.padding.padded import Padded
+    from memf.padding.store import write_padded
     from memf.resources import padded_bytes, padded_dims
 
     shapes = padded_dims(FIELDS, DIMS[dims], ITEMS, CLIPS)
@@ -119,6 +129,12 @@ def child(rule: str, case: str, workdir: Path) -> dict[str, Any]:
             spec = JobSpec("x", exp["model"], "fs", 0, (0,), options=dict(exp.get("options") or {}), space=space)
             fit_experiment(workdir / "fs.h5", workdir / "run", spec, {"device": "cpu"}, fitter=ReferenceFitter,
                            tuning_dir=workdir / "tuning", tuning=TuningSettings(trials=2, startup_trials=1))
+    elif rule in ("pad", "pad_latent", "predict"):
+        sys.path.insert(0, str(ROOT / "bench"))
+        import scale_bench
+
+        {"pad": scale_bench.child_pad, "pad_latent": scale_bench.child_latent,
+         "predict": lambda data: scale_bench.child_predict(data, None)}[rule](workdir)
     elif rule == "tables":
         from memf.report.tables import build_tables
         from memf.training.matrix import experiments_from_config
@@ -155,6 +171,30 @@ def peak_rss_kib() -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 
 
+def prepare_store(rule: str, n: int, workdir: Path, code: Path) -> dict[str, Any]:
+    """pad's feature store, pad_latent's simulated latents, or predict's padded store (the feature store padded)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    if rule == "pad_latent":
+        import yaml
+        from simulate_support import write_latent_dataset
+
+        from memf.resources import latent_bytes
+        from memf.simulate import simulate_latents
+
+        sim = {**yaml.safe_load((ROOT / "config.yaml").read_text())["simulator"], "n_streams": n,
+               "n_anchors": max(2, n // 4)}
+        write_latent_dataset(simulate_latents(sim), workdir / "raw", workdir / "data", folds=5)
+        return {"padded_bytes": latent_bytes(ITEMS, CLIPS)}
+    from scale_support import PAPER_DIMS, write_synthetic
+
+    from memf.resources import padded_bytes, padded_dims
+
+    write_synthetic(workdir, n, PAPER_DIMS, n_shards=2)
+    if rule == "predict":
+        run_child("pad", "-", workdir, code)
+    return {"padded_bytes": padded_bytes(padded_dims(FIELDS, DIMS["paper"], ITEMS, CLIPS))}
+
+
 def run_child(rule: str, case: str, workdir: Path, code: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
@@ -174,6 +214,8 @@ def prepare(rule: str, dims: str, n: int, workdir: Path, code: Path) -> dict[str
     if rule == "tables":
         write_runs(workdir / "runs", n)
         return {}
+    if rule in ("pad", "pad_latent", "predict"):
+        return prepare_store(rule, n, workdir, code)
     (workdir / "sim.json").write_text(json.dumps({"n_streams": n, "n_anchors": max(4, n // 4)}))
     if rule in ("simulate_render", "validate"):
         run_child("simulate", "-", workdir, code)

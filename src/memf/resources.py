@@ -64,9 +64,10 @@ class Cost:
 #: Rule -> measured costs (bench/resources_measured.json; docs/cluster.md, "Measured coefficients", says which were
 #: measured and which carried). Units: simulate, validate: a stream; tiny_model, features_manifest, predict_truth,
 #: figures: nothing (constants); extract_*: memory per byte of the shard's features, seconds per stream; pad,
-#: pad_latent, fit, export, predict: memory per byte of the padded file; pad seconds per padded byte; fit seconds per
-#: training stream and epoch (:func:`fit_need`); fit_reference: see :func:`reference_need`; tables: memory per stream
-#: and seed-run held, seconds per stream, resample and compared row.
+#: pad_latent, export, predict: memory per stream, fit: memory per padded byte of every stream (beside the bounded
+#: blocks of the padded store: :func:`pad_need`, :func:`fit_need`); pad seconds per padded byte; fit seconds per
+#: training stream and epoch (:func:`fit_need`); fit_reference: see :func:`reference_need`; tables: memory per
+#: stream and seed-run held, seconds per stream, resample and compared row.
 COST: dict[str, Cost] = {
     # simulate writes the tables, truth and latents; simulate_render rebuilds that world and renders its shard's media
     # (the per-stream memory is the world's, the seconds its shard's streams'); probe_media decodes its shard's media
@@ -84,14 +85,15 @@ COST: dict[str, Cost] = {
     "extract_image": Cost(base_mib=8000 / MEMORY_MARGIN, per_unit=3.0, base_s=120, seconds=0.9),
     "extract_text": Cost(base_mib=8000 / MEMORY_MARGIN, per_unit=3.0, base_s=120, seconds=0.2),
     "extract_numeric": Cost(base_mib=4000 / MEMORY_MARGIN, per_unit=3.0, base_s=30, seconds=0.01),
-    "pad": Cost(base_mib=600, per_unit=3.88, base_s=10, seconds=2e-7),
-    "pad_latent": Cost(base_mib=600, per_unit=3.88, base_s=10, seconds=2e-7),
-    "fit": Cost(base_mib=1210, per_unit=1.8, base_s=15, seconds=8.5e-4),
-    "fit_reference": Cost(base_mib=1010, per_unit=1.52, base_s=10, seconds=0),
+    "pad": Cost(base_mib=460, per_unit=9_700, base_s=10, seconds=1e-8),
+    "pad_latent": Cost(base_mib=215, per_unit=2_700, base_s=10, seconds=3e-8),
+    "fit": Cost(base_mib=930, per_unit=0.16, base_s=15, seconds=8.5e-4),
+    "fit_reference": Cost(base_mib=830, per_unit=0.4, base_s=10, seconds=0),
     "tables": Cost(base_mib=300, per_unit=40, base_s=10, seconds=2e-7),
     "figures": Cost(base_mib=700, per_unit=0, base_s=60, seconds=0),
-    "export": Cost(base_mib=1210, per_unit=1.8, base_s=60, seconds=0),
-    "predict": Cost(base_mib=1210, per_unit=3.88, base_s=60, seconds=0.001),
+    # export: the neutral reference over the training part read by batches, as predict's (measured together).
+    "export": Cost(base_mib=1230, per_unit=19_300, base_s=60, seconds=0),
+    "predict": Cost(base_mib=1230, per_unit=19_300, base_s=60, seconds=0.002),
     "predict_truth": Cost(base_mib=700, per_unit=0, base_s=30, seconds=0),
 }
 #: fit: CPU seconds per padded byte of a training stream and epoch, beside COST["fit"].seconds per stream and epoch.
@@ -103,6 +105,12 @@ REFERENCE_FEATURE_BYTES = {"mean": 0.0, "ridge": 16.6, "hgb": 8.8}
 REFERENCE_FIT_SECONDS = {"mean": 0.0, "ridge": 1.1e-7, "hgb": 1.2e-6}
 POOLING_SECONDS_PER_BYTE = 1e-8
 REDUCTION_SECONDS = 2e-7
+#: Streams of a block pad writes (memf.padding.pad.PAD_BLOCK), streams of a block fit reads
+#: (memf.padding.batches.BLOCK_ROWS) and ``train.cache_mb``'s default (memf.padding.batches): the bounds of what the
+#: store's writers and readers hold, repeated here because planning imports no numpy (tested equal).
+PAD_BLOCK_ROWS = 256
+BLOCK_ROWS = 256
+DEFAULT_CACHE_MB = 256
 #: Rows of a reduction batch at most (memf.training.references.PCA_BATCH: batches of 1,024 to 2,047 training streams).
 REDUCTION_BATCH = 2047
 #: tables: working memory of a chunk of resamples (memf.report.bootstrap.CHUNK_ELEMENTS indices: the resampled
@@ -316,17 +324,26 @@ class ResourcePlan:
 
 
 def pad_need(rule: str, n: int, padded: int) -> Need:
-    """pad, pad_latent: every stream's padded arrays built in memory (``per_unit`` bytes per padded byte)."""
-    return linear_need(rule, n * padded)
+    """pad, pad_latent: the store is written block by block, so a job holds one block of :data:`PAD_BLOCK_ROWS`
+    padded streams beside its per-stream bookkeeping (``per_unit`` bytes a stream: ids, offsets, the tables read);
+    time per padded byte."""
+    c = COST[rule]
+    return need(c.base_mib * MIB + min(n, PAD_BLOCK_ROWS) * padded + n * c.per_unit, c.base_s + n * padded * c.seconds)
 
 
-def fit_need(n: int, padded: int, fits: int, epochs: int, n_train: int) -> Need:
-    """fit: the padded file held with its copies while ``fits`` trials and seeds train ``epochs`` epochs each; an
-    epoch costs ``seconds`` per training stream and :data:`FIT_SECONDS_PER_BYTE` per padded byte of it (the input
-    projections; measured at config.yaml's width on the CPU)."""
+def fit_need(n: int, padded: int, fits: int, epochs: int, n_train: int, cache_mb: float = DEFAULT_CACHE_MB,
+             eval_batch: int = 512) -> Need:
+    """fit: mini-batches read from the store: at most ``cache_mb`` of blocks kept between reads (the whole file when
+    it is smaller), the padded rows of a block in use and the one read ahead (:data:`BLOCK_ROWS` each) and of an
+    evaluation batch as read and as tensors (``eval_batch``, train.eval_batch_size, each), and ``per_unit`` of each
+    stream's padded bytes (measured: 4 KB a stream at demo dimensions, 40 KB at the paper's), while ``fits`` trials
+    and seeds train ``epochs`` epochs each; an epoch costs ``seconds`` per training stream and
+    :data:`FIT_SECONDS_PER_BYTE` per padded byte of it (the input projections; measured at config.yaml's width on the
+    CPU)."""
     c = COST["fit"]
+    held = min(n * padded, cache_mb * MIB) + padded * (2 * BLOCK_ROWS + 2 * eval_batch) + n * padded * c.per_unit
     epoch = n_train * (c.seconds + padded * FIT_SECONDS_PER_BYTE)
-    return need(c.base_mib * MIB + n * padded * c.per_unit, c.base_s + fits * epochs * epoch)
+    return need(c.base_mib * MIB + held, c.base_s + fits * epochs * epoch)
 
 
 def reduction_bytes(n_train: int, pooled: int, widest: int, components: int) -> int:
@@ -341,10 +358,11 @@ def reduction_bytes(n_train: int, pooled: int, widest: int, components: int) -> 
 
 def reference_need(model: str, n: int, padded: int, features: int, fits: int, n_train: int,
                    reduced: tuple[int, int, int] = (0, 0, 0)) -> Need:
-    """fit_reference: the padded file held (FoldData; ``per_unit`` bytes per padded byte), the model features
-    (``features`` float32 per stream with the copies the model's fit makes) and, when ``reduced`` = (pooled width,
-    widest reduced block, components), the reduction's working memory; time: the pooling passes (one, or three with
-    a reduction), the reduction and ``fits`` fits on the training streams."""
+    """fit_reference: ``per_unit`` bytes per padded byte of every stream (the store is read by blocks; beside the
+    model features, a job grew by 0.3 of the padded bytes a stream at demo dimensions, 0.4 at the paper's), the
+    model features (``features`` float32 per stream with the copies the model's fit makes) and, when ``reduced`` =
+    (pooled width, widest reduced block, components), the reduction's working memory; time: the pooling passes (one,
+    or three with a reduction), the reduction and ``fits`` fits on the training streams."""
     c = COST["fit_reference"]
     pooled, widest, components = reduced
     peak = (c.base_mib * MIB + n * (padded * c.per_unit + features * REFERENCE_FEATURE_BYTES[model])
@@ -372,7 +390,8 @@ def _fit(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
     exp = plan.experiments[w["experiment"]]
     n, train = plan.streams(), plan.config["train"]
     epochs = min(int(train["epochs"]), 2 * int(train["patience"]) + 20)
-    return fit_need(n, plan.padded_bytes(exp.feature_set), plan.fits(w["experiment"]), epochs, plan.n_train(n))
+    return fit_need(n, plan.padded_bytes(exp.feature_set), plan.fits(w["experiment"]), epochs, plan.n_train(n),
+                    float(train["cache_mb"]), int(train["eval_batch_size"]))
 
 
 def model_features(plan: ResourcePlan, experiment: str) -> tuple[int, tuple[int, int, int]]:
@@ -421,19 +440,14 @@ def _tables(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
 
 
 def _export(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
-    exp = plan.experiments[w["experiment"]]
-    return linear_need("export", plan.streams() * plan.padded_bytes(exp.feature_set), 0)
+    """The neutral reference and the calibration read the store by batches: memory per stream of the training data."""
+    return linear_need("export", plan.streams(), 0)
 
 
 def _predict(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
-    """The dataset's padded file (padded with the bundle's extractors) while every member predicts it."""
-    assert plan.plan is not None
-    n = plan.streams(f"predict/{w['name']}/")
-    if plan.plan.experiment is not None:
-        per_stream = plan.padded_bytes(plan.plan.feature_set)
-    else:
-        per_stream = padded_bytes(plan.feature_dims(plan.plan.extractors, plan.plan.columns))
-    return linear_need("predict", n * per_stream, n)
+    """Every member predicts the dataset's store batch by batch: memory per stream (the predictions and drivers
+    kept for every stream), time per stream."""
+    return linear_need("predict", plan.streams(f"predict/{w['name']}/"))
 
 
 def _constant(rule: str) -> Callable[[ResourcePlan, Mapping[str, str]], Need]:

@@ -7,9 +7,11 @@ shows the traceback for every error.
 
 Everything else a job prints goes to its log, at the level of file descriptors: Python's output, and what C and C++
 libraries (decord, FFmpeg) and the job's forked decoding workers write to descriptors 1 and 2 directly. The log ends
-with the job's cost, ``memf job: <CPU> CPU-s (<startup> before its work), <wall> s wall`` (:func:`job_cost`): the CPU
-time of the job's process and of the workers it waited for, of which ``startup`` was spent before the job's work began
-(the interpreter and the imports), from which the workflow's time estimates are measured (``memf.core.progress``).
+with the job's cost, ``memf job: <CPU> CPU-s (<startup> before its work), <wall> s wall, peak <MiB> MiB RSS``
+(:func:`job_cost`, :func:`job_peak`): the CPU time of the job's process and of the workers it waited for, of which
+``startup`` was spent before the job's work began (the interpreter and the imports), from which the workflow's time
+estimates are measured (``memf.core.progress``); and the job's peak resident memory, the larger of its own (``VmHWM``)
+and that of the largest worker it waited for, which is what a cluster's memory request must cover (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TextIO
 
 from memf.core.io import DataError, is_disk_full
 from memf.core.signals import Terminated, check, sigterm_raises
 
-__all__ = ["DEBUG_ENV", "Terminated", "exit_status", "is_known", "job_cost", "job_log", "one_line"]
+__all__ = ["DEBUG_ENV", "Terminated", "exit_status", "is_known", "job_cost", "job_log", "job_peak", "one_line"]
 
 DEBUG_ENV = "MEMF_DEBUG"
 _COST = re.compile(r"memf job: ([\d.]+) CPU-s \(([\d.]+) before its work\), ([\d.]+) s wall")
+_PEAK = re.compile(r"memf job: .* s wall, peak ([\d.]+) MiB RSS")
 
 
 def is_known(exc: BaseException) -> bool:
@@ -64,6 +68,23 @@ def job_cost(text: str) -> tuple[float, float, float] | None:
     log's ``text``; None if it recorded none."""
     found = _COST.findall(text)
     return tuple(float(x) for x in found[-1]) if found else None  # type: ignore[return-value]
+
+
+def job_peak(text: str) -> float | None:
+    """Peak resident memory in MiB of the last job recorded in a job log's ``text``; None if it recorded none (a log
+    written before the peak was recorded)."""
+    found = _PEAK.findall(text)
+    return float(found[-1]) if found else None
+
+
+def peak_mib() -> float:
+    """Peak resident set in MiB of this process (``VmHWM``: Linux carries a parent's ``ru_maxrss`` into a forked
+    child, the high-water mark is the process's own) or of the largest child it waited for, whichever is larger."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        status = Path("/proc/self/status").read_text()
+        own = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
 def _cpu_seconds() -> float:
@@ -133,4 +154,4 @@ def job_log(path: str | os.PathLike[str]) -> Iterator[logging.Logger]:
         finally:
             root.removeHandler(handler)
             print(f"memf job: {_cpu_seconds():.2f} CPU-s ({startup:.2f} before its work), "
-                  f"{time.monotonic() - started:.2f} s wall", file=fh, flush=True)
+                  f"{time.monotonic() - started:.2f} s wall, peak {peak_mib():.1f} MiB RSS", file=fh, flush=True)
