@@ -22,6 +22,7 @@ validation parts (recording the choice), or the ensemble's::
                                         ``weights`` (fold -> experiment -> weight) and ``choice`` (the validation
                                         errors)
     metrics.json                        the ensemble runs' interval coverage and test metrics
+    extractors/{name}/                  the members' extractors' local files (all members read one feature set)
     components/{experiment}/            each member experiment's bundle, complete (checked when loaded)
 
 ``bundle.json`` holds the format version, the experiment, model and feature set, the members (fold and seeds), the

@@ -291,23 +291,16 @@ CHOICE_RULE = ("the lowest validation MSE pooled over folds: each experiment's s
 def _ensemble_meta(tmp: Path, members: Sequence[str], best: Mapping[str, Any], record: Mapping[str, Any],
                    ensemble_dirs: Mapping[int, str | os.PathLike[str]], level: float) -> dict[str, Any]:
     """bundle.json and metrics.json of the ensemble's bundle in ``tmp`` (its member bundles written): the members'
-    way of preparing data (the first member's extractor copies), the weights, and the interval calibrated on the
-    ensemble runs' validation parts."""
+    way of preparing data (the first member's extractors, their local files copied to ``extractors/`` as in any
+    bundle), the weights, and the interval calibrated on the ensemble runs' validation parts."""
     from memf.core.metrics import regression_metrics
     from memf.predict.intervals import calibrate
 
     first = read_json(tmp / "components" / members[0] / BUNDLE_FILE)
-    prefix = f"components/{members[0]}/"
-    extractors = {}
-    for modality, rec in first["extractors"].items():
-        rec = {**rec, "options": dict(rec["options"])}
-        if rec.get("copy"):
-            if rec["kind"] != "torchvision":
-                rec["model"] = prefix + rec["model"]
-            elif is_weights_file(rec["options"].get("weights")):
-                rec["options"]["weights"] = prefix + rec["options"]["weights"]
-            rec["copy"] = prefix + rec["copy"]
-        extractors[modality] = rec
+    copies = tmp / "components" / members[0] / "extractors"
+    if copies.is_dir():  # the extractors' local files, where any bundle has them (the workflow plans new data so)
+        shutil.copytree(copies, tmp / "extractors")
+    extractors = first["extractors"]
     predictions = {int(k): pl.read_parquet(Path(d) / PREDICTIONS_FILE) for k, d in ensemble_dirs.items()}
     calibration = calibrate(predictions, {k: [0] for k in predictions}, level)
     tests = pl.concat([p.filter(pl.col("split") == "test") for p in predictions.values()])
