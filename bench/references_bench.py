@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 from memf.core.metrics import METRICS, regression_metrics
 from memf.training.fit import JobSpec, fit_experiment
 from memf.training.matrix import experiments_from_config
-from memf.training.references import ReferenceFitter
+from memf.training.reference_fit import ReferenceFitter
 from memf.training.settings import TuningSettings, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -122,7 +122,7 @@ def child(rule: str, case: str, workdir: Path) -> dict[str, Any]:
                            fitter=NeuralFitter, tuning_dir=workdir / "tuning",
                            tuning=TuningSettings(trials=2, startup_trials=1, prune_warmup_epochs=2))
         else:
-            from memf.training.references import ReferenceFitter
+            from memf.training.reference_fit import ReferenceFitter
 
             exp = config["experiments"][case]
             space = parse_space(exp["search"], config["search_spaces"][exp["search"]])

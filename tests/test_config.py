@@ -54,7 +54,8 @@ def test_evaluation_keeps_the_rows_and_comparisons_the_matrix_has(tmp_path):
     load_config(config, SCHEMA, tmp_path)
     evaluation, notes = evaluation_plan(config)
     assert list(evaluation["tables"]) == ["table9", "references"] or list(evaluation["tables"]) == ["table9"]
-    assert evaluation["tables"]["table9"]["rows"] == {"ridge": "Ridge (mean-pooled features)", "memf": "MEMF"}
+    assert evaluation["tables"]["table9"]["rows"] == {"ridge": "Ridge (mean-pooled features)",
+                                                      "ensemble": "Ensemble (weights from validation)", "memf": "MEMF"}
     assert evaluation["compare_to"] == {"demo": "memf"}
     assert evaluation["ceilings"]["latent"] == [] and evaluation["importance"]["table"] is None
     assert any("table7" in n and "not written" in n for n in notes)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
 SHIPPED = yaml.safe_load((ROOT / "config.yaml").read_text())
 #: What the trial's user wrote: a few of the shipped experiment definitions, copied.
-COPIED = {name: SHIPPED["experiments"][name] for name in ("memf", "mfb", "vtfsa", "cmmt", "hgb", "hgb-set")}
+COPIED = {name: SHIPPED["experiments"][name] for name in ("memf", "mfb", "vtfsa", "cmmt", "hgb", "hgb-set",
+                                                          "hgb-latent")}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -112,16 +113,21 @@ def test_a_typo_under_model_is_one_line_naming_the_key_written(tmp_path):
 # --- 7. a bundle the config cannot make: the reason, in one line -------------------------------------------------
 
 
-@pytest.mark.parametrize(("target", "why"), [
-    ("results/bundles/hgb/bundle.json", "'hgb' is a reference model (hgb), which has no weights to bundle"),
-    ("results/bundles/nope/metrics.json", "'nope' is not an experiment of the config"),
+@pytest.mark.parametrize(("target", "why", "extra", "can"), [
+    ("results/bundles/hgb-latent/bundle.json", "'hgb-latent' reads the simulator's latent factors", {},
+     "memf, mfb, vtfsa, cmmt, hgb, hgb-set, best"),
+    ("results/bundles/nope/metrics.json", "'nope' is not an experiment of the config", {},
+     "memf, mfb, vtfsa, cmmt, hgb, hgb-set, best"),
+    ("results/bundles/best/bundle.json", "'best' chooses among the ensemble's candidates and the config has fewer "
+     "than two", {"ensemble": {"feature_set": "img-resnet50"}},
+     "memf, mfb, vtfsa, cmmt, hgb, hgb-set"),
 ])
-def test_asking_for_a_bundle_the_config_cannot_make_says_why(tmp_path, target, why):
-    out = dry_run(tmp_path, {"experiments": COPIED}, target)
+def test_asking_for_a_bundle_the_config_cannot_make_says_why(tmp_path, target, why, extra, can):
+    out = dry_run(tmp_path, {"experiments": COPIED, **extra}, target)
     errors = lines(out, "memf error")
     assert out.returncode != 0 and len(errors) == 1, out.stderr[-2000:]
     assert errors[0].startswith(f"memf error: cannot make {Path(target).parent}: {why}")
-    assert errors[0].endswith("(bundles this config can make: memf, mfb, vtfsa, cmmt)")
+    assert errors[0].endswith(f"(bundles this config can make: {can})")
     assert "MissingRuleException" not in out.stdout + out.stderr and "Traceback" not in out.stderr
 
 

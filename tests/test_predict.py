@@ -221,17 +221,21 @@ def problems(tmp_path: Path, predict: dict, **extra) -> list[str]:
 
 
 def test_the_predict_section_is_checked_at_load_one_line_each(tmp_path):
-    memf = {"memf": {"model": "memf", "feature_set": "demo"}, "ridge": {"model": "ridge", "feature_set": "demo"}}
+    memf = {"memf": {"model": "memf", "feature_set": "demo"}, "ridge": {"model": "ridge", "feature_set": "demo"},
+            "ridge-latent": {"model": "ridge", "feature_set": "latent"}}
     assert problems(tmp_path, {}, experiments=memf) == []
     assert problems(tmp_path, {"bundle": "memf", "datasets": {"sim": "results/demo/raw"}}, experiments=memf) == []
     cases = {
-        "config key 'predict.bundle': 'nope' is neither an experiment (known: memf, ridge) nor a bundle folder":
-            {"bundle": "nope"},
-        "config key 'predict.bundle': 'ridge' is a reference model": {"bundle": "ridge"},
+        "config key 'predict.bundle': 'nope' is neither an experiment (known: memf, ridge, ridge-latent) nor a bundle "
+        "folder": {"bundle": "nope"},
+        "config key 'predict.bundle': 'ridge-latent' reads the simulator's latent factors": {"bundle": "ridge-latent"},
         "config key 'predict.bundle': null, but predict.datasets names datasets": {"datasets": {"x": "results/demo/raw"}},
         "config key 'predict.datasets.next': 'missing' is not a folder": {"bundle": "memf", "datasets": {"next": "missing"}},
         "config key 'predict.fold': 7 is not a fold that runs": {"bundle": "memf", "fold": 7},
         "config key 'predict.seeds': [5] are not all seeds of experiment 'memf'": {"bundle": "memf", "seeds": [5]},
+        "config key 'predict.whatif.x': 'x' is not a dataset of predict.datasets":
+            {"bundle": "memf", "whatif": {"x": "v.csv"}},
+        "config key 'predict.fold': 0; the bundle best keeps every fold": {"bundle": "best", "fold": 0},
     }
     for expected, predict in cases.items():
         lines = problems(tmp_path, predict, experiments=memf)

@@ -19,7 +19,7 @@ from memf.training.loop import predict, train_model
 from memf.training.matrix import TRAINED_FILES
 from memf.training.members import load_models
 from memf.training.neural import NeuralFitter
-from memf.training.references import ReferenceFitter
+from memf.training.reference_fit import ReferenceFitter
 from memf.training.runs import read_predictions
 from memf.training.settings import TrainConfig, TuningSettings, parse_space
 

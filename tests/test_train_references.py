@@ -31,8 +31,8 @@ from memf.training.matrix import (
     reduced_widths,
 )
 from memf.training.prepare import fold_data
+from memf.training.reference_fit import ReferenceFitter
 from memf.training.references import (
-    ReferenceFitter,
     ReferenceInputs,
     fit_reference,
     load_reference,

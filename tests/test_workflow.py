@@ -259,8 +259,9 @@ def test_code_changes_replan_what_they_compute(tiny_run, tmp_path):
     with open(copy / "src/memf/models/blocks.py", "a") as fh:
         fh.write("# a comment is a change of the model code\n")
     jobs = job_counts(snakemake("-n", "--configfile", str(TINY), cwd=tiny_run, snakefile=snakefile))
-    # The model code also makes the bundle's predictions: the tiny config's bundle and prediction are replanned.
-    assert set(jobs) - {"all"} == {"fit", "tables", "figures", "export", "predict", "predict_truth"}
+    # The model code also makes the bundle's predictions: the tiny config's bundle and prediction are replanned, and
+    # the ensemble of the runs whose predictions change.
+    assert set(jobs) - {"all"} == {"fit", "ensemble", "tables", "figures", "export", "predict", "predict_truth"}
     assert jobs["fit"] == 3 * 6  # 6 neural experiments
     (copy / "src/memf/models/blocks.py").write_bytes((ROOT / "src/memf/models/blocks.py").read_bytes())
     with open(copy / "src/memf/report/tables.py", "a") as fh:

@@ -296,10 +296,31 @@ def _check_evaluation(config: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _check_ensemble(config: Mapping[str, Any]) -> list[str]:
+    """``ensemble``: its feature set and candidates name what the matrix has; no experiment takes its names."""
+    from memf.training.matrix import BEST, ENSEMBLE, LATENT_FEATURE_SET
+
+    section, experiments, out = config["ensemble"], config["experiments"], []
+    for name in (ENSEMBLE, BEST):
+        if name in experiments:
+            out.append(f"config key 'experiments.{name}': the name is the ensemble's; name the experiment otherwise")
+    feature_set = section["feature_set"]
+    if feature_set not in config["feature_sets"] and feature_set != LATENT_FEATURE_SET:
+        out.append(f"config key 'ensemble.feature_set': '{feature_set}' is not a feature set (known: "
+                   f"{', '.join(sorted(config['feature_sets']))})")
+    on_it = [n for n, e in experiments.items() if e["feature_set"] == feature_set]
+    for name in section["candidates"] or []:
+        if name not in on_it:
+            out.append(f"config key 'ensemble.candidates': '{name}' is not an experiment on feature set "
+                       f"'{feature_set}' (those: {', '.join(on_it) or 'none'})")
+    return out
+
+
 def _check_predict_bundle(config: Mapping[str, Any], workdir: Path) -> list[str]:
     """``predict.bundle``: a trained experiment on extractor features (:func:`memf.predict.plan.why_not_exportable`)
     with the fold and seeds it keeps, or a bundle folder."""
     from memf.predict.plan import why_not_exportable
+    from memf.training.matrix import BEST
 
     section = config["predict"]
     ref, out = section["bundle"], []
@@ -308,8 +329,14 @@ def _check_predict_bundle(config: Mapping[str, Any], workdir: Path) -> list[str]
         if section["datasets"]:
             out.append("config key 'predict.bundle': null, but predict.datasets names datasets to predict; set it to "
                        "a trained experiment (e.g. memf) or a bundle folder")
+    elif ref == BEST:
+        why = why_not_exportable(config, ref)
+        out += [f"config key 'predict.bundle': {why}"] if why else []
+        out += [f"config key 'predict.{key}': {section[key]}; the bundle {BEST} keeps every fold and seed of its "
+                "members (their weights are per fold), so only null is accepted" for key in ("fold", "seeds")
+                if section[key] is not None]
     elif ref in experiments:
-        why = why_not_exportable(experiments, ref)
+        why = why_not_exportable(config, ref)
         if why:
             out.append(f"config key 'predict.bundle': {why}")
         folds = list(config["split"]["run_folds"] or range(config["split"]["folds"]))
@@ -335,6 +362,14 @@ def _check_predict(config: Mapping[str, Any], workdir: Path) -> list[str]:
     """``predict``: the bundle, and the datasets' folders (the simulated dataset may be named before the simulator
     wrote it)."""
     out = _check_predict_bundle(config, workdir)
+    for name, path in config["predict"]["whatif"].items():
+        if name not in config["predict"]["datasets"]:
+            out.append(f"config key 'predict.whatif.{name}': '{name}' is not a dataset of predict.datasets (known: "
+                       f"{', '.join(config['predict']['datasets']) or 'none'})")
+        elif Path(path).suffix not in (".csv", ".parquet", ".yaml", ".yml"):
+            out.append(f"config key 'predict.whatif.{name}': '{path}'; a variants file is .csv, .parquet, .yaml or .yml")
+        elif not _folder(path, workdir).is_file():
+            out.append(f"config key 'predict.whatif.{name}': '{path}' is not a file")
     simulated = config["dataset"]["root"] if config["dataset"]["simulate"] else None
     for name, root in config["predict"]["datasets"].items():
         if root == simulated:
@@ -383,6 +418,7 @@ def check_config(config: Mapping[str, Any], workdir: Path) -> list[str]:
         *_check_extractors(config),
         *_check_experiments(config),
         *_check_evaluation(config),
+        *_check_ensemble(config),
         *_check_predict(config, workdir),
         *_check_media_free(config),
     ]
@@ -474,7 +510,9 @@ def evaluation_plan(config: Mapping[str, Any], defaults: Mapping[str, Any] | Non
     Notes are only for what the user set themselves: an entry equal to the schema's default (``defaults``: the
     default config, :func:`schema_defaults`; None: every entry counts as the user's) changes nothing they asked for.
     """
-    experiments = config["experiments"]
+    from memf.training.matrix import ensemble_experiment
+
+    experiments = {**config["experiments"], **ensemble_experiment(config)}  # the ensemble is a row like any other
     evaluation = copy.deepcopy(dict(config["evaluation"]))
     default = (defaults or {}).get("evaluation") or {
         "tables": {}, "compare_to": {}, "ceilings": {"latent": []}, "figures": {"experiment": None},

@@ -95,6 +95,11 @@ COST: dict[str, Cost] = {
     "export": Cost(base_mib=1230, per_unit=19_300, base_s=60, seconds=0),
     "predict": Cost(base_mib=1230, per_unit=19_300, base_s=60, seconds=0.002),
     "predict_truth": Cost(base_mib=700, per_unit=0, base_s=30, seconds=0),
+    # whatif: as predict_truth (not measured): the variants' padded rows and one forward pass per member.
+    "whatif": Cost(base_mib=1210, per_unit=0, base_s=60, seconds=0),
+    # ensemble: not measured; the candidates' predictions of one fold as polars frames and one float64 matrix, a few
+    # hundred bytes per stream and candidate (the interpreter with polars and scipy is the base).
+    "ensemble": Cost(base_mib=400, per_unit=4_000, base_s=10, seconds=1e-5),
 }
 #: fit: CPU seconds per padded byte of a training stream and epoch, beside COST["fit"].seconds per stream and epoch.
 FIT_SECONDS_PER_BYTE = 4.2e-9
@@ -425,18 +430,25 @@ def _fit_reference(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
 def table_plan(plan: ResourcePlan) -> tuple[int, int]:
     """(seed-runs the tables hold: every seed of every experiment a table reads; rows compared with a reference)."""
     from memf.config import evaluation_plan
+    from memf.training.matrix import ensemble_experiment
 
     evaluation, _ = evaluation_plan(plan.config)
+    rows = {**plan.experiments, **ensemble_experiment(plan.config)}
     names = {row for spec in evaluation["tables"].values() for row in spec["rows"]}
-    bases = {evaluation["compare_to"].get(plan.experiments[n].feature_set) for n in names}
+    bases = {evaluation["compare_to"].get(rows[n].feature_set) for n in names}
     names |= {b for b in bases if b}
     compared = sum(1 for spec in evaluation["tables"].values() for row in spec["rows"]
-                   if evaluation["compare_to"].get(plan.experiments[row].feature_set) not in (None, row))
-    return sum(len(plan.experiments[n].seeds) for n in names), compared
+                   if evaluation["compare_to"].get(rows[row].feature_set) not in (None, row))
+    return sum(len(rows[n].seeds) for n in names), compared
 
 
 def _tables(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
     return tables_need(plan.streams(), *table_plan(plan), int(plan.config["evaluation"]["bootstrap"]["n"]))
+
+
+def _export_best(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
+    """As one export (the member bundles are written one after the other, each reading the store by blocks)."""
+    return linear_need("export", plan.streams() * plan.padded_bytes(plan.config["ensemble"]["feature_set"]), 0)
 
 
 def _export(plan: ResourcePlan, w: Mapping[str, str]) -> Need:
@@ -471,8 +483,11 @@ RULE_NEEDS: dict[str, Callable[[ResourcePlan, Mapping[str, str]], Need]] = {
     "tables": _tables,
     "figures": _constant("figures"),
     "export": _export,
+    "export_best": _export_best,
     "predict": _predict,
     "predict_truth": _constant("predict_truth"),
+    "whatif": _constant("whatif"),
+    "ensemble": lambda plan, w: linear_need("ensemble", plan.streams()),
     # Planning stops with the reason before this rule could run (workflow/rules/predict.smk): the least a job asks.
     "refuse_export": lambda plan, w: need(0, 0),
 }

@@ -33,7 +33,32 @@ rule export:
         "../scripts/export.py"
 
 
-# A bundle that rule export cannot make (a reference model, the latent features, no such experiment): asking for it
+# The best model the study found on the validation parts (memf.training.ensemble.choose_best): the ensemble, its
+# members' bundles and their weights per fold, or the single experiment that wins.
+rule export_best:
+    input:
+        unpack(get_best_inputs),
+    output:
+        [str(bundle_dir(BEST) / name) for name in BUNDLE_OUTPUTS],
+    log:
+        log_of(bundle_dir(BEST)),
+    params:
+        folds=FOLDS,
+        candidates=ENSEMBLE_CANDIDATES,
+        coverage=config["predict"]["coverage"],
+        shards=config["extraction"]["shards"],
+        code=code_version("export"),
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+    resources:
+        mem_mb=RESOURCES.mem_mb("export_best"),
+        runtime=RESOURCES.runtime("export_best"),
+    conda:
+        "../../envs/memf.yaml"
+    script:
+        "../scripts/export_best.py"
+
+
+# A bundle that rules export and export_best cannot make (the latent features, no such experiment, no ensemble): asking for it
 # stops the workflow with one line saying why, instead of Snakemake's "no rule to produce". It never runs a job.
 rule refuse_export:
     input:
@@ -43,7 +68,7 @@ rule refuse_export:
     log:
         log_of(bundle_dir("{experiment}")),
     wildcard_constraints:
-        experiment=f"(?!(?:{names_regex(EXPORTABLE)})/)[^/]+",
+        experiment=f"(?!(?:{names_regex(BUNDLES)})/)[^/]+",
     resources:
         mem_mb=RESOURCES.mem_mb("refuse_export"),
         runtime=RESOURCES.runtime("refuse_export"),
@@ -77,6 +102,30 @@ rule predict:
         "../../envs/memf.yaml"
     script:
         "../scripts/predict.py"
+
+
+# What-if variants of a predicted dataset's streams (config predict.whatif; memf.whatif): each predicted by every
+# member of the bundle from the dataset's padded store, with the counterfactual truth on simulated data.
+rule whatif:
+    input:
+        unpack(get_whatif_inputs),
+    output:
+        **{key: str(predict_dir("{name}") / file) for key, file in WHATIF_FILES.items()},
+    log:
+        log_of(predict_dir("{name}"), "whatif"),
+    params:
+        dataset=lambda wildcards: PREDICT_DATASETS[wildcards.name],
+        code=code_version("whatif"),
+        out_dir=lambda wildcards, output: str(Path(output.table).parent),
+    wildcard_constraints:
+        name=names_regex(list(WHATIF)),
+    resources:
+        mem_mb=RESOURCES.mem_mb("whatif"),
+        runtime=RESOURCES.runtime("whatif"),
+    conda:
+        "../../envs/memf.yaml"
+    script:
+        "../scripts/whatif.py"
 
 
 rule predict_truth:

@@ -4,15 +4,26 @@
 # the store's and the runs' paths.
 
 
-from memf.predict.plan import BUNDLE_FILE, BUNDLE_OUTPUTS, PREDICT_FILES, TRUTH_FILES, bundle_dir, why_not_exportable
+from memf.predict.plan import (
+    BUNDLE_FILE,
+    BUNDLE_OUTPUTS,
+    PREDICT_FILES,
+    TRUTH_FILES,
+    WHATIF_FILES,
+    bundle_dir,
+    why_not_exportable,
+)
+from memf.training.matrix import BEST, ENSEMBLE
 
 
 include: "features_common.smk"
 include: "stage2_common.smk"
 
 
-#: Experiments a bundle can be made of (memf.predict.plan.why_not_exportable: trained ones on extracted features).
-EXPORTABLE = [name for name in EXPERIMENTS if why_not_exportable(config["experiments"], name) is None]
+#: Experiments a bundle can be made of (memf.predict.plan.why_not_exportable: every one on extracted features), and
+#: with them `best` when the config has the ensemble (rule export_best).
+EXPORTABLE = [name for name in EXPERIMENTS if why_not_exportable(config, name) is None]
+BUNDLES = EXPORTABLE + ([BEST] if why_not_exportable(config, BEST) is None else [])
 EXPORT_FOLDS = [config["predict"]["fold"]] if config["predict"]["fold"] is not None else FOLDS
 
 
@@ -21,9 +32,28 @@ def get_export_inputs(wildcards):
     numeric shards (their transforms) and the local models of the feature set's extractors (copied into the bundle)."""
     exp = EXPERIMENTS[wildcards.experiment]
     chosen = config["feature_sets"][exp.feature_set]
-    files = ("model.json", "weights.safetensors", "predictions.parquet")
+    files = ("model.json", "reference.skops" if exp.is_reference else "weights.safetensors", "predictions.parquet")
     return {
         "runs": [f for k in EXPORT_FOLDS for f in run_files(wildcards.experiment, k, files)],
+        "padded": padded_path(exp.feature_set),
+        "tables": DATA_INPUTS,
+        "numeric": shard_files("numeric", chosen["numeric"]),
+        "models": sorted({path for name in chosen.values() for path in model_inputs_of(name)}),
+    }
+
+
+def get_best_inputs(wildcards):
+    """The ensemble's run folders (its weights and the validation errors the choice is made on), and every
+    candidate's export inputs: the choice is made in the job, so each candidate may become a member."""
+    exp = ROWS[ENSEMBLE]
+    chosen = config["feature_sets"][exp.feature_set]
+    files = ("model.json", "predictions.parquet")
+    runs = [f for k in FOLDS for f in run_files(ENSEMBLE, k, files)]
+    for name in ENSEMBLE_CANDIDATES:
+        model = "reference.skops" if EXPERIMENTS[name].is_reference else "weights.safetensors"
+        runs += [f for k in FOLDS for f in run_files(name, k, (*files, model))]
+    return {
+        "runs": runs,
         "padded": padded_path(exp.feature_set),
         "tables": DATA_INPUTS,
         "numeric": shard_files("numeric", chosen["numeric"]),
@@ -34,9 +64,9 @@ def get_export_inputs(wildcards):
 def get_export_refusal(wildcards):
     """The input of the refuse_export rule. Asked for a bundle the config cannot make, the workflow stops with one
     line saying why (before any job runs, dry runs too)."""
-    why = why_not_exportable(config["experiments"], wildcards.experiment)
+    why = why_not_exportable(config, wildcards.experiment)
     print(f"memf error: cannot make {bundle_dir(wildcards.experiment)}: {why} (bundles this config can make: "
-          f"{', '.join(EXPORTABLE) or 'none'})", file=sys.stderr)
+          f"{', '.join(BUNDLES) or 'none'})", file=sys.stderr)
     sys.exit(1)
 
 
@@ -71,6 +101,18 @@ def truth_of(name):
 TRUTH_DATASETS = [name for name in PREDICT_DATASETS if truth_of(name)]
 
 
+#: Dataset to predict -> its what-if variants file (config predict.whatif).
+WHATIF = dict(config["predict"]["whatif"]) if PLAN is not None else {}
+
+
+def get_whatif_inputs(wildcards):
+    """The bundle, the dataset's predictions (its padded store and validated data are in the same folder) and the
+    variants file."""
+    folder = predict_dir(wildcards.name)
+    return {"bundle": str(PLAN.bundle_dir / BUNDLE_FILE), "predictions": str(folder / PREDICT_FILES["predictions"]),
+            "variants": WHATIF[wildcards.name]}
+
+
 def get_truth_inputs(wildcards):
     return {**truth_of(wildcards.name), "drivers": str(predict_dir(wildcards.name) / PREDICT_FILES["drivers"])}
 
@@ -90,4 +132,6 @@ def predict_targets():
             targets += shard_files(m, extractor, prefix) + failure_files(m, extractor, prefix)
         if name in TRUTH_DATASETS:
             targets += [str(predict_dir(name) / file) for file in TRUTH_FILES.values()]
+        if name in WHATIF:
+            targets += [str(predict_dir(name) / file) for file in WHATIF_FILES.values()]
     return targets

@@ -18,6 +18,7 @@ rule tables:
     params:
         evaluation=EVALUATION,
         experiments=config["experiments"],
+        ensemble=config["ensemble"],
         seeds=config["seeds"],
         folds=FOLDS,
         importance_table=IMPORTANCE_TABLE,

@@ -3,8 +3,11 @@
 from memf.padding.layout import padded_path
 from memf.training.matrix import (
     BEST_FILE,
+    ENSEMBLE,
     LATENT_FEATURE_SET,
     TRIALS_FILE,
+    ensemble_candidates,
+    ensemble_experiment,
     experiments_from_config,
     run_dir,
     tuning_dir,
@@ -14,6 +17,10 @@ from memf.training.settings import PLACEMENT_KEYS, parse_space, space_json
 EXPERIMENTS = experiments_from_config(config["experiments"], config["seeds"])
 NEURAL = [name for name, exp in EXPERIMENTS.items() if not exp.is_reference]
 REFERENCES = [name for name, exp in EXPERIMENTS.items() if exp.is_reference]
+#: The ensemble (rule ensemble; memf.training.ensemble) when it has at least two candidates, and every table row.
+ENSEMBLE_EXPERIMENT = ensemble_experiment(config)
+ENSEMBLE_CANDIDATES = ensemble_candidates(config) if ENSEMBLE_EXPERIMENT else []
+ROWS = {**EXPERIMENTS, **ENSEMBLE_EXPERIMENT}
 FOLDS = list(config["split"]["run_folds"] or range(config["split"]["folds"]))
 SPACES = {name: parse_space(name, spec) for name, spec in config["search_spaces"].items()}
 GROUND_TRUTH = str(RAW / "ground_truth.parquet")
@@ -61,7 +68,7 @@ def train_identity():
 
 
 def run_files(experiment, fold, files=None):
-    exp = EXPERIMENTS[experiment]
+    exp = ROWS[experiment]
     return [str(run_dir(experiment, fold) / name) for name in (files or exp.files)]
 
 
@@ -71,21 +78,25 @@ def tuning_files(experiment, fold):
 
 def runs_targets():
     """Every run and tuning folder's files, for all experiments and folds."""
-    return [f for name in EXPERIMENTS for fold in FOLDS for f in run_files(name, fold) + tuning_files(name, fold)]
+    runs = [f for name in EXPERIMENTS for fold in FOLDS for f in run_files(name, fold) + tuning_files(name, fold)]
+    return runs + [f for name in ENSEMBLE_EXPERIMENT for fold in FOLDS for f in run_files(name, fold)]
 
 
 def table_experiments():
     """Experiments a table row, a comparison or a ceiling needs."""
     names = {row for spec in EVALUATION["tables"].values() for row in spec["rows"]}
-    names |= {EVALUATION["compare_to"][EXPERIMENTS[n].feature_set] for n in list(names)
-              if EXPERIMENTS[n].feature_set in EVALUATION["compare_to"]}
+    names |= {EVALUATION["compare_to"][ROWS[n].feature_set] for n in list(names)
+              if ROWS[n].feature_set in EVALUATION["compare_to"]}
     names |= set(EVALUATION["ceilings"]["latent"]) if SIMULATED else set()
     return sorted(names)
 
 
 def get_table_runs(wildcards=None):
-    """predictions.parquet of every fold of every experiment the tables need."""
-    return [f for n in table_experiments() for fold in FOLDS for f in run_files(n, fold, ("predictions.parquet",))]
+    """predictions.parquet of every fold of every experiment the tables need (with the ensemble: its model.json, the
+    weights, and its candidates, the best single model being one of them)."""
+    names = sorted(set(table_experiments()) | set(ENSEMBLE_CANDIDATES) | set(ENSEMBLE_EXPERIMENT))
+    files = [f for n in names for fold in FOLDS for f in run_files(n, fold, ("predictions.parquet",))]
+    return files + [f for n in ENSEMBLE_EXPERIMENT for fold in FOLDS for f in run_files(n, fold, ("model.json",))]
 
 
 def get_tuning_records(wildcards=None):
@@ -102,7 +113,9 @@ def get_figure_run(wildcards=None):
 
 def table_outputs():
     names = TABLES + (["tuning"] if TUNED else []) + (["entity_importance"] if IMPORTANCE_TABLE else [])
+    names += [ENSEMBLE] if ENSEMBLE_EXPERIMENT else []
     out = [f"{TABLES_DIR}/{name}.{ext}" for name in names for ext in ("csv", "md", "html")]
+    out += [f"{TABLES_DIR}/{ENSEMBLE}.json"] if ENSEMBLE_EXPERIMENT else []
     return out + ([f"{TABLES_DIR}/entity_importance.json"] if IMPORTANCE_TABLE else [])
 
 

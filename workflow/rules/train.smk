@@ -5,7 +5,15 @@
 # Speed and placement settings (train.device, eval_batch_size, checkpoint_every) reach the script through the config,
 # not through params, so changing them reruns nothing; the code version of the model and training modules is a param.
 from memf.padding.layout import padded_path, truncated_path
-from memf.training.matrix import BEST_FILE, REFERENCE_FILES, TRAINED_FILES, TRIALS_FILE, run_dir, tuning_dir
+from memf.training.matrix import (
+    BEST_FILE,
+    ENSEMBLE_FILES,
+    REFERENCE_FILES,
+    TRAINED_FILES,
+    TRIALS_FILE,
+    run_dir,
+    tuning_dir,
+)
 
 
 include: "features_common.smk"
@@ -115,3 +123,29 @@ rule fit_reference:
         "../../envs/memf.yaml"
     script:
         "../scripts/fit.py"
+
+
+# The ensemble of the candidates' runs (config `ensemble`; memf.training.ensemble): per fold, weights fitted on the
+# validation part; a run folder like any other, read by the tables as the row `ensemble`.
+rule ensemble:
+    input:
+        runs=lambda wildcards: [f for name in ENSEMBLE_CANDIDATES
+                                for f in run_files(name, int(wildcards.fold), ("predictions.parquet",))],
+    output:
+        [str(run_dir(ENSEMBLE, "{fold}") / name) for name in ENSEMBLE_FILES],
+    log:
+        log_of(run_dir(ENSEMBLE, "{fold}")),
+    params:
+        candidates=ENSEMBLE_CANDIDATES,
+        feature_set=config["ensemble"]["feature_set"],
+        code=code_version("ensemble"),
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+    wildcard_constraints:
+        fold=r"\d+",
+    resources:
+        mem_mb=RESOURCES.mem_mb("ensemble"),
+        runtime=RESOURCES.runtime("ensemble"),
+    conda:
+        "../../envs/memf.yaml"
+    script:
+        "../scripts/ensemble.py"

@@ -9,7 +9,7 @@ from memf.core.io import read_json
 from memf.core.logs import job_log
 from memf.training.fit import JobSpec, fit_experiment
 from memf.training.neural import NeuralFitter
-from memf.training.references import ReferenceFitter
+from memf.training.reference_fit import ReferenceFitter
 from memf.training.settings import PLACEMENT_KEYS, Param, TrainConfig, TuningSettings
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,14 +2,15 @@
 
 from memf.core.logs import job_log
 from memf.report.tables import build_tables
-from memf.training.matrix import experiments_from_config
+from memf.training.matrix import ensemble_experiment, experiments_from_config
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):
     evaluation = sm.params.evaluation
     build_tables(
         evaluation["tables"],
-        experiments_from_config(sm.params.experiments, sm.params.seeds),
+        {**experiments_from_config(sm.params.experiments, sm.params.seeds),
+         **ensemble_experiment({"experiments": sm.params.experiments, "ensemble": sm.params.ensemble})},
         sm.params.out_dir,
         folds=sm.params.folds,
         compare_to=evaluation["compare_to"],

@@ -36,11 +36,14 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "tiny_model": ("memf.features.tiny",),
     "pad": ("memf.padding.pad",),
     "fit": ("memf.training.fit", "memf.training.neural"),
-    "fit_reference": ("memf.training.fit", "memf.training.references"),
+    "fit_reference": ("memf.training.fit", "memf.training.reference_fit"),
+    "reference_model": ("memf.training.references", "memf.training.prepare", "memf.padding.padded"),
+    "ensemble": ("memf.training.ensemble",),
     "report": ("memf.report.tables", "memf.report.figures"),
     "model": ("memf.models", "memf.training.prepare", "memf.padding.padded"),
     "export": ("memf.predict.export",),
     "predict": ("memf.predict.predictor",),
+    "whatif": ("memf.whatif.core",),
 }
 
 

@@ -7,10 +7,23 @@ holds no pickle and names no file outside itself (docs/predict.md, "The bundle")
     metrics.json                        the interval's coverage on the member folds' test parts, their test metrics
     members/fold{k}/model.json          the run's model.json restricted to the bundle's seeds (options, dims, target
                                         scaling per seed, the numeric standardisation fitted on fold k's training part)
-    members/fold{k}/weights.safetensors the selected weights of those seeds (keys ``seed{s}/...``)
+    members/fold{k}/weights.safetensors a trained model's selected weights of those seeds (keys ``seed{s}/...``)
+    members/fold{k}/reference.skops     a reference model's fitted seeds (skops, the run's own file restricted to the
+                                        bundle's seeds: pooling, scaler, reduction, estimator; loaded by
+                                        memf.training.references.load_reference with its explicit trusted types)
     members/fold{k}/neutral.safetensors the neutral reference inputs of fold k (memf.predict.drivers)
     extractors/{name}/                  a local model folder the features were made with (tiny models: weights, config,
                                         tokenizer, processor config), copied; or a local weights file
+
+The bundle ``best`` (memf.training.ensemble) is either the bundle of the single experiment that won on the
+validation parts (recording the choice), or the ensemble's::
+
+    bundle.json                         as above, with model ``ensemble``, ``components`` (experiment -> folder),
+                                        ``weights`` (fold -> experiment -> weight) and ``choice`` (the validation
+                                        errors)
+    metrics.json                        the ensemble runs' interval coverage and test metrics
+    extractors/{name}/                  the members' extractors' local files (all members read one feature set)
+    components/{experiment}/            each member experiment's bundle, complete (checked when loaded)
 
 ``bundle.json`` holds the format version, the experiment, model and feature set, the members (fold and seeds), the
 model's input dims and attention labels, the column mapping, the target transform, each numeric field's policy
@@ -44,7 +57,7 @@ from memf.core.version import code_version
 from memf.data.contract import CLIP_KINDS
 from memf.features.spec import extractor_version
 from memf.predict.plan import BUNDLE_FILE, extractor_configs
-from memf.training.matrix import MODEL_JSON, WEIGHTS_FILE
+from memf.training.matrix import ENSEMBLE, MODEL_JSON, REFERENCE_MODEL_FILE, REFERENCE_MODELS, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +66,10 @@ FORMAT = 2
 NEUTRAL_FILE = "neutral.safetensors"
 #: Stages whose code decides a bundle's predictions: a bundle made by other code is refused (memf.core.version).
 CHECKED_STAGES: tuple[str, ...] = ("validate", "pad", "model")
+#: The same for a reference model's bundle: its pooling, reduction and estimators are the reference fit's code.
+REFERENCE_STAGES: tuple[str, ...] = ("validate", "pad", "reference_model")
+#: The same for the ensemble's bundle (``best``): how new data is prepared; each member bundle checks its own model.
+ENSEMBLE_STAGES: tuple[str, ...] = ("validate", "pad")
 PACKAGES: tuple[str, ...] = ("torch", "torchvision", "torchaudio", "transformers", "tokenizers", "safetensors", "numpy",
                              "polars", "pyarrow", "h5py", "scikit-learn", "pillow", "decord", "av", "soundfile")
 NEUTRAL_METHOD = ("the member fold's training part: mean field vectors and standardised numbers for anchor and room; "
@@ -70,9 +87,27 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def stage_versions(extractors: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The code versions a bundle records and checks: the stages of :data:`CHECKED_STAGES` and each extractor kind."""
-    return {**{stage: code_version(stage) for stage in CHECKED_STAGES},
+def is_reference(model: str) -> bool:
+    """A reference model (scikit-learn, saved with skops) rather than a trained network (safetensors)."""
+    return model in REFERENCE_MODELS
+
+
+def checked_stages(model: str) -> tuple[str, ...]:
+    """The stages whose code versions a bundle of ``model`` records and checks."""
+    if model == ENSEMBLE:
+        return ENSEMBLE_STAGES
+    return REFERENCE_STAGES if is_reference(model) else CHECKED_STAGES
+
+
+def member_files(model: str) -> tuple[str, ...]:
+    """The files of each member folder of a bundle of ``model``."""
+    return (MODEL_JSON, REFERENCE_MODEL_FILE if is_reference(model) else WEIGHTS_FILE, NEUTRAL_FILE)
+
+
+def stage_versions(extractors: Mapping[str, Mapping[str, Any]], model: str) -> dict[str, Any]:
+    """The code versions a bundle of ``model`` records and checks: the stages of :func:`checked_stages` and each
+    extractor kind."""
+    return {**{stage: code_version(stage) for stage in checked_stages(model)},
             "extractors": {e["name"]: extractor_version(e["kind"]) for e in extractors.values()}}
 
 
@@ -99,8 +134,8 @@ class Member:
     neutral reference."""
 
     fold: int
-    models: dict[int, Any]  # seed -> torch module (eval mode)
-    scaling: dict[int, tuple[float, float]]  # seed -> (target mean, target sd)
+    models: dict[int, Any]  # seed -> torch module (eval mode), or a reference's fitted ReferenceModel
+    scaling: dict[int, tuple[float, float]]  # seed -> (target mean, target sd); (0, 1) for a reference
     scaler: Any  # memf.training.prepare.NumericScaler
     neutral: dict[str, np.ndarray]
     attention_labels: list[str] | None
@@ -121,6 +156,10 @@ class Bundle:
     @property
     def n_models(self) -> int:
         return sum(len(m.models) for m in self.members)
+
+    def member_summary(self) -> list[dict[str, Any]]:
+        """What predicted, for ``metrics.json``: each member fold and its seeds."""
+        return [{"fold": m.fold, "seeds": sorted(m.models)} for m in self.members]
 
     @property
     def columns(self) -> dict[str, dict[str, list[str]]]:
@@ -145,6 +184,28 @@ class Bundle:
         return int(dims["commodity/mask"][0]), {kind: int(dims[f"{kind}/mask"][0]) for kind in CLIP_KINDS}
 
 
+class EnsembleBundle(Bundle):
+    """The bundle ``best`` when the ensemble wins (memf.training.ensemble): each member experiment's bundle
+    (``components/{experiment}``, loaded and checked as any bundle) and, per fold, the weights of their seed means."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], components: dict[str, Bundle], device: str = "cpu") -> None:
+        super().__init__(path, meta, [], device)
+        self.components = components
+        self.weights = {int(k): {e: float(w) for e, w in ws.items()} for k, ws in meta["weights"].items()}
+
+    @property
+    def label(self) -> str:
+        return (f"{self.meta['experiment']} (the ensemble of {', '.join(self.components)}; folds "
+                f"{sorted(self.weights)})")
+
+    @property
+    def n_models(self) -> int:
+        return sum(c.n_models for c in self.components.values())
+
+    def member_summary(self) -> list[dict[str, Any]]:
+        return [{"fold": k, "weights": w} for k, w in sorted(self.weights.items())]
+
+
 def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``bundle.json`` of the bundle folder ``path``, checked for its format and every file it lists.
 
@@ -159,7 +220,10 @@ def read_bundle_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     meta = read_json(file)
     if meta.get("format") != FORMAT:
         raise DataError(f"{file}: bundle format {meta.get('format')!r}, this memf reads format {FORMAT}; re-export it")
-    needed = [f"{m['dir']}/{name}" for m in meta["members"] for name in (MODEL_JSON, WEIGHTS_FILE, NEUTRAL_FILE)]
+    if meta["model"] == ENSEMBLE:
+        needed = [f"{folder}/{BUNDLE_FILE}" for folder in meta["components"].values()]
+    else:
+        needed = [f"{m['dir']}/{name}" for m in meta["members"] for name in member_files(meta["model"])]
     needed += [rec["copy"] for rec in meta["extractors"].values() if rec.get("copy")]
     for rel in needed:
         if not (path / rel).exists():
@@ -173,9 +237,9 @@ def check_code_versions(meta: Mapping[str, Any], path: Path) -> None:
     Raises:
         DataError: one line naming the first stage or extractor that differs.
     """
-    now = stage_versions(meta["extractors"])
+    now = stage_versions(meta["extractors"], meta["model"])
     then = meta["code_versions"]
-    for stage in CHECKED_STAGES:
+    for stage in checked_stages(meta["model"]):
         if then.get(stage) != now[stage]:
             raise DataError(f"{path}: the bundle was made by code version {then.get(stage)} of stage '{stage}', this "
                             f"checkout has {now[stage]}: its predictions could differ; re-export it with this code "
@@ -226,26 +290,40 @@ def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any 
     Raises:
         DataError: one line for a missing file, another format or code version, a changed model file.
     """
-    from safetensors.numpy import load_file as load_numpy
-
-    from memf.training.members import load_models
-    from memf.training.prepare import NumericScaler
-
     path = Path(path)
     meta = read_bundle_meta(path)
     check_code_versions(meta, path)
     check_extractor_files(meta, path)
     _warn_versions(meta, path)
-    members = []
-    for rec in meta["members"]:
-        folder = path / rec["dir"]
-        models, model_meta = load_models(folder, builder, device)  # a member folder is laid out as a run folder
-        scaling = {seed: (float(model_meta["per_seed"][str(seed)]["target_mean"]),
-                          float(model_meta["per_seed"][str(seed)]["target_sd"])) for seed in models}
-        neutral = {k: (v.reshape(()) if k.endswith("/count") else v)
-                   for k, v in load_numpy(str(folder / NEUTRAL_FILE)).items()}
-        members.append(Member(int(rec["fold"]), models, scaling, NumericScaler.from_json(model_meta["numeric_scaler"]),
-                              neutral, model_meta.get("attention_labels")))
+    if meta["model"] == ENSEMBLE:
+        components = {name: load_bundle(path / folder, device, builder) for name, folder in meta["components"].items()}
+        return EnsembleBundle(path, meta, components, device)
+    members = [_load_member(path / rec["dir"], int(rec["fold"]), meta["model"], builder, device)
+               for rec in meta["members"]]
     bundle = Bundle(path, meta, members, device)
     log.info("loaded bundle %s: %s", path, bundle.label)
     return bundle
+
+
+def _load_member(folder: Path, fold: int, model: str, builder: Any, device: str) -> Member:
+    """One member folder (laid out as a run folder): a trained model's networks or a reference's fitted models."""
+    from safetensors.numpy import load_file as load_numpy
+
+    from memf.training.prepare import NumericScaler
+
+    if is_reference(model):
+        from memf.training.references import load_reference
+
+        model_meta = read_json(folder / MODEL_JSON)
+        models: dict[int, Any] = dict(load_reference(folder))
+        scaling = {seed: (0.0, 1.0) for seed in models}  # a reference predicts log(sales) itself
+    else:
+        from memf.training.members import load_models
+
+        models, model_meta = load_models(folder, builder, device)
+        scaling = {seed: (float(model_meta["per_seed"][str(seed)]["target_mean"]),
+                          float(model_meta["per_seed"][str(seed)]["target_sd"])) for seed in models}
+    neutral = {k: (v.reshape(()) if k.endswith("/count") else v)
+               for k, v in load_numpy(str(folder / NEUTRAL_FILE)).items()}
+    return Member(fold, models, scaling, NumericScaler.from_json(model_meta["numeric_scaler"]), neutral,
+                  model_meta.get("attention_labels"))

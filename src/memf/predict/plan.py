@@ -22,7 +22,7 @@ from memf.data.contract import numeric_accepts, numeric_transforms
 from memf.data.layout import RESULTS
 from memf.features.layout import model_dir
 from memf.features.spec import HF_KINDS
-from memf.training.matrix import LATENT_FEATURE_SET, REFERENCE_MODELS
+from memf.training.matrix import BEST, LATENT_FEATURE_SET, ensemble_candidates
 
 BUNDLES_DIR = Path(RESULTS) / "bundles"
 PREDICT_DIR = Path(RESULTS) / "predict"
@@ -35,6 +35,8 @@ PREDICT_FILES: dict[str, str] = {
     "unpredicted": "unpredicted.csv", "padded": "padded.h5", "truncated": "padded.truncated.parquet",
     "figure": "drivers.png",
 }
+#: Files a what-if writes beside the predict chain's (memf.whatif), by role.
+WHATIF_FILES: dict[str, str] = {"table": "whatif.parquet", "csv": "whatif.csv", "summary": "whatif.json"}
 #: Files of the drivers' comparison with the simulator's truth (simulated datasets only), by role.
 TRUTH_FILES: dict[str, str] = {"json": "drivers_vs_truth.json", "md": "drivers_vs_truth.md", "figure": "drivers_vs_truth.png"}
 #: Extractor kinds whose local model folder a bundle copies (their weights, config, tokenizer, processor config): the
@@ -99,16 +101,25 @@ def extractor_configs(meta: Mapping[str, Any], path: Path) -> dict[str, dict[str
     return out
 
 
-def why_not_exportable(experiments: Mapping[str, Mapping[str, Any]], name: str) -> str | None:
-    """Why experiment ``name`` of the matrix ``experiments`` (config ``experiments``) cannot be made into a bundle, as
-    a sentence saying what to name instead; None when it can. The one place that decides what the ``export`` rule
-    makes and what ``predict.bundle`` may name."""
+def why_not_exportable(config: Mapping[str, Any], name: str) -> str | None:
+    """Why ``name`` cannot be made into a bundle with the checked config ``config`` (an experiment of its matrix, or
+    ``best``: the ensemble or single experiment that wins on the validation parts, memf.training.ensemble), as a
+    sentence saying what to name instead; None when it can. The one place that decides what the ``export`` rules
+    make and what ``predict.bundle`` may name."""
+    experiments = config["experiments"]
+    if name == BEST:
+        feature_set = config["ensemble"]["feature_set"]
+        if feature_set == LATENT_FEATURE_SET:
+            return (f"'{BEST}' chooses among experiments on the simulator's latent factors (ensemble.feature_set), "
+                    "which new data does not have; set ensemble.feature_set to a feature set of extractors")
+        if len(ensemble_candidates(config)) < 2:
+            return (f"'{BEST}' chooses among the ensemble's candidates and the config has fewer than two (experiments "
+                    f"on ensemble.feature_set '{feature_set}'); name an experiment")
+        return None
     entry = experiments.get(name)
     if entry is None:
         return (f"'{name}' is not an experiment of the config (known: {', '.join(sorted(experiments)) or 'none'}); "
-                "name a trained experiment")
-    if entry.get("model") in REFERENCE_MODELS:
-        return f"'{name}' is a reference model ({entry['model']}), which has no weights to bundle; name a trained experiment"
+                f"name an experiment or {BEST}")
     if entry.get("feature_set") == LATENT_FEATURE_SET:
         return (f"'{name}' reads the simulator's latent factors, which new data does not have; name an experiment on "
                 "extracted features")
@@ -136,7 +147,7 @@ def bundle_dir_of(config: Mapping[str, Any]) -> Path | None:
     ref = config["predict"]["bundle"]
     if ref is None:
         return None
-    return bundle_dir(ref) if ref in config["experiments"] else Path(ref)
+    return bundle_dir(ref) if ref in config["experiments"] or ref == BEST else Path(ref)
 
 
 def _bundle_copy(entry: Mapping[str, Any], name: str, bundle_dir: Path, built: set[str]) -> dict[str, Any]:
@@ -158,8 +169,8 @@ def predict_plan(config: Mapping[str, Any]) -> PredictPlan | None:
     if bundle_dir is None:
         return None
     ref = config["predict"]["bundle"]
-    if ref in config["experiments"]:
-        feature_set = config["experiments"][ref]["feature_set"]
+    if ref in config["experiments"] or ref == BEST:
+        feature_set = config["ensemble"]["feature_set"] if ref == BEST else config["experiments"][ref]["feature_set"]
         built = {str(Path(model_dir(n))) for n in config["tiny_models"]}
         chosen = config["feature_sets"][feature_set]
         extractors = {m: _bundle_copy(config["extractors"][name], name, bundle_dir, built) for m, name in chosen.items()}

@@ -43,7 +43,7 @@ from memf.features.layout import STORE, failures_path, shard_path
 from memf.features.spec import FEATURE_MODALITIES
 from memf.padding.batches import BatchReader
 from memf.padding.store import PaddedStore
-from memf.predict.bundle import Bundle
+from memf.predict.bundle import Bundle, EnsembleBundle
 from memf.predict.bundle import load_bundle as load_checked_bundle
 from memf.predict.drivers import (
     chosen_streams,
@@ -120,11 +120,16 @@ class MemberOutputs:
     pred: dict[tuple[int, int], np.ndarray]  # (fold, seed) -> [S] log(sales)
     contribution: np.ndarray  # [S, 5] mean over members, ENTITIES order
     attention: np.ndarray | None  # [S, 5] mean over members and queries (NaN: an entity the model leaves out)
+    by_fold: dict[int, np.ndarray]  # fold -> [S, 5] contributions, the mean over that fold's seeds
 
 
 def _forward(model: torch.nn.Module, batch: Mapping[str, np.ndarray], device: str, mean: float, sd: float
              ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One model's prediction on the original scale [B] and its attention [B, E, E] or None."""
+    """One model's prediction on the original scale [B] and its attention [B, E, E] or None. A reference model
+    (scikit-learn, :class:`memf.training.references.ReferenceModel`) pools the same padded inputs itself and has no
+    attention."""
+    if not isinstance(model, torch.nn.Module):
+        return model.predict([batch]) * sd + mean, None
     out = model({k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()})
     attention = None if out.attention is None else out.attention.float().cpu().numpy()
     return out.pred.float().cpu().numpy() * sd + mean, attention
@@ -135,7 +140,7 @@ class _Drivers:
 
     def __init__(self, bundle: Bundle, n: int) -> None:
         self.pred = {(m.fold, seed): np.zeros(n) for m in bundle.members for seed in m.models}
-        self.contribution = np.zeros((n, len(ENTITIES)))
+        self.by_fold = {m.fold: np.zeros((n, len(ENTITIES))) for m in bundle.members}
         self.attention_sum = np.zeros((n, len(ENTITIES)))
         self.with_attention = {key: True for key in self.pred}
 
@@ -150,11 +155,55 @@ class _Drivers:
                 else np.nan
 
 
-@torch.no_grad()
 def run_members(bundle: Bundle, store: PaddedStore, batch_size: int = 512) -> MemberOutputs:
     """Every member model's prediction of every stream of ``store``, and the drivers averaged over the members: per
     batch (read from the store, padded to its own longest lists) and model, one pass on the inputs and one with each
-    entity neutralised (memf.predict.drivers)."""
+    entity neutralised (memf.predict.drivers). For the ensemble's bundle, each member experiment's outputs combined
+    with the fold's weights (:func:`run_ensemble`)."""
+    if isinstance(bundle, EnsembleBundle):
+        return run_ensemble(bundle, store, batch_size)
+    return _run_models(bundle, store, batch_size)
+
+
+def run_ensemble(bundle: EnsembleBundle, store: PaddedStore, batch_size: int = 512) -> MemberOutputs:
+    """The ensemble's prediction per fold, ``sum_e w[k][e] * (seed mean of experiment e's fold-k models)``, keyed
+    (fold, 0) as its run folders are; its contributions the same combination of the members' (the neutral-reference
+    contribution is linear in the prediction), averaged over the folds; no attention."""
+    outputs = {name: _run_models(component, store, batch_size) for name, component in bundle.components.items()}
+    pred, by_fold = {}, {}
+    for fold, weights in sorted(bundle.weights.items()):
+        pred[(fold, 0)] = sum(w * _seed_mean(outputs[e], fold) for e, w in weights.items())
+        by_fold[fold] = sum(w * outputs[e].by_fold[fold] for e, w in weights.items())
+    contribution = np.mean(np.stack(list(by_fold.values())), axis=0)
+    return MemberOutputs(pred, contribution, None, by_fold)
+
+
+@torch.no_grad()
+def predict_arrays(bundle: Bundle, arrays: Mapping[str, np.ndarray]) -> dict[tuple[int, int], np.ndarray]:
+    """Every member's prediction [B] (log sales) of a padded batch ``arrays`` (as the store holds it: numeric inputs
+    not standardised; each member standardises with its fold's scaler), keyed (fold, seed); for the ensemble's
+    bundle, each fold's weighted ensemble keyed (fold, 0). What-if variants are predicted with it
+    (:mod:`memf.whatif`)."""
+    if isinstance(bundle, EnsembleBundle):
+        parts = {name: predict_arrays(c, arrays) for name, c in bundle.components.items()}
+        return {(k, 0): sum(w * np.mean([p for (f, _), p in sorted(parts[e].items()) if f == k], axis=0)
+                            for e, w in ws.items()) for k, ws in sorted(bundle.weights.items())}
+    out = {}
+    for member in bundle.members:
+        part = member.scaler.apply(dict(arrays))
+        for seed, model in member.models.items():
+            mean, sd = member.scaling[seed]
+            out[(member.fold, seed)] = _forward(model, part, bundle.device, mean, sd)[0]
+    return out
+
+
+def _seed_mean(outputs: MemberOutputs, fold: int) -> np.ndarray:
+    return np.mean(np.stack([p for (k, _), p in sorted(outputs.pred.items()) if k == fold]), axis=0)
+
+
+@torch.no_grad()
+def _run_models(bundle: Bundle, store: PaddedStore, batch_size: int) -> MemberOutputs:
+    """:func:`run_members` for one experiment's bundle."""
     n = len(store)
     out = _Drivers(bundle, n)
     bar = tqdm(total=bundle.n_models * n, desc="predict (models x streams)", unit="stream")
@@ -168,12 +217,13 @@ def run_members(bundle: Bundle, store: PaddedStore, batch_size: int = 512) -> Me
                 out.pred[(member.fold, seed)][rows] = pred
                 for j, entity in enumerate(ENTITIES):
                     other, _ = _forward(model, neutralise(part, entity, member.neutral), bundle.device, mean, sd)
-                    out.contribution[rows, j] += pred - other
+                    out.by_fold[member.fold][rows, j] += (pred - other) / len(member.models)
                 out.attention(rows, (member.fold, seed), attention, member.attention_labels)
                 bar.update(len(positions))
     bar.close()
     attention = out.attention_sum / bundle.n_models if all(out.with_attention.values()) else None
-    return MemberOutputs(out.pred, out.contribution / bundle.n_models, attention)
+    contribution = sum(len(m.models) * out.by_fold[m.fold] for m in bundle.members) / bundle.n_models
+    return MemberOutputs(out.pred, contribution, attention, out.by_fold)
 
 
 # --- one dataset's features -> the prediction files ------------------------------------------------------------------
@@ -230,7 +280,7 @@ def predict_features(
     dataset = read_json(data_dir / "dataset.json")
     metrics: dict[str, Any] = {
         "dataset": dataset["root"], "bundle": str(bundle.path), "experiment": bundle.meta["experiment"],
-        "members": [{"fold": m.fold, "seeds": sorted(m.models)} for m in bundle.members],
+        "members": bundle.member_summary(),
         "streams_in": dataset["streams_in"], "streams_predicted": int(len(mean)), "unpredicted": unpredicted.height,
         "sales_known": int(known.sum()),
         "interval": {"level": calib["level"], "q_log": calib["q"], "width_log": 2 * calib["q"],
@@ -396,6 +446,10 @@ class Predictor(Bundle):
         return predict_dataset(self, dataset_root, out, **options)
 
 
+class EnsemblePredictor(EnsembleBundle, Predictor):
+    """The ensemble's bundle (``best``), predicting raw datasets as :class:`Predictor` does."""
+
+
 def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any = None) -> Predictor:
     """Load and check the bundle folder ``path`` (:func:`memf.predict.bundle.load_bundle`), ready to predict.
 
@@ -403,4 +457,6 @@ def load_bundle(path: str | os.PathLike[str], device: str = "cpu", builder: Any 
         DataError: one line for a missing file, another format or code version, a changed model file.
     """
     bundle = load_checked_bundle(path, device, builder)
+    if isinstance(bundle, EnsembleBundle):
+        return EnsemblePredictor(bundle.path, bundle.meta, bundle.components, bundle.device)
     return Predictor(bundle.path, bundle.meta, bundle.members, bundle.device)

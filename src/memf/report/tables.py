@@ -15,7 +15,9 @@ Each table lists experiments (config ``evaluation.tables.<name>.rows``: experime
   :data:`memf.report.bootstrap.VERDICT_TOLERANCE`), or not separable;
 - the settings the tuning chose per fold, and the model's parameter count.
 
-:func:`entity_importance` compares the leave-one-entity-out ranking with the simulator's true entity importance.
+:func:`entity_importance` compares the leave-one-entity-out ranking with the simulator's true entity importance;
+:func:`ensemble_comparison` compares the ensemble (memf.training.ensemble) with the best single model among its
+candidates.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics
 from memf.data.contract import ENTITIES
 from memf.report.bootstrap import VERDICT_TOLERANCE, Interval, paired_differences, verdict
 from memf.report.experiments import RunSet, load_runset
-from memf.training.matrix import RUNS_DIR, Experiment
+from memf.training.matrix import ENSEMBLE, MODEL_JSON, RUNS_DIR, Experiment
 from memf.training.runs import expected_log_sales
 
 log = logging.getLogger(__name__)
@@ -408,6 +410,47 @@ def entity_importance(
     return frame, summary
 
 
+def ensemble_comparison(builder: TableBuilder) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The ensemble against the best single model among its candidates (by pooled test R²: a comparison, not a
+    choice; the choice of ``best`` is made on the validation parts), paired as the tables' rows: one row per fold
+    with its weights, and a summary with the difference, its interval and the verdict."""
+    ens = builder.runs(ENSEMBLE)
+    weights = {k: read_json(builder.experiments[ENSEMBLE].run_dir(k, builder.runs_root) / MODEL_JSON)["weights"]
+               for k in ens.folds}
+    names = list(next(iter(weights.values())))
+    r2 = {n: pooled(builder.runs(n))["r2"] for n in names}
+    best = max(names, key=lambda n: (r2[n], -names.index(n)))
+    other = builder.runs(best)
+    if other.stream_id.tolist() != ens.stream_id.tolist():
+        raise DataError(f"experiments {ENSEMBLE} and {best}: different test streams, cannot pair them")
+    diffs = paired_differences(ens.y_true, ens.fold, {ENSEMBLE: ens.preds}, other.preds, builder.n_boot,
+                               builder.boot_seed, builder.level)[ENSEMBLE]
+    frame = pl.DataFrame([{"fold": k, **{n: float(w[n]) for n in names}} for k, w in weights.items()])
+    summary = {
+        "ensemble_r2": pooled(ens)["r2"], "best_single": best, "best_single_r2": r2[best], "candidates_r2": r2,
+        "r2_diff": diffs["r2"].diff, "r2_lo": diffs["r2"].lo, "r2_hi": diffs["r2"].hi,
+        "verdict": verdict(diffs["r2"], higher_is_better=True), "level": builder.level, "n_boot": builder.n_boot,
+        "weights": {str(k): w for k, w in weights.items()},
+    }
+    return frame, summary
+
+
+def _write_ensemble(builder: TableBuilder, out_dir: Path) -> list[Path]:
+    frame, summary = ensemble_comparison(builder)
+    write_csv(out_dir / "ensemble.csv", frame)
+    head = ["Fold", *frame.columns[1:]]
+    rows = [[str(r[0]), *(f"{v:.3f}" for v in r[1:])] for r in frame.iter_rows()]
+    note = (f"Ensemble R² {summary['ensemble_r2']:.3f} against the best single model {summary['best_single']} "
+            f"{summary['best_single_r2']:.3f}: difference {summary['r2_diff']:+.3f} "
+            f"[{summary['r2_lo']:+.3f}, {summary['r2_hi']:+.3f}] ({100 * summary['level']:.0f}% paired bootstrap, "
+            f"{summary['n_boot']} resamples), {summary['verdict']}. Weights fitted on each fold's validation part.")
+    written = write_table(out_dir, "ensemble", frame, "The ensemble's weights per fold, and the ensemble against the "
+                          "best single model", head, rows, note)
+    write_json(out_dir / "ensemble.json", summary)
+    log.info("%s", note)
+    return [*written, out_dir / "ensemble.json"]
+
+
 def build_tables(
     tables: dict[str, dict[str, Any]],
     experiments: dict[str, Experiment],
@@ -427,8 +470,8 @@ def build_tables(
     tuning_records: Sequence[str | Path] = (),
     target_offset: float = 1.0,
 ) -> list[Path]:
-    """Write ``{name}.csv`` and ``{name}.md`` for every table, ``tuning.*`` for the tuned experiments, and on simulated
-    data ``entity_importance.*``.
+    """Write ``{name}.csv`` and ``{name}.md`` for every table, ``tuning.*`` for the tuned experiments, ``ensemble.*``
+    when the matrix has the ensemble (:func:`ensemble_comparison`), and on simulated data ``entity_importance.*``.
 
     Args:
         tables: name -> {title, rows: {experiment: label}} (config ``evaluation.tables``, rows already restricted
@@ -462,6 +505,8 @@ def build_tables(
         head, rows, tuning_note = tuning_cells(frame)
         written += write_table(out_dir, "tuning", frame, "Tuning: the same trial budget for every tuned experiment",
                                head, rows, tuning_note)
+    if ENSEMBLE in experiments:
+        written += _write_ensemble(builder, out_dir)
     if importance_table is not None and ground_truth_json is not None:
         frame, summary = entity_importance(builder, dict(tables[importance_table]["rows"]), ground_truth_json,
                                            importance_key)

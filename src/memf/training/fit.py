@@ -9,7 +9,7 @@
    the test part is scored once, here, after every choice was made.
 
 What is fitted is a :class:`Fitter`: :class:`memf.training.neural.NeuralFitter` for the fusion models,
-:class:`memf.training.references.ReferenceFitter` for the reference models. This module imports neither, so the code
+:class:`memf.training.reference_fit.ReferenceFitter` for the reference models. This module imports neither, so the code
 version of each rule covers its own kind of model only (memf.core.version).
 
 All of it runs in one Python process, so the interpreter, torch and scikit-learn start-up is paid once per job, not
@@ -248,7 +248,7 @@ def fit_experiment(
         spec: the experiment, fold, seeds and how its settings are decided.
         train_cfg: :class:`TrainConfig` or the config's ``train`` section.
         fitter: what fits it (:class:`memf.training.neural.NeuralFitter` or
-            :class:`memf.training.references.ReferenceFitter`, or a factory with their signature).
+            :class:`memf.training.reference_fit.ReferenceFitter`, or a factory with their signature).
         tuning_dir: ``results/tuning/{experiment}/fold{k}``: the trials and the chosen settings (or, for an experiment
             that is not tuned itself, the settings it used and where they came from).
         tuning: the budget (needed when ``spec.space``).

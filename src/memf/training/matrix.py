@@ -9,6 +9,9 @@ A run is (experiment, fold, seed); one job fits one (experiment, fold): its tuni
     results/tuning/{experiment}/fold{k}/   trials.parquet, best.json (and study.journal, Optuna's resumable record)
     results/runs/{experiment}/fold{k}/     predictions.parquet, metrics.json, model.json (+ history.parquet,
                                            attention.parquet, weights.safetensors for neural models)
+
+The ensemble (config ``ensemble``; memf.training.ensemble) is a run folder ``results/runs/ensemble/fold{k}`` made from
+the candidates' run folders, and a row of the tables like any experiment (:func:`ensemble_candidates`).
 """
 
 from __future__ import annotations
@@ -72,10 +75,16 @@ TRAINED_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON, HI
 #: A reference run's fitted models, every seed's (skops, never a pickle: memf.training.references.load_reference).
 REFERENCE_MODEL_FILE = "reference.skops"
 REFERENCE_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON, REFERENCE_MODEL_FILE)
+ENSEMBLE_FILES: tuple[str, ...] = (METRICS_FILE, PREDICTIONS_FILE, MODEL_JSON)
 TRIALS_FILE = "trials.parquet"
 BEST_FILE = "best.json"
 JOURNAL_FILE = "study.journal"
 ENTRY_KEYS = frozenset({"model", "feature_set", "options", "seeds", "search", "tuned_as"})
+#: The ensemble's name (its run folders and table row) and its model's; no experiment may take it.
+ENSEMBLE = "ensemble"
+#: ``predict.bundle`` value that exports the best model the study found on the validation parts
+#: (memf.training.ensemble.choose_best); no experiment may take it.
+BEST = "best"
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,8 @@ class Experiment:
 
     @property
     def files(self) -> tuple[str, ...]:
+        if self.model == ENSEMBLE:
+            return ENSEMBLE_FILES
         return REFERENCE_FILES if self.is_reference else TRAINED_FILES
 
     @property
@@ -154,6 +165,24 @@ def experiments_from_config(entries: Mapping[str, Mapping[str, Any]], seeds: lis
             raise ValueError(f"experiments.{exp.name}.tuned_as: '{exp.tuned_as}' is a "
                              f"{'reference' if source.is_reference else 'neural'} model, {exp.name} is not")
     return out
+
+
+def ensemble_candidates(config: Mapping[str, Any]) -> list[str]:
+    """The ensemble's candidate experiments of a checked config (section ``ensemble``: every experiment on its
+    ``feature_set``, or those of its ``candidates`` list), in the matrix's order; the ensemble exists when there are
+    at least two."""
+    section = config["ensemble"]
+    listed = section["candidates"]
+    return [n for n, e in config["experiments"].items()
+            if e["feature_set"] == section["feature_set"] and (listed is None or n in listed)]
+
+
+def ensemble_experiment(config: Mapping[str, Any]) -> dict[str, Experiment]:
+    """``{"ensemble": Experiment}`` when the config's ensemble has at least two candidates, else ``{}`` (one 'seed':
+    its predictions are already seed means)."""
+    if len(ensemble_candidates(config)) < 2:
+        return {}
+    return {ENSEMBLE: Experiment(ENSEMBLE, ENSEMBLE, config["ensemble"]["feature_set"], {}, (0,))}
 
 
 def reference_options(model: str, options: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,13 +26,14 @@ batches of :data:`PCA_BATCH` streams, so the job holds the reduced float32 matri
 Every transform (scaler, reduction, PCA) is fitted on the fold's training part; the validation part decides hgb's
 iterations and, through the tuning (:mod:`memf.training.tuning`), every option; the test part decides nothing. Each
 seed's fitted model, everything from the standardised padded arrays to the prediction, is saved in the run folder
-with skops (:data:`memf.training.matrix.REFERENCE_MODEL_FILE`; :func:`load_reference` reads it back).
+with skops (:data:`memf.training.matrix.REFERENCE_MODEL_FILE`; :func:`load_reference` reads it back). The job that
+fits them (tuning, seeds, the run folder) is :class:`memf.training.reference_fit.ReferenceFitter`: this module imports
+neither the tuning nor the job, so a model bundle can load a reference without them.
 """
 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import skops.io as sio
-import torch
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA, IncrementalPCA
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -48,10 +48,8 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from memf.core.io import DataError, atomic_path
-from memf.core.metrics import regression_metrics
 from memf.core.registry import Registry
 from memf.data.folds import SPLITS
-from memf.training.fit import Fitter, JobSpec, SeedResult
 from memf.training.matrix import (
     COUNT_KEYS,
     POOLED_BLOCKS,
@@ -61,9 +59,6 @@ from memf.training.matrix import (
     reduced_widths,
     reference_options,
 )
-from memf.training.prepare import FoldData
-from memf.training.settings import TrainConfig
-from memf.training.tuning import Outcome, Trial
 
 #: Streams per padded block read and pooled at once (memory only: pooling is row by row, so results do not depend on
 #: it).
@@ -485,32 +480,3 @@ def load_reference(run_dir: str | Path) -> dict[int, ReferenceModel]:
     if not isinstance(saved, dict) or saved.get("format") != FILE_FORMAT:
         raise DataError(f"{path}: not a reference model file (expected format {FILE_FORMAT})")
     return {int(seed): _model(parts, f"{path} seed {seed}") for seed, parts in saved["seeds"].items()}
-
-
-# --- the job -------------------------------------------------------------------------------------------------------
-
-
-class ReferenceFitter(Fitter):
-    """Fits a reference model (rule ``fit_reference``): on the CPU, no epochs, nothing to prune; the fold's features
-    are built once for the job's trials and seeds."""
-
-    def __init__(self, spec: JobSpec, data: FoldData, cfg: TrainConfig, device: torch.device) -> None:
-        super().__init__(spec, data, cfg, device)
-        self.inputs = ReferenceInputs(data)
-
-    def trial(self, params: Mapping[str, Any], seed: int, trial: Trial) -> Outcome:
-        options, _ = self.settings(params)
-        fitted = fit_reference(self.spec.model, self.inputs, options, seed)
-        scores = regression_metrics(self.data.target("val"), fitted.pred[self.data.rows["val"]])
-        return Outcome(scores["mse"], scores["r2"], None, {"iterations": fitted.info.get("iterations")})
-
-    def fit_seed(self, params: Mapping[str, Any], seed: int, partial: Path) -> SeedResult:
-        options, _ = self.settings(params)
-        started = time.perf_counter()
-        fitted = fit_reference(self.spec.model, self.inputs, options, seed)
-        return SeedResult(seed, fitted.pred, {"fitted": fitted.info, "train_seconds": time.perf_counter() - started},
-                          blobs={REFERENCE_MODEL_FILE: dumps_model(fitted.model)})
-
-    def write_outputs(self, out_dir: Path, results: list[SeedResult], meta: Mapping[str, Any]) -> None:
-        save_reference(out_dir / REFERENCE_MODEL_FILE,
-                       {r.seed: loads_model(r.blobs[REFERENCE_MODEL_FILE], f"seed {r.seed}") for r in results})
