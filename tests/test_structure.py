@@ -118,6 +118,11 @@ def test_placement_code_is_in_no_version_and_model_code_in_the_trainings_only(pa
     before = {stage: modules_version(entries, root) for stage, entries in STAGE_ENTRIES.items()}
     with open(root / "memf/core/isolate.py", "a") as fh:
         fh.write("# workers decide how fast, not what\n")
+    # Nor does the table of stages: a stage added to it reruns no other stage.
+    version = root / "memf/core/version.py"
+    version.write_text(version.read_text().replace('    "whatif": ("memf.whatif.core",),\n',
+                                                   '    "whatif": ("memf.whatif.core",),\n    "new": ("memf.core.io",),\n'))
+    assert "\"new\": (" in version.read_text()
     assert {stage: modules_version(entries, root) for stage, entries in STAGE_ENTRIES.items()} == before
     with open(root / "memf/models/blocks.py", "a") as fh:
         fh.write("# a change of the model code\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memf.core.version import VERSION as __version__
+from memf.core.release import VERSION as __version__
 
 __all__ = ["__version__", "load_bundle"]
 

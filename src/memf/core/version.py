@@ -9,7 +9,8 @@ is kept by hand. A package imported only as the parent of a module contributes i
 imports at module level (its lazy attribute hooks run only when called, and whoever calls them imports them by name).
 
 Speed and placement code (:data:`PLACEMENT`: the decoding workers, the GPU claim, the job log, the signal handling)
-is part of no version: changing it never reruns a job. A docstring edit is treated like any other edit (tables never
+is part of no version: changing it never reruns a job. Nor is this module: which stages exist and how their versions
+are computed decide which jobs are stale, never what a job writes, so adding a stage reruns no other stage. A docstring edit is treated like any other edit (tables never
 mix code versions). Standard library only: the workflow computes these when it loads.
 """
 
@@ -21,12 +22,11 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-#: The package version (pyproject.toml's ``version``); ``memf.__version__``.
-VERSION = "0.1.0"
 #: The folder holding the ``memf`` package.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 #: Modules that decide where and how fast a job runs, never what it writes.
-PLACEMENT: frozenset[str] = frozenset({"memf.core.gpu", "memf.core.isolate", "memf.core.logs", "memf.core.signals"})
+PLACEMENT: frozenset[str] = frozenset({"memf.core.gpu", "memf.core.isolate", "memf.core.logs", "memf.core.signals",
+                                       "memf.core.version"})
 #: Stage -> the modules whose code (with all they import) decides its outputs. ``model`` is what turns a padded
 #: feature set into a trained member's predictions: a model bundle records its version and a checkout whose version
 #: differs refuses it (memf.predict.bundle).

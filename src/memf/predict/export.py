@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from memf.core.io import DataError, read_json, write_json
-from memf.core.version import VERSION
+from memf.core.release import VERSION
 from memf.features.layout import shard_path
 from memf.features.spec import RANDOM_INIT
 from memf.predict.bundle import (

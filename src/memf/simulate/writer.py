@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from memf.core.io import atomic_path, write_json, write_parquet
-from memf.core.version import VERSION
+from memf.core.release import VERSION
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.dataset import shard_of
 from memf.data.layout import render_record_path
