@@ -28,14 +28,15 @@ from memf.core.progress import COSTS, UNITS, config_sizes  # noqa: E402
 
 #: Stage -> its rules, in the order of the README's time budget.
 STAGES = {
-    "data: simulate, validate": ("simulate", "validate"),
+    "data: simulate, render, probe, validate": ("simulate", "simulate_render", "probe_media", "validate"),
     "stage 1: tiny models, extraction, manifests, pad": ("tiny_model", "extract_text", "extract_image",
                                                           "extract_numeric", "extract_video", "extract_audio",
                                                           "features_manifest", "pad", "pad_latent"),
     "stage 2: fit (neural)": ("fit",),
     "stage 2: fit_reference": ("fit_reference",),
-    "tables, figures": ("tables", "figures"),
-    "predict: export, predict, predict_truth": ("export", "predict", "predict_truth"),
+    "ensemble, tables, figures": ("ensemble", "tables", "figures"),
+    "predict: export, export_best, predict, predict_truth, whatif": ("export", "export_best", "predict",
+                                                                      "predict_truth", "whatif"),
 }
 
 
@@ -45,17 +46,20 @@ def log_rules(workdir: Path, configfiles: list[str]) -> dict[str, str]:
     cmd += ["--configfile", *configfiles] if configfiles else []
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600, check=True)
     rows = csv.DictReader(io.StringIO(out.stdout), delimiter="\t")
-    return {log: row["rule"] for row in rows for log in (row["log-file(s)"] or "").split(",") if log.strip()}
+    return {log.strip(): row["rule"] for row in rows for log in (row["log-file(s)"] or "").split(",")
+            if log.strip() not in ("", "-")}  # "-": a rule without a log (the default target)
 
 
 def measure(workdir: Path, configfiles: list[str]) -> dict[str, list[tuple[float, float]]]:
-    """Rule -> (start, work) CPU-seconds of each of its jobs."""
+    """Rule -> (start, work) CPU-seconds of each of its jobs (a job without a log has not run: it is left out)."""
     costs: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for log, rule in sorted(log_rules(workdir, configfiles).items()):
-        path = workdir / log.strip()
-        found = job_cost(path.read_text(encoding="utf-8", errors="replace")) if path.is_file() else None
+        path = workdir / log
+        if not path.is_file():
+            continue
+        found = job_cost(path.read_text(encoding="utf-8", errors="replace"))
         if found is None:
-            raise SystemExit(f"{path}: no 'memf job:' cost line (a job log of an older version, or a job not run)")
+            raise SystemExit(f"{path}: no 'memf job:' cost line (a job log of an older version)")
         cpu, start, _ = found
         costs[rule].append((start, cpu - start))
     return dict(costs)
