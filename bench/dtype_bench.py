@@ -25,14 +25,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the latent dataset writer is test data
-from simulate_support import write_latent_dataset  # noqa: E402
-
 from memf.core.metrics import regression_metrics  # noqa: E402
 from memf.features.layout import shard_path  # noqa: E402
 from memf.padding.pad import pad_feature_set, pad_latents  # noqa: E402
 from memf.simulate import simulate_latents  # noqa: E402
 from memf.training.fit import JobSpec, fit_experiment  # noqa: E402
 from memf.training.neural import NeuralFitter  # noqa: E402
+from simulate_support import write_latent_dataset  # noqa: E402
 
 
 def fit_all(padded: Path, out: Path, folds: int, seeds: tuple[int, ...], config: dict) -> pl.DataFrame:

@@ -37,7 +37,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fixture dataset is test data
 from fixture_data import WORDS, FixtureSizes, write_fixture_dataset  # noqa: E402
-
 from memf.data.contract import DEFAULT_COLUMNS  # noqa: E402
 from memf.data.dataset import CleanDataset, load_clean  # noqa: E402
 from memf.features.audio import chunk_bounds  # noqa: E402

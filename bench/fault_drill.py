@@ -213,7 +213,8 @@ def contract_error_cli(base: Path) -> tuple[bool, str]:
     ok = (out.returncode != 0 and len(lines) == 1 and "missing column 'price'" in lines[0]
           and "columns.commodity.numeric" in lines[0] and "found float columns not yet used: listPrice" in lines[0]
           and not tb and tb_debug)
-    return ok, f"exit {out.returncode}, {len(lines)} line: '{lines[0] if lines else ''}'; traceback: {tb} (MEMF_DEBUG=1: {tb_debug})"
+    first = lines[0] if lines else ""
+    return ok, f"exit {out.returncode}, {len(lines)} line: '{first}'; traceback: {tb} (MEMF_DEBUG=1: {tb_debug})"
 
 
 def corrupt_parquet_cli(base: Path) -> tuple[bool, str]:

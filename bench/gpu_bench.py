@@ -342,8 +342,9 @@ def targets(video: Mapping[str, Any] | None, p: Plan) -> dict[str, Any]:
 def step_extract(p: Plan, fig: Figures, work: Path) -> None:
     import dataclasses
 
-    import extract_bench as xb
     import torch
+
+    import extract_bench as xb
 
     device = require_device(p)
     torch.set_num_threads(1 if device.type == "cpu" else cpu_count())  # smoke: the other core decodes
@@ -378,6 +379,7 @@ def step_extract(p: Plan, fig: Figures, work: Path) -> None:
 
 def step_train(p: Plan, fig: Figures, work: Path) -> None:
     import torch
+
     import train_bench as tb
 
     device = require_device(p)

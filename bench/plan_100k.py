@@ -25,8 +25,8 @@ import numpy as np
 import polars as pl
 import yaml
 
-from memf.data.contract import DEFAULT_COLUMNS
 from memf.core.io import write_json, write_parquet, write_text
+from memf.data.contract import DEFAULT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -176,18 +176,17 @@ def prepare_store(rule: str, n: int, workdir: Path, code: Path) -> dict[str, Any
     sys.path.insert(0, str(ROOT / "tests"))
     if rule == "pad_latent":
         import yaml
-        from simulate_support import write_latent_dataset
 
         from memf.resources import latent_bytes
         from memf.simulate import simulate_latents
+        from simulate_support import write_latent_dataset
 
         sim = {**yaml.safe_load((ROOT / "config.yaml").read_text())["simulator"], "n_streams": n,
                "n_anchors": max(2, n // 4)}
         write_latent_dataset(simulate_latents(sim), workdir / "raw", workdir / "data", folds=5)
         return {"padded_bytes": latent_bytes(ITEMS, CLIPS)}
-    from scale_support import PAPER_DIMS, write_synthetic
-
     from memf.resources import padded_bytes, padded_dims
+    from scale_support import PAPER_DIMS, write_synthetic
 
     write_synthetic(workdir, n, PAPER_DIMS, n_shards=2)
     if rule == "predict":

@@ -192,9 +192,9 @@ def write(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if args.latent:
         import yaml
-        from simulate_support import write_latent_dataset
 
         from memf.simulate import simulate_latents
+        from simulate_support import write_latent_dataset
 
         sim = {**yaml.safe_load((ROOT / "config.yaml").read_text())["simulator"], "n_streams": args.streams,
                "n_anchors": max(2, args.streams // 4)}

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from fixture_data import write_fixture_dataset
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.dataset import load_clean
-from fixture_data import write_fixture_dataset
 from memf.features.tiny import build_tiny_model, dataset_texts
 
 
@@ -28,7 +28,8 @@ class TinyEnv:
             "xlnet": {"kind": "transformers-text", "model": str(m / "xlnet"), "options": {"max_length": 32}},
             "rn": {"kind": "torchvision", "model": "resnet18", "options": {"weights": "none", "resize": 36, "crop": 32}},
             "vm": {"kind": "videomae", "model": str(m / "videomae")},
-            "w2v": {"kind": "wav2vec2", "model": str(m / "wav2vec2"), "options": {"chunk_seconds": 0.4, "min_chunk_seconds": 0.1}},
+            "w2v": {"kind": "wav2vec2", "model": str(m / "wav2vec2"),
+                    "options": {"chunk_seconds": 0.4, "min_chunk_seconds": 0.1}},
             "num": {"kind": "log-standard"},
         }
 

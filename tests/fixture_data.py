@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from memf.data.contract import DEFAULT_COLUMNS
 from memf.core.io import write_json, write_parquet
+from memf.data.contract import DEFAULT_COLUMNS
 
 WORDS = ["连衣裙", "女装", "春季", "新款", "口红", "美妆", "运动鞋", "sale", "brand", "shop", "fashion", "nike", "零食", "包邮"]
 
@@ -102,7 +102,8 @@ def write_fixture_dataset(root: str | Path, data_dir: str | Path, sizes: Fixture
                 cid = f"{sid}-{kind[0]}{p}"
                 if kind == "video":
                     rel = f"clips/{cid}.mp4"
-                    write_mp4(root / rel, rng.integers(0, 256, size=(s.video_frames, s.video_size, s.video_size, 3), dtype=np.uint8))
+                    frames = (s.video_frames, s.video_size, s.video_size, 3)
+                    write_mp4(root / rel, rng.integers(0, 256, size=frames, dtype=np.uint8))
                 else:
                     rel = f"clips/{cid}.wav"
                     rate = int(rng.choice(s.audio_rates))

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from simulate_support import read, tiny
 
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.simulate import read_latents, simulate, simulate_latents
 from memf.simulate.counterfactual import ANCHOR_DRIVEN_CLIPS, Variant, counterfactual_truth
 from memf.simulate.latent import AUDIO_WEIGHTS, COMMODITY_WEIGHTS, COUPLING, ragged_mean
 from memf.simulate.worlds import WORLDS, FitWorld
+from simulate_support import read, tiny
 
 SIGNALS = {"default": None, "cross_modal": "match", "fit": "fit", "dynamics": "trend"}
 

@@ -4,7 +4,9 @@ line, a full disk or a corrupt table is a clear error with the previous outputs 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,12 +14,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-import errno
-import shutil
-
 import polars as pl
+import pytest
 
 import fault_support as fs
 from fakedata import write_dataset
@@ -235,8 +233,8 @@ def test_an_hour_long_clip_is_read_within_the_video_bound_and_recorded(raw, tmp_
     frames = media.read_video(raw / victim, 8)
     assert frames.shape == (8, 32, 32, 3) and frames.max() < 40  # every sampled frame is from the first 600 s
     with media.applied_limits(Limits(max_video_frames=100)):
-        assert media.probe("video", raw / victim)["truncated"].endswith("read up to frame 100 "
-                                                                        "(limits.max_video_seconds = 600, limits.max_video_frames = 100)")
+        cut = media.probe("video", raw / victim)["truncated"]
+        assert cut.endswith("read up to frame 100 (limits.max_video_seconds = 600, limits.max_video_frames = 100)")
     with media.applied_limits(Limits(max_video_seconds=7200)):
         assert media.read_video(raw / victim, 8).min() > 200 or media.read_video(raw / victim, 8).max() > 200
     validate(raw, tmp_path / "out")
@@ -269,10 +267,10 @@ def test_long_compressed_audio_is_decoded_within_the_bound(tmp_path):
 
 
 def test_a_giant_text_is_cut_before_tokenising(tiny_env):
+    import torch
+
     from memf.features.base import build_extractor
     from memf.features.spec import ExtractionSettings, ExtractorSpec
-
-    import torch
 
     spec = ExtractorSpec.from_config("bert", tiny_env.extractors())
     ext = build_extractor(spec, ExtractionSettings(device="cpu", workers=1), torch.device("cpu"))

@@ -10,8 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from features_support import TinyEnv
 
+from features_support import TinyEnv
+from memf.core.io import DataError
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.dataset import load_clean
 from memf.features.audio import chunk_bounds
@@ -19,7 +20,6 @@ from memf.features.base import build_extractor, extractor_class
 from memf.features.extract import embed_files, extract_shard
 from memf.features.spec import KINDS, ExtractionSettings, ExtractorSpec, extractor_version, identity
 from memf.features.store import read_field_shard
-from memf.core.io import DataError
 
 CPU = torch.device("cpu")
 SETTINGS = ExtractionSettings(device="cpu", workers=1, timeout_s=30, batch_size=8)
@@ -125,7 +125,8 @@ def test_local_state_dict_weights(tiny_env, tmp_path):
     model = torchvision.models.resnet18()
     path = tmp_path / "rn18.safetensors"
     save_file(model.state_dict(), path)
-    loaded = build_extractor(ExtractorSpec("r", "torchvision", "resnet18", {"weights": str(path), "resize": 36, "crop": 32}), SETTINGS, CPU)
+    spec = ExtractorSpec("r", "torchvision", "resnet18", {"weights": str(path), "resize": 36, "crop": 32})
+    loaded = build_extractor(spec, SETTINGS, CPU)
     assert loaded.weights_id.startswith("sha256:") and loaded.weights_id != rn.weights_id
     with pytest.raises(ValueError, match="neither 'none', a file"):
         build_extractor(ExtractorSpec("r", "torchvision", "resnet18", {"weights": "IMAGENET9K"}), SETTINGS, CPU)
@@ -150,7 +151,8 @@ def test_audio_long_clip_is_the_length_weighted_mean_of_its_chunks(tiny_env):
 def test_offline_loading_from_a_local_folder(tiny_env):
     code = (
         "import torch, sys; from memf.features.base import build_extractor; from memf.features.spec import *;"
-        f"e = build_extractor(ExtractorSpec('b', 'transformers-text', {str(tiny_env.models / 'bert')!r}), ExtractionSettings(), torch.device('cpu'));"
+        f"e = build_extractor(ExtractorSpec('b', 'transformers-text', {str(tiny_env.models / 'bert')!r}), "
+        "ExtractionSettings(), torch.device('cpu'));"
         "print(e.dim, e.weights_id[:7])"
     )
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
@@ -505,7 +507,8 @@ def test_check_extractors_on_the_demo_config_imports_no_torch():
     ({"kind": "videomae"}, "extractors.x.model: None is missing (expected a Hugging Face hub id or a local model folder)"),
     ({"kind": "videomae", "model": "results/models/videomae-tni"},
      "extractors.x.model: folder 'results/models/videomae-tni' does not exist (expected a hub id or an existing model folder)"),
-    ({"kind": "log-standard", "model": "resnet18"}, "extractors.x.model: 'resnet18', but kind log-standard uses no model (expected null)"),
+    ({"kind": "log-standard", "model": "resnet18"},
+     "extractors.x.model: 'resnet18', but kind log-standard uses no model (expected null)"),
 ])
 def test_check_extractors_names_each_mistake(entry, message):
     from memf.features.spec import check_extractors

@@ -10,14 +10,14 @@ import polars as pl
 import pytest
 import soundfile as sf
 import torch
-from features_support import TinyEnv
 
 import memf.features.video as video_module
+from features_support import TinyEnv
+from memf.core.io import DataError, write_json
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.dataset import load_clean
 from memf.features.extract import extract_shard, field_rows
 from memf.features.store import ClipShard, read_clip_shard, read_failures, read_field_shard, write_clip_shard, write_manifest
-from memf.core.io import DataError, write_json
 
 EXTRACTION = {"shards": 2, "device": "cpu", "workers": 2, "timeout_s": 30, "batch_size": 4}
 
@@ -84,7 +84,8 @@ def test_corrupt_and_hanging_clips_are_recorded_not_fatal(tiny_env, tmp_path, mo
     videos = clips.filter(pl.col("kind") == "video")["path"].to_list()
     (root / videos[0]).write_bytes(b"\x00\x00\x00\x18ftypmp42 this is no video" * 3)
     (root / videos[1]).rename(root / "clips" / "HANG.mp4")
-    clips = clips.with_columns(pl.when(pl.col("path") == videos[1]).then(pl.lit("clips/HANG.mp4")).otherwise(pl.col("path")).alias("path"))
+    hang = pl.when(pl.col("path") == videos[1]).then(pl.lit("clips/HANG.mp4")).otherwise(pl.col("path"))
+    clips = clips.with_columns(hang.alias("path"))
     clips.write_parquet(data / "clips.parquet")
     monkeypatch.setattr(video_module, "read_video", slow_or_real_read_video)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from features_support import TinyEnv
 
+from features_support import TinyEnv
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.features.tiny import tiny_model_from_config
 from memf.padding.store import read_padded
@@ -46,7 +46,8 @@ rule all:
 
 
 def snakemake(workdir: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "-s", str(workdir / "Snakefile"), *args]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), "-s", str(workdir / "Snakefile"),
+           *args]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout + out.stderr
@@ -64,7 +65,8 @@ def test_tiny_model_rule_function_builds_a_loadable_model(tiny_env, tmp_path):
 
     out = tiny_model_from_config({"kind": "bert", "seed": 3, "settings": {"vocab_size": 200, "hidden": 16}}, tmp_path / "m",
                                  data_dir=tiny_env.data, columns=DEFAULT_COLUMNS)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
+                                                     "tokenizer_config.json"]
     assert AutoModel.from_pretrained(out).config.hidden_size == 16
     assert AutoTokenizer.from_pretrained(out).tokenize("连衣裙")[0] == "连"
     with pytest.raises(ValueError, match=r"unknown keys \['size'\]"):

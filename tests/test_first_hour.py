@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+
 from fakedata import write_dataset
 from workflow_support import CONSOLE
 

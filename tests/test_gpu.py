@@ -14,9 +14,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from features_support import TinyEnv
-from train_support import tiny_fold, tiny_padded
 
+from features_support import TinyEnv
 from memf.core import gpu
 from memf.core.io import read_json
 from memf.data.contract import DEFAULT_COLUMNS
@@ -31,6 +30,7 @@ from memf.training.loop import deterministic_algorithms, predict, train_model
 from memf.training.members import load_models
 from memf.training.neural import NeuralFitter
 from memf.training.settings import TrainConfig
+from train_support import tiny_fold, tiny_padded
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from simulate_support import tiny, write_latent_dataset
 
 from memf.data.contract import FIELD_ENTITIES
 from memf.models import MODELS, build_model
@@ -17,6 +16,7 @@ from memf.padding.store import read_padded
 from memf.simulate import attributes, render, simulate_latents, vocab
 from memf.simulate.factors import FACTORS, ROUTES, Factor
 from memf.simulate.worlds import WORLDS
+from simulate_support import tiny, write_latent_dataset
 
 torch.set_num_threads(1)
 #: Two values of a continuous factor far enough apart to change every keyword tier, whatever the tier's noise.
@@ -30,7 +30,8 @@ BASE: dict[str, float] = {"reach": 0.0, "skill": 0.0, "field": 0, "audience": 0.
 def _render(world: str, v: dict[tuple[str, str], Any]) -> dict[str, Any]:
     """Array -> what the simulator renders into that array's media from the latents ``v`` ((entity, factor) ->
     value), wired as the writer wires them, with fixed random draws."""
-    rng = lambda: np.random.default_rng(0)  # the same draws for every call
+    def rng() -> np.random.Generator:
+        return np.random.default_rng(0)  # the same draws for every call
     a, c, r = (lambda f: v[("anchor", f)]), (lambda f: v[("commodity", f)]), (lambda f: v[("room", f)])
     colours = (c("photo_colour"), c("title_colour")) if world == "cross_modal" else (None, None)
     anchor_text = vocab.anchor_text(rng(), a("reach"), a("skill"))

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from features_support import TinyEnv
 
+from features_support import TinyEnv
 from memf.core.io import DataError
 from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.dataset import load_clean
@@ -72,7 +72,8 @@ def test_padded_file_holds_every_stream_with_the_store_vectors(tiny_env, store, 
     s = padded.stream_id.tolist().index(sid)
     np.testing.assert_array_equal(padded.arrays["audio/x"][s, : clip.offsets[1]], clip.vectors[clip.clips_of(0)])
     assert padded.arrays["audio/mask"][s].sum() == clip.offsets[1]
-    assert padded.attrs["extractors"]["image"]["weights"] == "random-init" and padded.attrs["fields"]["room"]["text"] == ["title", "tag"]
+    assert padded.attrs["extractors"]["image"]["weights"] == "random-init"
+    assert padded.attrs["fields"]["room"]["text"] == ["title", "tag"]
     assert report.dropped_streams == 0
     assert not list(tmp_path.glob(".*"))  # the pieces of each shard are gone
 
@@ -117,7 +118,8 @@ def test_caps_cut_items_and_clips_and_record_them(tiny_env, store, tmp_path):
     cut_items = ds.items.filter(pl.col("position") >= 1)["item_id"].to_list()
     cut_clips = ds.clips.filter(pl.col("position") >= 1)["clip_id"].to_list()
     assert sorted(truncated["object_id"].to_list()) == sorted(cut_items + cut_clips)
-    assert set(truncated["reason"].to_list()) == {"truncated: beyond padding.max_items=1", "truncated: beyond padding.max_clips=1"}
+    assert set(truncated["reason"].to_list()) == {"truncated: beyond padding.max_items=1",
+                                                  "truncated: beyond padding.max_clips=1"}
     assert report.records == len(cut_items) + len(cut_clips)
 
 
@@ -143,13 +145,15 @@ def test_extraction_failures_drop_items_and_streams(tiny_env, store, tmp_path):
     audio = read_clip_shard(store["audio"][0])
     lost_audio = str(audio.stream_ids[0])
     n0 = int(audio.offsets[1])
+    offsets = np.concatenate([[0], audio.offsets[1:] - n0])
     write_clip_shard(tmp_path / "audio-0.h5", ClipShard(audio.vectors[n0:], audio.clip_ids[n0:], audio.positions[n0:],
-                                                        audio.stream_ids, np.concatenate([[0], audio.offsets[1:] - n0]), audio.meta))
+                                                        audio.stream_ids, offsets, audio.meta))
     shards["audio"][0] = tmp_path / "audio-0.h5"
     images = pq.read_table(store["image"][1])
     frame = pl.from_arrow(images)
     item = frame.filter(pl.col("entity") == "commodity").row(0, named=True)
-    keep = ~((frame["entity"] == "commodity") & (frame["owner_id"] == item["owner_id"]) & (frame["stream_id"] == item["stream_id"]))
+    same = (frame["owner_id"] == item["owner_id"]) & (frame["stream_id"] == item["stream_id"])
+    keep = ~((frame["entity"] == "commodity") & same)
     pq.write_table(images.filter(keep.to_arrow()), tmp_path / "image-1.parquet")
     shards["image"][1] = tmp_path / "image-1.parquet"
     texts = pq.read_table(store["text"][1])

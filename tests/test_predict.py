@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from fakedata import write_dataset
-from train_support import tiny_padded
 
+from fakedata import write_dataset
 from memf.config import ConfigError, load_config
 from memf.core.io import DataError, read_json
 from memf.data.contract import DEFAULT_COLUMNS
@@ -24,6 +23,7 @@ from memf.predict.intervals import calibrate, conformal_quantile, coverage
 from memf.predict.neutral import neutral_reference, neutralise
 from memf.predict.plan import extractor_signature
 from memf.predict.predictor import check_fits
+from train_support import tiny_padded
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"

@@ -16,10 +16,9 @@ import polars as pl
 import pytest
 
 from memf.core.io import DataError, read_json
-from memf.predict.predictor import load_bundle
 from memf.predict.datasets import copy_streams
 from memf.predict.intervals import conformal_quantile
-from memf.predict.predictor import check_features
+from memf.predict.predictor import check_features, load_bundle
 
 FOLDS = (0, 1, 2)
 TOL = 1e-5
@@ -180,6 +179,7 @@ def test_a_dataset_written_by_another_program_is_predicted_end_to_end(bundle_dir
 
 def test_a_bundle_folder_predicts_a_dataset_in_the_workflow_without_training(bundle_dir, tmp_path):
     import yaml
+
     from fakedata import write_dataset
     from test_workflow import job_counts, snakemake
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 from sklearn import metrics as skm
-from train_support import tiny_builder, tiny_padded
 
 from memf.core.io import read_json, write_json, write_parquet
 from memf.core.metrics import METRICS, regression_metrics
@@ -23,6 +22,7 @@ from memf.training.matrix import experiments_from_config, run_dir, tuning_dir
 from memf.training.neural import NeuralFitter
 from memf.training.runs import predictions_frame, write_run
 from memf.training.settings import TuningSettings, parse_space
+from train_support import tiny_builder, tiny_padded
 
 torch.set_num_threads(1)
 SK = {

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from scale_support import PAPER_DIMS, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +61,9 @@ def latent(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     """The simulator's latents without media at both sizes, padded once (rule pad_latent's job) into the file the
     fit and predict steps read."""
     import yaml
-    from simulate_support import write_latent_dataset
 
     from memf.simulate import simulate_latents
+    from simulate_support import write_latent_dataset
 
     out = {}
     for n in (SMALL, LARGE):

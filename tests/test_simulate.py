@@ -18,14 +18,20 @@ import soundfile as sf
 import yaml
 from PIL import Image
 
-from memf.data.contract import DEFAULT_COLUMNS, required_columns
 from memf.core.io import DataError, read_parquet_checked, write_parquet
+from memf.data.contract import DEFAULT_COLUMNS, required_columns
 from memf.data.dataset import shard_of
 from memf.simulate import (
-    SimulatorConfig, column_sources, read_latents, render_record_path, render_shard, simulate, simulate_latents,
+    SimulatorConfig,
+    column_sources,
+    read_latents,
+    render,
+    render_record_path,
+    render_shard,
+    simulate,
+    simulate_latents,
     write_tables,
 )
-from memf.simulate import render
 from memf.simulate.factors import FACTORS
 from simulate_support import TINY, files, peak_rss_mb, read, tiny
 

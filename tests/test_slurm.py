@@ -30,8 +30,8 @@ from polars.testing import assert_frame_equal
 from safetensors.numpy import load_file
 
 from memf.core import gpu
-from memf.data.contract import DEFAULT_COLUMNS, required_columns
 from memf.core.io import read_parquet_checked
+from memf.data.contract import DEFAULT_COLUMNS, required_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "slurm" / "Snakefile"

@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from train_support import tiny_builder, tiny_fold, tiny_padded
 
 from memf.core.io import DataError
 from memf.models import build_model
@@ -18,6 +17,7 @@ from memf.padding.padded import SETS, RaggedBlock
 from memf.padding.store import FORMAT, PaddedStore, read_padded, write_padded
 from memf.training.loop import epoch_order, predict, train_model
 from memf.training.settings import TrainConfig
+from train_support import tiny_builder, tiny_fold, tiny_padded
 
 torch.set_num_threads(1)
 

@@ -31,6 +31,13 @@ def test_layers_and_import_contracts_hold():
     assert "0 broken" in out.stdout
 
 
+def test_the_code_passes_the_linter():
+    # pyproject.toml [tool.ruff]: line length, imports, unused names, and functions kept short and simple.
+    out = subprocess.run([_tool("ruff"), "check", "--no-cache", "src", "tests", "bench", "workflow/scripts"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
 # --- one registry per kind of thing, and the catalogs the workflow reads at load equal to it -----------------------
 
 
@@ -96,7 +103,8 @@ def test_a_module_a_stage_starts_to_import_changes_its_version(package_copy):
     (root / "memf/padding/helper.py").write_text("FACTOR = 2\n")
     assert modules_version(STAGE_ENTRIES["pad"], root) == before["pad"], "a module nobody imports changes nothing"
     pad = root / "memf/padding/pad.py"
-    pad.write_text(pad.read_text().replace("import logging\n", "import logging\n\nfrom memf.padding.helper import FACTOR  # noqa: F401\n", 1))
+    helper = "import logging\n\nfrom memf.padding.helper import FACTOR  # noqa: F401\n"
+    pad.write_text(pad.read_text().replace("import logging\n", helper, 1))
     after = {stage: modules_version(entries, root) for stage, entries in STAGE_ENTRIES.items()}
     assert after["pad"] != before["pad"]
     assert "memf.padding.helper" in import_closure(STAGE_ENTRIES["pad"], root)

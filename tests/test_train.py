@@ -8,7 +8,6 @@ import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_support import tiny_builder, tiny_fold, tiny_padded
 
 from memf.core.io import DataError, read_json
 from memf.core.metrics import METRICS, regression_metrics
@@ -22,6 +21,7 @@ from memf.training.neural import NeuralFitter
 from memf.training.reference_fit import ReferenceFitter
 from memf.training.runs import read_predictions
 from memf.training.settings import TrainConfig, TuningSettings, parse_space
+from train_support import tiny_builder, tiny_fold, tiny_padded
 
 torch.set_num_threads(1)
 CFG = {"epochs": 12, "batch_size": 16, "lr": 3e-3, "patience": 4, "checkpoint_every": 1, "device": "cpu"}
@@ -41,7 +41,7 @@ def _job(tmp_path, padded: Padded, name="run", cfg=CFG, seeds=(0,), model="tiny"
 
 
 def test_job_writes_every_file_and_metrics_match_predictions(tmp_path):
-    metrics = _job(tmp_path, tiny_padded(100), seeds=(0, 1))
+    _job(tmp_path, tiny_padded(100), seeds=(0, 1))
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(TRAINED_FILES)  # the .partial folder is gone
     preds = read_predictions(run / "predictions.parquet")

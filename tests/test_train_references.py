@@ -15,7 +15,6 @@ import pytest
 import skops.io as sio
 from sklearn.svm import SVR
 from threadpoolctl import threadpool_limits
-from train_support import tiny_fold, tiny_padded
 
 from memf.core.io import DataError
 from memf.core.metrics import regression_metrics
@@ -40,6 +39,7 @@ from memf.training.references import (
 )
 from memf.training.runs import read_predictions
 from memf.training.settings import TuningSettings, parse_space
+from train_support import tiny_fold, tiny_padded
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Forces the reduction on the tiny data (pooled widths 47 and 149): blocks wider than 3 become 3 components.

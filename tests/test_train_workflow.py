@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import yaml
-from train_support import tiny_padded
 
 from memf.core.io import read_json, write_json, write_parquet
 from memf.padding.store import write_padded
+from train_support import tiny_padded
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "workflow" / "rules"

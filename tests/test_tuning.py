@@ -3,7 +3,7 @@
 import pytest
 
 from memf.training.settings import TuningSettings, parse_space, split_params
-from memf.training.tuning import Outcome, Pruned, run_study, trials_frame
+from memf.training.tuning import Outcome, run_study, trials_frame
 
 SPACE = parse_space("s", {
     "train.lr": {"log_uniform": [1e-4, 1e-1]},

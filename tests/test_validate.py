@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from fakedata import write_dataset
-from memf.data.contract import DEFAULT_COLUMNS
 from memf.core.io import DataError
+from memf.data.contract import DEFAULT_COLUMNS
 from memf.data.validate import validate_dataset
 
 N = 10
@@ -208,7 +208,8 @@ def test_a_stream_missing_several_modalities_lists_every_one(raw, tmp_path):
     edit(raw, "items", lambda df: df.filter(pl.col("stream_id") != "s002"))
     edit(raw, "clips", lambda df: df.filter(~((pl.col("stream_id") == "s002") & (pl.col("kind") == "audio"))))
     run(raw, tmp_path / "out")
-    reasons = {r["object_id"]: r["reason"] for r in excluded(tmp_path / "out").filter(pl.col("level") == "stream").iter_rows(named=True)}
+    streams = excluded(tmp_path / "out").filter(pl.col("level") == "stream")
+    reasons = {r["object_id"]: r["reason"] for r in streams.iter_rows(named=True)}
     assert reasons["s001"] == "no valid video clip or audio clip (missing modalities)"
     assert reasons["s002"] == "no valid commodity or audio clip (missing modalities)"
 

@@ -32,7 +32,8 @@ def tiny_padded(n: int = 60, seed: int = 0, noise: float = 0.3, folds: int = 5) 
     arrays = {
         "anchor/text": rng.normal(size=(n, 2, 6)), "anchor/image": rng.normal(size=(n, 1, 5)),
         "anchor/numeric": rng.normal(size=(n, 3)),
-        "room/text": rng.normal(size=(n, 2, 6)), "room/image": rng.normal(size=(n, 1, 5)), "room/numeric": rng.normal(size=(n, 1)),
+        "room/text": rng.normal(size=(n, 2, 6)), "room/image": rng.normal(size=(n, 1, 5)),
+        "room/numeric": rng.normal(size=(n, 1)),
         "commodity/text": rng.normal(size=(n, m, 2, 6)), "commodity/image": rng.normal(size=(n, m, 1, 5)),
         "commodity/numeric": rng.normal(size=(n, m, 2)),
         "video/x": rng.normal(size=(n, c, 4)), "audio/x": rng.normal(size=(n, c, 4)),
@@ -101,7 +102,8 @@ class TinyModel(nn.Module):
         for entity in self.entities:
             for key in ENTITY_KEYS[entity]:
                 shape = dims[key]
-                size += int(np.prod(shape[1:])) if key.startswith("commodity/") or key in ("video/x", "audio/x") else int(np.prod(shape))
+                per_object = key.startswith("commodity/") or key in ("video/x", "audio/x")
+                size += int(np.prod(shape[1:])) if per_object else int(np.prod(shape))
         self.mlp = nn.Sequential(nn.Linear(size, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, 1))
         self.attend = nn.Linear(size, len(self.entities) ** 2) if attention else None
         self.attention_labels = tuple(self.entities) if attention else None

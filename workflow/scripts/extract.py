@@ -2,9 +2,9 @@
 
 import json
 
-from memf.features.extract import extract_shard
 from memf.core.gpu import claim_device
 from memf.core.logs import job_log
+from memf.features.extract import extract_shard
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 # Speed and placement settings come from the config (changing them reruns nothing); the shard count is a param, and

@@ -1,7 +1,7 @@
 """Snakemake adapter: rule features_manifest -> memf.features.store.write_manifest."""
 
-from memf.features.store import write_manifest
 from memf.core.logs import job_log
+from memf.features.store import write_manifest
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

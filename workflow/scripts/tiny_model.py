@@ -2,8 +2,8 @@
 
 import json
 
-from memf.features.tiny import tiny_model_from_config
 from memf.core.logs import job_log
+from memf.features.tiny import tiny_model_from_config
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):

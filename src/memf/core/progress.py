@@ -9,9 +9,9 @@ scales the table to a config; ``python bench/job_costs.py`` measures a run's cos
 reads the records Snakemake logs for its own console and for logger plugins (``event``: ``run_info`` with the jobs
 per rule, ``job_info`` when a job starts, ``job_finished``) and prints one line of its own: the estimate when the plan
 is known (dry runs too), and after a finished job the jobs done and the time left (after the first job of each rule,
-else at most every ``every_s`` seconds). As soon as one job of a rule has finished, its measured duration times its threads replaces the table's cost for the
-rule's other jobs, and the ratio of measured to tabled costs rescales the rules not seen yet: the estimate follows
-this machine, its load and this data.
+else at most every ``every_s`` seconds). As soon as one job of a rule has finished, its measured duration times its
+threads replaces the table's cost for the rule's other jobs, and the ratio of measured to tabled costs rescales the
+rules not seen yet: the estimate follows this machine, its load and this data.
 
 Standard library only: the workflow imports this when it loads.
 """

@@ -10,8 +10,9 @@ imports at module level (its lazy attribute hooks run only when called, and whoe
 
 Speed and placement code (:data:`PLACEMENT`: the decoding workers, the GPU claim, the job log, the signal handling)
 is part of no version: changing it never reruns a job. Nor is this module: which stages exist and how their versions
-are computed decide which jobs are stale, never what a job writes, so adding a stage reruns no other stage. A docstring edit is treated like any other edit (tables never
-mix code versions). Standard library only: the workflow computes these when it loads.
+are computed decide which jobs are stale, never what a job writes, so adding a stage reruns no other stage. A
+docstring edit is treated like any other edit (tables never mix code versions). Standard library only: the workflow
+computes these when it loads.
 """
 
 from __future__ import annotations

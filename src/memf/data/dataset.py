@@ -10,6 +10,7 @@ import polars as pl
 
 from memf.core.io import read_json
 
+
 def shard_of(stream_id: str, n_shards: int) -> int:
     """Shard of a stream: CRC32 of its id modulo the shard count (stable across runs, machines and Python versions)."""
     return zlib.crc32(stream_id.encode("utf-8")) % n_shards

@@ -59,7 +59,8 @@ class Wav2Vec2(MediaExtractor):
         while int(self.model._get_feat_extract_output_lengths(torch.tensor(self.min_samples))) < 1:
             self.min_samples += 1
         if self.chunk < self.min_samples:
-            raise ValueError(f"extractor '{spec.name}': chunk_seconds gives {self.chunk} samples, below the model's {self.min_samples}")
+            raise ValueError(f"extractor '{spec.name}': chunk_seconds gives {self.chunk} samples, below the model's "
+                             f"{self.min_samples}")
 
     @property
     def dim(self) -> int:

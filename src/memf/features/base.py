@@ -201,7 +201,8 @@ def register(cls: type[Extractor]) -> type[Extractor]:
     ``defaults`` must declare exactly those, so the load-time check and the class never disagree.
     """
     if KINDS.get(cls.kind, (None,))[0] != cls.modality:
-        raise ValueError(f"extractor kind '{cls.kind}' ({cls.modality}) is not listed with that modality in memf.features.spec.KINDS")
+        raise ValueError(f"extractor kind '{cls.kind}' ({cls.modality}) is not listed with that modality in "
+                         "memf.features.spec.KINDS")
     declared = cls.__dict__.get("defaults")
     if declared is not None and dict(declared) != KIND_OPTIONS[cls.kind]:
         raise ValueError(f"extractor kind '{cls.kind}': {cls.__qualname__}.defaults {declared} differ from "

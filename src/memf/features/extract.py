@@ -25,6 +25,7 @@ import polars as pl
 import pyarrow as pa
 import torch
 
+from memf.core.isolate import isolated_map
 from memf.data.contract import FIELD_ENTITIES, MODALITY_LIMITS, Limits, numeric_transforms, unused_numeric_entries
 from memf.data.dataset import CleanDataset, load_clean
 from memf.data.media import applied_limits
@@ -39,7 +40,6 @@ from memf.features.store import (
     write_field_shard,
 )
 from memf.features.text import TransformersText
-from memf.core.isolate import isolated_map
 
 log = logging.getLogger(__name__)
 Failures = list[dict[str, str | None]]

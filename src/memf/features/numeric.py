@@ -58,7 +58,8 @@ class NumericTransform(Extractor):
         transform does not accept (non-finite, or negative under log1p)."""
         values = np.asarray(values, dtype=np.float64)
         if transform not in NUMERIC_TRANSFORMS:
-            raise ValueError(f"numeric field '{key}': unknown transform '{transform}', expected one of {sorted(NUMERIC_TRANSFORMS)}")
+            raise ValueError(f"numeric field '{key}': unknown transform '{transform}', expected one of "
+                             f"{sorted(NUMERIC_TRANSFORMS)}")
         if not np.isfinite(values).all():
             raise DataError(f"numeric field '{key}': non-finite value {values[~np.isfinite(values)][0]}")
         if NUMERIC_TRANSFORMS[transform] == "non-negative" and (values < 0).any():

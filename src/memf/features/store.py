@@ -29,8 +29,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memf.features.spec import CLIP_MODALITIES, RANDOM_INIT
 from memf.core.io import DataError, atomic_path, write_json, write_parquet
+from memf.features.spec import CLIP_MODALITIES, RANDOM_INIT
 
 FAILURE_SCHEMA = pa.schema(
     [

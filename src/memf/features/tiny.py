@@ -146,7 +146,8 @@ def build_tiny_model(
 
     Args:
         kind: bert, xlnet, videomae or wav2vec2.
-        out_dir: the model folder (config.json, model.safetensors, and the tokenizer or processor config); written to a temporary sibling first and renamed into place when complete.
+        out_dir: the model folder (config.json, model.safetensors, and the tokenizer or processor config); written
+            to a temporary sibling first and renamed into place when complete.
         settings: size overrides of :data:`DEFAULT_SIZES` for this kind.
         texts: tokenizer training corpus (text kinds only; required there).
         seed: seeds the weights.

@@ -28,8 +28,8 @@ from torch import nn
 
 from memf.models.blocks import FeedForward
 from memf.models.common import register_model
-from memf.models.options import ModelConfig
 from memf.models.modality import ModalityFusionModel
+from memf.models.options import ModelConfig
 
 # --- MFB / MFH -----------------------------------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from memf.models.blocks import Encoder
 from memf.core.registry import Registry
+from memf.models.blocks import Encoder
 from memf.models.options import ModelConfig
 
 EntityFusionBuilder = Callable[[int, ModelConfig], nn.Module]

@@ -119,7 +119,8 @@ def _rho(x: np.ndarray, y: np.ndarray) -> float | None:
 
 
 def truth_markdown(result: Mapping[str, Any], name: str) -> str:
-    fmt = (lambda v: "-" if v is None else f"{v:+.3f}")
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:+.3f}"
     att = result.get("attention_vs_size")
     rows = "".join(f"| {e} | {fmt(r)} | {fmt(att['per_entity'][e]) if att else '-'} |\n"
                    for e, r in result["per_entity"].items())

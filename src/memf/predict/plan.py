@@ -181,6 +181,7 @@ def predict_plan(config: Mapping[str, Any]) -> PredictPlan | None:
     meta = json.loads((bundle_dir / BUNDLE_FILE).read_text(encoding="utf-8"))
     loads = extractor_configs(meta, bundle_dir)
     extractors = {m: {"name": rec["name"], **loads[rec["name"]]} for m, rec in meta["extractors"].items()}
-    return PredictPlan(bundle_dir, None, meta["experiment"], meta["feature_set"], extractors, meta["columns"], float(meta["target"]["offset"]),
+    return PredictPlan(bundle_dir, None, meta["experiment"], meta["feature_set"], extractors, meta["columns"],
+                       float(meta["target"]["offset"]),
                        {"default": "log1p", "columns": meta["numeric"]["transforms"]}, meta["numeric"]["accepts"],
                        dict(meta["limits"]), meta["extraction"]["precision"], int(meta["extraction"]["shards"]))

@@ -17,9 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from memf.core.io import DataError, atomic_path, read_json  # noqa: E402
 from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics  # noqa: E402

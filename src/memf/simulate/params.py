@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memf.data.contract import DEFAULT_COLUMNS, FIELD_ENTITIES, KEY_COLUMNS, MODALITIES, ENTITY_TABLE
+from memf.data.contract import DEFAULT_COLUMNS, ENTITY_TABLE, FIELD_ENTITIES, KEY_COLUMNS, MODALITIES
 from memf.simulate.worlds import WORLDS
 
 #: Entities whose contribution to log(sales) has its own standard deviation in ``effects``.

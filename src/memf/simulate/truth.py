@@ -16,7 +16,13 @@ from sklearn.metrics import r2_score
 
 from memf.simulate.factors import FACTORS, latent_factors, latent_routing
 from memf.simulate.latent import (
-    CONTRIBUTIONS, COUPLING, Latents, calibration, draw_latents, population_variance, raw_contributions,
+    CONTRIBUTIONS,
+    COUPLING,
+    Latents,
+    calibration,
+    draw_latents,
+    population_variance,
+    raw_contributions,
 )
 from memf.simulate.params import SimulatorConfig
 from memf.simulate.worlds import WORLDS, WorldModel, describe, signal_calibration, world_rng

@@ -116,14 +116,16 @@ def load_checkpoint(
         return None
     saved = read_json(json_path)
     if saved["fingerprint"] != fp:
-        log.warning("%s: checkpoint of a different run (model, options, data, seed or settings changed); starting afresh", ckpt_dir)
+        log.warning("%s: checkpoint of a different run (model, options, data, seed or settings changed); starting "
+                    "afresh", ckpt_dir)
         return None
     tensors = load_file(str(st_path))
     progress = Progress(**saved["progress"])
     with safe_open(str(st_path), "pt") as fh:
         st_epoch = int(fh.metadata()["epoch"])
     if st_epoch != progress.epoch:
-        log.warning("%s: state.safetensors holds epoch %d but state.json epoch %d; starting afresh", ckpt_dir, st_epoch, progress.epoch)
+        log.warning("%s: state.safetensors holds epoch %d but state.json epoch %d; starting afresh", ckpt_dir, st_epoch,
+                    progress.epoch)
         return None
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
