@@ -32,7 +32,8 @@ from typing import TextIO
 from memf.core.io import DataError, is_disk_full
 from memf.core.signals import Terminated, check, sigterm_raises
 
-__all__ = ["DEBUG_ENV", "Terminated", "exit_status", "is_known", "job_cost", "job_log", "job_peak", "one_line"]
+__all__ = ["DEBUG_ENV", "Terminated", "exit_status", "is_known", "job_cost", "job_log", "job_peak", "one_line",
+           "report_cli_error"]
 
 DEBUG_ENV = "MEMF_DEBUG"
 _COST = re.compile(r"memf job: ([\d.]+) CPU-s \(([\d.]+) before its work\), ([\d.]+) s wall")
@@ -53,6 +54,15 @@ def one_line(exc: BaseException) -> str:
         return "interrupted"
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+def report_cli_error(exc: BaseException) -> int:
+    """How a command-line tool ends on ``exc``: ``memf error: <one line>`` on stderr (the traceback first for a bug,
+    or for any error with MEMF_DEBUG=1); returns the exit status 1."""
+    if not is_known(exc) or os.environ.get(DEBUG_ENV) == "1":
+        traceback.print_exc()
+    print(f"memf error: {one_line(exc)}", file=sys.stderr)
+    return 1
 
 
 def exit_status(exc: BaseException) -> int:

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import traceback
 from pathlib import Path
 
-from memf.core.logs import DEBUG_ENV, is_known, one_line
+from memf.core.logs import report_cli_error
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -91,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _predict(parser().parse_args(argv))
     except Exception as exc:  # one line for a user's mistake; the traceback for a bug, or with MEMF_DEBUG=1
-        if not is_known(exc) or os.environ.get(DEBUG_ENV) == "1":
-            traceback.print_exc()
-        print(f"memf error: {one_line(exc)}", file=sys.stderr)
-        return 1
+        return report_cli_error(exc)
     return 0
 
 

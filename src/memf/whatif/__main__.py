@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import traceback
 from pathlib import Path
 
-from memf.core.logs import DEBUG_ENV, is_known, one_line
+from memf.core.logs import report_cli_error
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,10 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{frame.height} variants of {frame['stream_id'].n_unique()} streams predicted with {bundle.label}: "
               f"{Path(args.out) / 'whatif.csv'}")
     except Exception as exc:  # one line for a user's mistake; the traceback for a bug, or with MEMF_DEBUG=1
-        if not is_known(exc) or os.environ.get(DEBUG_ENV) == "1":
-            traceback.print_exc()
-        print(f"memf error: {one_line(exc)}", file=sys.stderr)
-        return 1
+        return report_cli_error(exc)
     return 0
 
 
