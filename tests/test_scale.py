@@ -75,7 +75,9 @@ def latent(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     return out
 
 
-@pytest.mark.parametrize("step", ["latent", "fit", "predict"])
+# The fit and predict steps on the latent store repeat the paper-dimension cases above (25 s each): marked slow.
+@pytest.mark.parametrize("step", ["latent", pytest.param("fit", marks=pytest.mark.slow),
+                                  pytest.param("predict", marks=pytest.mark.slow)])
 def test_the_latent_chain_peak_memory_does_not_grow_with_the_streams(latent, step):
     sys.path.insert(0, str(ROOT / "bench"))
     try:

@@ -379,6 +379,7 @@ def assert_close_json(x, y, where: str) -> None:
 
 
 @pytest.mark.slurm
+@pytest.mark.slow  # about 5 minutes on 2 cores: the default suite keeps the GPU-allocation probe on SLURM
 def test_tiny_workflow_on_slurm_matches_a_local_run(slurm_env, tiny_run, tmp_path):
     """Every stage of the tiny workflow as SLURM jobs; each file they write equals the local run's (tiny_run)."""
     assert TINY.is_file(), f"{TINY} missing: the tiny workflow configuration this test runs"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 import yaml
 
 from memf.core.io import read_json, write_json, write_parquet
@@ -52,6 +53,7 @@ def _snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow  # about a minute; the tiny run (tests/workflow_support.py) runs every rule to tables and figures
 def test_matrix_runs_to_tables_and_figures(tmp_path):
     (tmp_path / "Snakefile").write_text(
         "\n".join(f'include: "{RULES / name}"' for name in ("common.smk", "data.smk", "train.smk", "report.smk"))
