@@ -35,6 +35,7 @@ def run_gpu_sh(out: Path, *args: str, timeout: float = 400) -> subprocess.Comple
                           timeout=timeout)
 
 
+@pytest.mark.slow  # about 50 s: bench/gpu.sh --cpu-smoke runs every step (the default suite keeps its unit tests)
 def test_cpu_smoke_runs_every_step_and_writes_every_figure(tmp_path):
     out = tmp_path / "out"
     started = time.perf_counter()

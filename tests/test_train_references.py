@@ -319,11 +319,12 @@ def _measure(n: int, model: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("model", ["ridge", pytest.param("hgb", marks=pytest.mark.slow)])
+@pytest.mark.slow  # two processes importing torch, 15-25 s a case
+@pytest.mark.parametrize("model", ["ridge", "hgb"])
 def test_memory_follows_the_reduced_features_not_the_pooled_ones(model):
     """Peak RSS of a fit at 10x the streams is within 1.3x of (the 1x fit plus the 10x reduced float32 matrix); the
     pooled matrix (3,732 features, 14.9 KB a stream) would add 134 MB between 1,000 and 10,000 streams. About 20 s
-    (two processes importing torch); the hgb case is marked slow."""
+    (two processes importing torch); marked slow."""
     small, large = _measure(1_000, model), _measure(10_000, model)
     assert small["pooled"] == 3732 and small["model_features"] == 148
     reduced_matrix_kib = 10_000 * 148 * 4 / 1024
