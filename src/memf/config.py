@@ -290,9 +290,32 @@ def _check_evaluation(config: Mapping[str, Any]) -> list[str]:
     if figure in experiments and experiments[figure]["model"] in REFERENCE_MODELS:
         out.append(f"config key 'evaluation.figures.experiment': '{figure}' is a reference model; Figs. 3, 4 and 6 "
                    "need a trained one")
-    run_folds = config["split"]["run_folds"]
-    if run_folds is not None and any(not 0 <= k < config["split"]["folds"] for k in run_folds):
-        out.append(f"config key 'split.run_folds': {run_folds} has folds outside 0..{config['split']['folds'] - 1}")
+    run_folds, k = config["split"]["run_folds"], run_fold_count(config)
+    if run_folds is not None and any(not 0 <= fold < k for fold in run_folds):
+        out.append(f"config key 'split.run_folds': {run_folds} has folds outside 0..{k - 1}")
+    return out
+
+
+def run_fold_count(config: Mapping[str, Any]) -> int:
+    """How many run folds the config's ``split`` has (K, or the fixed protocol's (size, replicate) pairs)."""
+    from memf.data.folds import FoldPlan
+
+    return FoldPlan.from_config(config["split"]).k
+
+
+def _check_split(config: Mapping[str, Any]) -> list[str]:
+    """The fixed protocol: one replicate count per training size, and room for them in a simulated dataset."""
+    split = config["split"]
+    if split["mode"] != "fixed":
+        return []
+    out = []
+    if len(split["replicates"]) != len(split["train_sizes"]):
+        out.append(f"config key 'split.replicates': {split['replicates']}; one count per entry of split.train_sizes "
+                   f"({len(split['train_sizes'])} entries)")
+    need = max(split["train_sizes"]) + split["validation"] + split["test"]
+    if config["dataset"]["simulate"] and config["simulator"]["n_streams"] < need:
+        out.append(f"config key 'simulator.n_streams': {config['simulator']['n_streams']}; the fixed protocol needs at "
+                   f"least {need} (largest split.train_sizes + split.validation + split.test)")
     return out
 
 
@@ -339,7 +362,7 @@ def _check_predict_bundle(config: Mapping[str, Any], workdir: Path) -> list[str]
         why = why_not_exportable(config, ref)
         if why:
             out.append(f"config key 'predict.bundle': {why}")
-        folds = list(config["split"]["run_folds"] or range(config["split"]["folds"]))
+        folds = list(config["split"]["run_folds"] or range(run_fold_count(config)))
         if section["fold"] is not None and section["fold"] not in folds:
             out.append(f"config key 'predict.fold': {section['fold']} is not a fold that runs (folds: "
                        f"{', '.join(map(str, folds))})")
@@ -418,6 +441,7 @@ def check_config(config: Mapping[str, Any], workdir: Path) -> list[str]:
         *_check_extractors(config),
         *_check_experiments(config),
         *_check_evaluation(config),
+        *_check_split(config),
         *_check_ensemble(config),
         *_check_predict(config, workdir),
         *_check_media_free(config),

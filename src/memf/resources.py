@@ -321,7 +321,11 @@ class ResourcePlan:
         return (int(self.config["tuning"]["trials"]) if exp.search else 0) + len(exp.seeds)
 
     def n_train(self, n: int) -> int:
-        k = int(self.config["split"]["folds"])
+        """Training streams of a fold (the largest training size in the fixed protocol)."""
+        split = self.config["split"]
+        if split.get("mode") == "fixed":
+            return min(n, max(split["train_sizes"]))
+        k = int(split["folds"])
         return math.ceil(n * (k - 2) / k)
 
 

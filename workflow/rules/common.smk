@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from memf.config import ConfigError, evaluation_plan, load_config, note_line, schema_defaults
+from memf.config import ConfigError, evaluation_plan, load_config, note_line, run_fold_count, schema_defaults
 from memf.core.progress import ProgressHandler, config_sizes, job_costs
 from memf.core.version import code_version
 from memf.data.contract import TABLES as TABLE_NAMES, numeric_accepts
@@ -119,7 +119,8 @@ def validate_params(wildcards):
     if not wildcards.prefix:
         return {
             "columns": config["columns"], "target": config["target"],
-            "split": {k: config["split"][k] for k in ("seed", "folds", "group_by")},
+            "split": {k: config["split"][k] for k in (("seed", "folds", "group_by") if config["split"]["mode"] == "kfold"
+                      else ("seed", "mode", "validation", "test", "train_sizes", "replicates", "group_by"))},
             "numeric_accepts": numeric_accepts(config["numeric"], config["columns"]), "limits": config["limits"],
         }
     return {

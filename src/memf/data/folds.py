@@ -19,7 +19,10 @@ random split lets a model learn an anchor's level from its training streams and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -73,3 +76,104 @@ def split_of(fold_id: np.ndarray, fold: int, folds: int) -> np.ndarray:
     out[fold_id == (fold + 1) % folds] = SPLIT_CODE["val"]
     out[fold_id == fold] = SPLIT_CODE["test"]
     return out
+
+
+# --- the fixed protocol: learning curves (docs/training.md, "Protocol", "Learning curves") ---------------------------
+
+#: The ``fold`` column in the fixed protocol: a stream's role, the same in every run fold.
+FIXED_ROLE: dict[str, int] = {"pool": 0, "val": 1, "test": 2}
+MODES: tuple[str, ...] = ("kfold", "fixed")
+
+
+def _order_key(seed: int, salt: str, stream_id: str) -> bytes:
+    """A stream's place in a seeded order that does not depend on which other streams exist."""
+    return hashlib.blake2b(f"{seed}:{salt}:{stream_id}".encode(), digest_size=8).digest()
+
+
+def seeded_order(stream_ids: Sequence[str], seed: int, salt: str) -> np.ndarray:
+    """Indices of ``stream_ids`` in the order of a seeded hash of each id (a random order that a stream keeps whatever
+    else the dataset holds: a stream dropped downstream moves no other stream)."""
+    keys = [_order_key(seed, salt, str(s)) for s in stream_ids]
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """What the run folds of a dataset are (config ``split``; recorded in dataset.json and the padded store).
+
+    ``kfold``: K folds, fold k tests the streams with fold id k (:func:`split_of`). ``fixed``: one validation set and
+    one test set shared by every run fold, and per run fold a training subset of the remaining pool: run fold i is
+    (``runs[i]`` = training size, replicate); a replicate's subsets are the first n streams of its own seeded order of
+    the pool, so its sizes are nested, and replicates draw independent subsets.
+    """
+
+    k: int
+    seed: int = 0
+    mode: str = "kfold"
+    validation: int = 0
+    test: int = 0
+    runs: tuple[tuple[int, int], ...] = ()  # fixed: (training streams, replicate) per run fold
+
+    @classmethod
+    def from_config(cls, split: Mapping[str, Any]) -> FoldPlan:
+        """The plan of config ``split`` (``folds`` = 0: a dataset to predict, no folds)."""
+        if split.get("mode", "kfold") == "kfold":
+            return cls(int(split["folds"]), int(split["seed"]))
+        sizes, reps = list(split["train_sizes"]), list(split["replicates"])
+        runs = tuple((int(n), r) for n, k in zip(sizes, reps) for r in range(int(k)))
+        return cls(len(runs), int(split["seed"]), "fixed", int(split["validation"]), int(split["test"]), runs)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> FoldPlan:
+        """The plan recorded by :meth:`record` (a record without ``mode`` is a K-fold one)."""
+        if record.get("mode", "kfold") == "kfold":
+            return cls(int(record["k"]), int(record.get("seed", 0)))
+        return cls(int(record["k"]), int(record["seed"]), "fixed", int(record["validation"]), int(record["test"]),
+                   tuple((int(n), int(r)) for n, r in record["runs"]))
+
+    def record(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"k": self.k, "seed": self.seed, "mode": self.mode}
+        if self.mode == "fixed":
+            out.update(validation=self.validation, test=self.test, runs=[list(run) for run in self.runs])
+        return out
+
+    @property
+    def fixed(self) -> bool:
+        return self.mode == "fixed"
+
+    def assign(self, stream_ids: Sequence[str]) -> np.ndarray:
+        """[n] fold column of the fixed protocol (:data:`FIXED_ROLE`): the first ``test`` streams of the seeded order
+        test, the next ``validation`` validate, the rest are the training pool.
+
+        Raises:
+            ValueError: the pool is smaller than the largest training size.
+        """
+        n, largest = len(stream_ids), max(size for size, _ in self.runs)
+        if n - self.test - self.validation < largest:
+            raise ValueError(f"split.train_sizes: the largest, {largest}, needs {largest + self.test + self.validation} "
+                             f"streams with split.test = {self.test} and split.validation = {self.validation}; the "
+                             f"dataset has {n}")
+        order = seeded_order(stream_ids, self.seed, "roles")
+        role = np.full(n, FIXED_ROLE["pool"], dtype=np.int64)
+        role[order[: self.test]] = FIXED_ROLE["test"]
+        role[order[self.test : self.test + self.validation]] = FIXED_ROLE["val"]
+        return role
+
+    def split(self, fold_id: np.ndarray, fold: int, stream_ids: Sequence[str] | None = None) -> np.ndarray:
+        """[n] int8 split code (:data:`SPLIT_CODE`) of each stream in run fold ``fold``; streams of the pool outside
+        the fold's training subset get -1 (in no split). ``stream_ids`` are needed by the fixed protocol only."""
+        if not self.fixed:
+            return split_of(fold_id, fold, self.k)
+        if not 0 <= fold < self.k:
+            raise ValueError(f"fold {fold} is outside 0..{self.k - 1}")
+        if stream_ids is None:
+            raise ValueError("the fixed protocol's split needs the stream ids")
+        fold_id = np.asarray(fold_id)
+        out = np.full(fold_id.shape, -1, dtype=np.int8)
+        out[fold_id == FIXED_ROLE["val"]] = SPLIT_CODE["val"]
+        out[fold_id == FIXED_ROLE["test"]] = SPLIT_CODE["test"]
+        size, replicate = self.runs[fold]
+        pool = np.flatnonzero(fold_id == FIXED_ROLE["pool"])
+        chosen = pool[seeded_order([stream_ids[i] for i in pool], self.seed, f"replicate{replicate}")[:size]]
+        out[chosen] = SPLIT_CODE["train"]
+        return out

@@ -52,7 +52,7 @@ from memf.core.isolate import isolated_map
 from memf.data import contract
 from memf.data.contract import KEY_COLUMNS, TABLES, Limits, columns_from_config, required_columns
 from memf.data.dataset import shard_of
-from memf.data.folds import SPLITS, assign_folds, split_of
+from memf.data.folds import FIXED_ROLE, SPLITS, FoldPlan, assign_folds, split_of
 from memf.data.media import applied_limits, drop_reason, probe
 
 log = logging.getLogger(__name__)
@@ -475,6 +475,7 @@ def validate_dataset(
     limits: Limits | dict[str, Any] | None = None,
     media: bool = True,
     probes: Sequence[str | Path] | None = None,
+    fixed: FoldPlan | None = None,
 ) -> ValidationResult:
     """Validate the raw dataset at ``root`` and write the clean dataset, with its folds, to ``out_dir``.
 
@@ -489,6 +490,8 @@ def validate_dataset(
             required, read or probed, and the clean tables have none. A simulated dataset whose ``dataset.json``
             says ``media: false`` cannot be validated with media.
         probes: the records of :func:`probe_shard` (every shard's) to read instead of decoding the media here.
+        fixed: the fixed protocol's plan (config ``split.mode: fixed``; :class:`memf.data.folds.FoldPlan`): the
+            ``fold`` column holds each stream's role instead of a fold id, and ``folds`` is ignored.
 
     Outputs (all atomic): streams/anchors/items/clips.parquet, excluded.parquet/.csv, truncated.parquet/.csv,
     summary.csv, summary.md, summary.html, excluded.html, dataset.json. See docs/data-format.md for the checks and
@@ -497,6 +500,8 @@ def validate_dataset(
     root, out_dir = Path(root), Path(out_dir)
     limits = limits if isinstance(limits, Limits) else Limits.from_config(limits)
     accepts = numeric_accepts if numeric_accepts is not None else contract.numeric_accepts(None, columns)
+    plan = fixed if fixed is not None else FoldPlan(folds, split_seed)
+    folds = plan.k
     predicting = folds == 0
     if media and raw_media_flag(root) is False:
         raise DataError(f"{root / 'dataset.json'}: the simulator wrote this dataset without media (media: false); "
@@ -519,11 +524,14 @@ def validate_dataset(
     n_input = tables["streams"].height
     clean = _clean_tables(tables, good_items, good_clips, drops.ids("stream"))
     _check_drop_fraction(root, excluded, n_input, clean["streams"].height, max_drop_fraction, folds)
-    clean["streams"] = _with_folds(clean["streams"], folds, split_seed, group_by, target_offset)
+    try:
+        clean["streams"] = _with_folds(clean["streams"], plan, group_by, target_offset)
+    except ValueError as exc:
+        raise DataError(f"{root}: {exc}") from None
     cut = _kept_truncations(truncated, excluded, clean["anchors"])
-    _write_outputs(out_dir, clean, excluded, cut, folds)
+    _write_outputs(out_dir, clean, excluded, cut, plan)
     meta = _dataset_record(root, columns, target_offset, predicting, media, n_input, clean["streams"], excluded, cut,
-                           accepts, limits, folds, split_seed, group_by)
+                           accepts, limits, plan, group_by)
     write_json(out_dir / "dataset.json", meta)
     _log_outcome(excluded, cut, meta)
     return ValidationResult(n_input=n_input, n_kept=clean["streams"].height,
@@ -546,12 +554,16 @@ def _clean_tables(tables: dict[str, pl.DataFrame], good_items: pl.DataFrame, goo
     }
 
 
-def _with_folds(kept: pl.DataFrame, folds: int, split_seed: int, group_by: str | None,
-                target_offset: float) -> pl.DataFrame:
-    """Columns ``fold`` (-1 for a dataset to predict) and ``target`` (NaN where sales are unknown)."""
-    fold = (np.full(kept.height, -1, dtype=np.int64) if folds == 0 else
-            assign_folds(kept["stream_id"].to_list(), kept["anchor_id"].to_list(), folds=folds, seed=split_seed,
-                         group_by=group_by))
+def _with_folds(kept: pl.DataFrame, plan: FoldPlan, group_by: str | None, target_offset: float) -> pl.DataFrame:
+    """Columns ``fold`` (-1 for a dataset to predict; the role in the fixed protocol) and ``target`` (NaN where sales
+    are unknown)."""
+    if plan.fixed:
+        fold = plan.assign(kept["stream_id"].to_list())
+    elif plan.k == 0:
+        fold = np.full(kept.height, -1, dtype=np.int64)
+    else:
+        fold = assign_folds(kept["stream_id"].to_list(), kept["anchor_id"].to_list(), folds=plan.k, seed=plan.seed,
+                            group_by=group_by)
     return kept.with_columns(
         pl.Series("fold", fold, dtype=pl.Int16),
         (pl.col("sales").cast(pl.Float64) + target_offset).log().fill_null(float("nan")).alias("target"),
@@ -559,13 +571,13 @@ def _with_folds(kept: pl.DataFrame, folds: int, split_seed: int, group_by: str |
 
 
 def _write_outputs(out_dir: Path, clean: dict[str, pl.DataFrame], excluded: pl.DataFrame, cut: pl.DataFrame,
-                   folds: int) -> None:
+                   plan: FoldPlan) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, df in (*clean.items(), ("excluded", excluded), ("truncated", cut)):
         write_parquet(out_dir / f"{name}.parquet", df)
     write_text(out_dir / "excluded.csv", excluded.write_csv())
     write_text(out_dir / "truncated.csv", cut.write_csv())
-    summary = fold_summary(clean["streams"], folds)
+    summary = fold_summary(clean["streams"], plan)
     write_text(out_dir / "summary.csv", summary.write_csv())
     write_text(out_dir / "summary.md", _markdown(summary))
     write_report_pages(out_dir, summary, excluded, cut)
@@ -573,10 +585,10 @@ def _write_outputs(out_dir: Path, clean: dict[str, pl.DataFrame], excluded: pl.D
 
 def _dataset_record(root: Path, columns: dict[str, dict[str, list[str]]], target_offset: float, predicting: bool,
                     media: bool, n_input: int, kept: pl.DataFrame, excluded: pl.DataFrame, cut: pl.DataFrame,
-                    accepts: dict[str, dict[str, str]], limits: Limits, folds: int, split_seed: int,
+                    accepts: dict[str, dict[str, str]], limits: Limits, plan: FoldPlan,
                     group_by: str | None) -> dict[str, Any]:
     """The clean dataset's ``dataset.json``."""
-    fold = kept["fold"].to_numpy()
+    fold, ids = kept["fold"].to_numpy(), kept["stream_id"].to_list()
     return {
         "root": str(root),
         "columns": columns if media else media_free_columns(columns),
@@ -591,8 +603,8 @@ def _dataset_record(root: Path, columns: dict[str, dict[str, list[str]]], target
         "truncated": dict(Counter(cut["level"].to_list())),
         "numeric_accepts": accepts,
         "limits": limits.as_dict(),
-        "folds": {"k": folds, "seed": split_seed, "group_by": group_by,
-                  "test_sizes": [int((fold == k).sum()) for k in range(folds)]},
+        "folds": {**plan.record(), "group_by": group_by,
+                  "test_sizes": [int((plan.split(fold, k, ids) == SPLITS.index("test")).sum()) for k in range(plan.k)]},
     }
 
 
@@ -607,11 +619,14 @@ def _log_outcome(excluded: pl.DataFrame, cut: pl.DataFrame, meta: dict[str, Any]
              f"to predict ({meta['sales_known']} with known sales)")
 
 
-def fold_summary(streams: pl.DataFrame, folds: int) -> pl.DataFrame:
+def fold_summary(streams: pl.DataFrame, plan: FoldPlan | int) -> pl.DataFrame:
     """The paper's Table 5 for fold 0 (its 80/20 split: train + validation, test), every fold's test part, and all.
 
-    A dataset to predict (``folds = 0``) has one row: all its streams, with the statistics of the known targets.
+    A dataset to predict (``folds = 0``) has one row: all its streams, with the statistics of the known targets. In
+    the fixed protocol the rows are the training pool, the validation set, the test set and all.
     """
+    plan = plan if isinstance(plan, FoldPlan) else FoldPlan(plan)
+    folds = plan.k
     def stats(df: pl.DataFrame, name: str) -> dict[str, Any]:
         y = df["target"].filter(df["target"].is_not_nan())
         return {"part": name, "size": df.height, "max": y.max(), "min": y.min(), "mean": y.mean(),
@@ -619,6 +634,10 @@ def fold_summary(streams: pl.DataFrame, folds: int) -> pl.DataFrame:
     if folds == 0:
         return pl.DataFrame([stats(streams, "to predict")], schema_overrides={k: pl.Float64 for k in (
             "max", "min", "mean", "median", "sd")})
+    if plan.fixed:
+        rows = [stats(streams.filter(pl.col("fold") == code), name) for name, code in
+                (("training pool", FIXED_ROLE["pool"]), ("validation", FIXED_ROLE["val"]), ("test", FIXED_ROLE["test"]))]
+        return pl.DataFrame([*rows, stats(streams, "all")])
     split = split_of(streams["fold"].to_numpy(), 0, folds)
     rows = [stats(streams.filter(pl.Series(split != SPLITS.index("test"))), "fold 0 train + val"),
             stats(streams.filter(pl.Series(split == SPLITS.index("test"))), "fold 0 test")]

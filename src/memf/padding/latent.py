@@ -201,8 +201,8 @@ def _block_tables(streams: pl.DataFrame, items: pl.DataFrame, clips: pl.DataFram
 
 
 def _latent_block(streams: pl.DataFrame, tables: tuple[pl.DataFrame, pl.DataFrame], scan: pl.LazyFrame,
-                  layout: Mapping[str, list[_Entry]], caps: tuple[int, int], folds: int, latents: str | Path
-                  ) -> RaggedBlock:
+                  layout: Mapping[str, list[_Entry]], caps: tuple[int, int], split: Mapping[str, Any],
+                  latents: str | Path) -> RaggedBlock:
     """The latent arrays of a run of ``streams``, in the store layout.
 
     Raises:
@@ -226,7 +226,8 @@ def _latent_block(streams: pl.DataFrame, tables: tuple[pl.DataFrame, pl.DataFram
     if missing:
         raise DataError(f"{latents}: no latent factors for {', '.join(missing[:3])}")
     padded = Padded(stream_id=np.array(sids, dtype=object), fold=streams["fold"].to_numpy().astype(np.int8),
-                    target=streams["target"].to_numpy().astype(np.float32), folds=folds, arrays=arrays)
+                    target=streams["target"].to_numpy().astype(np.float32), folds=int(split["k"]), arrays=arrays,
+                    attrs={"split": dict(split)})
     return RaggedBlock.from_padded(padded)
 
 
@@ -267,14 +268,15 @@ def pad_latents(
     streams = validated_table(data_dir, "streams", ["stream_id", "anchor_id", "fold", "target"])
     tables = (validated_table(data_dir, "items", ["stream_id", "item_id", "position"]),
               validated_table(data_dir, "clips", ["stream_id", "clip_id", "kind", "position"]))
-    folds = int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"])
+    split = read_json(Path(data_dir) / "dataset.json")["folds"]  # the run folds (memf.data.folds.FoldPlan)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
         writer = StoreWriter(h5, dtype)
         for start in range(0, streams.height, LATENT_BLOCK):
             block = streams[start : start + LATENT_BLOCK]
-            writer.append(_latent_block(block, tables, scan, layout, (max_items, max_clips), folds, latents))
-        writer.finish(folds, {"feature_set": "latent", "extractors": {"latent": str(latents)}, "fields": fields,
-                              "caps": {"max_items": max_items, "max_clips": max_clips}})
+            writer.append(_latent_block(block, tables, scan, layout, (max_items, max_clips), split, latents))
+        writer.finish(int(split["k"]), {"feature_set": "latent", "extractors": {"latent": str(latents)},
+                                        "fields": fields, "caps": {"max_items": max_items, "max_clips": max_clips},
+                                        "split": split})
     log.info("latent feature set: %d streams; entries per array %s", writer.rows,
              {f"{e}/{s}": len(names) for e, arrays_ in fields.items() for s, names in arrays_.items()})
     return PadReport(writer.rows, 0, 0, writer.longest["commodity"], {k: writer.longest[k] for k in CLIP_KINDS})

@@ -333,7 +333,8 @@ def pad_feature_set(
         if not pieces:
             raise DataError(f"feature set '{feature_set}': every one of {streams.height} streams was dropped (see "
                             f"the reasons in {truncated_out})")
-        writer = _merge(pieces, out, dtype, int(read_json(Path(data_dir) / "dataset.json")["folds"]["k"]), attrs)
+        split = read_json(Path(data_dir) / "dataset.json")["folds"]  # the run folds (memf.data.folds.FoldPlan)
+        writer = _merge(pieces, out, dtype, int(split["k"]), {**attrs, "split": split})
     table = pa.Table.from_pylist(records, schema=TRUNCATED_SCHEMA)
     order = np.argsort(np.asarray(table["stream_id"].to_pylist(), dtype=object), kind="stable")
     write_parquet(truncated_out, table.take(pa.array(order)))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from memf.core.io import DataError
+from memf.data.folds import FIXED_ROLE
 
 #: Batch key -> rank of one stream's array (without the stream dimension).
 BATCH_KEYS: dict[str, int] = {
@@ -45,7 +46,7 @@ class Padded:
     """Streams of one feature set as dense NumPy arrays in stream order, every set padded to one length."""
 
     stream_id: np.ndarray  # [S] str
-    fold: np.ndarray  # [S] int8 fold id (memf.data.folds); -1 in a dataset to predict (no folds)
+    fold: np.ndarray  # [S] int8 fold id, or role in the fixed protocol (memf.data.folds); -1 in a dataset to predict
     target: np.ndarray  # [S] float32 log(sales + offset); NaN where sales are unknown
     folds: int  # K (0 in a dataset to predict)
     arrays: dict[str, np.ndarray]  # batch key -> [S, ...]
@@ -64,8 +65,9 @@ class Padded:
                                 f"with {n} streams")
         if self.fold.shape != (n,) or self.target.shape != (n,):
             raise DataError(f"padded tensors: fold {self.fold.shape} / target {self.target.shape}, expected ({n},)")
-        if self.folds and (self.fold.min(initial=0) < 0 or self.fold.max(initial=0) >= self.folds):
-            raise DataError(f"padded tensors: fold ids outside 0..{self.folds - 1}")
+        ids = len(FIXED_ROLE) if self.attrs.get("split", {}).get("mode") == "fixed" else self.folds  # role or fold
+        if self.folds and (self.fold.min(initial=0) < 0 or self.fold.max(initial=0) >= ids):
+            raise DataError(f"padded tensors: fold ids outside 0..{ids - 1}")
 
     def __len__(self) -> int:
         return len(self.stream_id)

@@ -15,6 +15,7 @@ every batch is float32 when read. The root attribute ``format`` is the layout's 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Collection, Mapping
@@ -26,7 +27,7 @@ import h5py
 import numpy as np
 
 from memf.core.io import DataError, atomic_path
-from memf.data.folds import SPLIT_CODE, split_of
+from memf.data.folds import SPLIT_CODE, FoldPlan
 from memf.padding.padded import (
     BATCH_KEYS,
     FIXED_KEYS,
@@ -173,6 +174,7 @@ class PaddedStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._splits: dict[int, np.ndarray] = {}  # run fold -> split codes
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
@@ -241,8 +243,15 @@ class PaddedStore:
         return out
 
     def split(self, fold: int) -> np.ndarray:
-        """[S] int8 split code (memf.data.folds.SPLIT_CODE) of every stream in run fold ``fold``."""
-        return split_of(self.fold, fold, self.folds)
+        """[S] int8 split code (memf.data.folds.SPLIT_CODE) of every stream in run fold ``fold`` (-1: in none)."""
+        if fold not in self._splits:
+            self._splits[fold] = self.plan.split(self.fold, fold, self.stream_id)
+        return self._splits[fold]
+
+    @functools.cached_property
+    def plan(self) -> FoldPlan:
+        """The run folds (memf.data.folds.FoldPlan; a store without a ``split`` record is K-fold with ``folds``)."""
+        return FoldPlan.from_record(self.attrs.get("split") or {"k": self.folds})
 
     def index(self, split: str, fold: int) -> np.ndarray:
         """Row indices of one split ("train", "val" or "test") of run fold ``fold``, ascending."""

@@ -100,7 +100,9 @@ class NeuralFitter(Fitter):
         data = self.data
         model, result, cfg = self._train(params, seed, final=True, checkpoint_dir=partial / "checkpoint")
         scale = (result.target_mean, result.target_sd)
-        pred, _ = predict(model, data, np.arange(len(data)), self.device, cfg.eval_batch_size, *scale)
+        members = data.members
+        pred = np.full(len(data), np.nan)  # [S]; NaN for a stream outside the fold (the fixed protocol's unused pool)
+        pred[members], _ = predict(model, data, members, self.device, cfg.eval_batch_size, *scale)
         test = data.rows["test"]
         _, attention = predict(model, data, test, self.device, cfg.eval_batch_size, *scale)
         labels = attention_labels(model, attention.shape[1]) if attention is not None else []

@@ -131,6 +131,12 @@ class FoldData:
         """[S] int8 split code of every stream in this fold."""
         return self.store.split(self.fold)
 
+    @property
+    def members(self) -> np.ndarray:
+        """Ascending row indices of the fold's streams: every stream in K-fold, the training subset, validation and
+        test sets in the fixed protocol."""
+        return np.sort(np.concatenate(list(self.rows.values())))
+
     def dims(self) -> dict[str, tuple[int, ...]]:
         return self.store.dims()
 

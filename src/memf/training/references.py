@@ -78,6 +78,9 @@ class FoldBlocks(Protocol):
 
     rows: dict[str, np.ndarray]  # split -> stream indices
 
+    def __len__(self) -> int:
+        """S: the streams of the store (a fold may use fewer: the fixed protocol's unused pool)."""
+
     def target(self, split: str) -> np.ndarray:
         """[n] float64 targets of one split, in the order of ``rows[split]``."""
 
@@ -175,11 +178,12 @@ class FeatureTransform:
 class Features:
     """The model features of every stream of a fold, rows ordered training part, validation part, test part."""
 
-    x: np.ndarray  # [S, F_model] float32
-    order: np.ndarray  # [S] the fold's stream index of each row of x
+    x: np.ndarray  # [N, F_model] float32, N = the fold's streams (S, or fewer in the fixed protocol)
+    order: np.ndarray  # [N] the store's stream index of each row of x
     n_train: int
     n_val: int
     transform: FeatureTransform
+    n_streams: int  # S: the store's streams
 
     @property
     def train(self) -> np.ndarray:
@@ -190,8 +194,8 @@ class Features:
         return self.x[self.n_train: self.n_train + self.n_val]
 
     def in_stream_order(self, per_row: np.ndarray) -> np.ndarray:
-        """[S] values per row of x -> [S] values per stream of the fold."""
-        out = np.empty(len(self.order), dtype=np.float64)
+        """[N] values per row of x -> [S] values per stream of the store (NaN for a stream outside the fold)."""
+        out = np.full(self.n_streams, np.nan, dtype=np.float64)
         out[self.order] = per_row
         return out
 
@@ -244,7 +248,7 @@ def build_features(data: FoldBlocks, pooling: str, reduce_above: int, components
         transform = FeatureTransform(pooling, widths, StandardScaler().fit(x[:n_train]))
         for start in range(0, len(x), CHUNK_ROWS):
             x[start:start + CHUNK_ROWS] = transform.scaler.transform(x[start:start + CHUNK_ROWS])
-        return Features(x, order, n_train, n_val, transform)
+        return Features(x, order, n_train, n_val, transform, len(data))
     transform = _fit_reduction(data, order[:n_train], pooling, widths, components)
     x = np.empty((len(order), sum(w for _, w in transform.out_widths)), dtype=np.float32)
     start = 0
@@ -252,7 +256,7 @@ def build_features(data: FoldBlocks, pooling: str, reduce_above: int, components
         reduced = transform.apply(block)
         x[start:start + len(reduced)] = reduced
         start += len(reduced)
-    return Features(x, order, n_train, n_val, transform)
+    return Features(x, order, n_train, n_val, transform, len(data))
 
 
 class ReferenceInputs:

@@ -31,15 +31,16 @@ SPLIT_NAMES = np.array(SPLITS)
 def predictions_frame(
     stream_id: np.ndarray, split_code: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, seed: int
 ) -> pl.DataFrame:
-    """One row per stream: stream_id, seed, split name, y_true, y_pred (float64)."""
-    n = len(stream_id)
+    """One row per stream of the fold (split code >= 0; the fixed protocol's unused pool has -1): stream_id, seed,
+    split name, y_true, y_pred (float64)."""
+    keep = np.flatnonzero(np.asarray(split_code) >= 0)
     return pl.DataFrame(
         {
-            "stream_id": np.asarray(stream_id).astype(str),
-            "seed": np.full(n, seed, dtype=np.int64),
-            "split": SPLIT_NAMES[np.asarray(split_code, dtype=np.int64)],
-            "y_true": np.asarray(y_true, dtype=np.float64),
-            "y_pred": np.asarray(y_pred, dtype=np.float64),
+            "stream_id": np.asarray(stream_id)[keep].astype(str),
+            "seed": np.full(len(keep), seed, dtype=np.int64),
+            "split": SPLIT_NAMES[np.asarray(split_code, dtype=np.int64)[keep]],
+            "y_true": np.asarray(y_true, dtype=np.float64)[keep],
+            "y_pred": np.asarray(y_pred, dtype=np.float64)[keep],
         }
     )
 
