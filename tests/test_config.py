@@ -32,7 +32,7 @@ def test_schema_defaults_are_the_shipped_config():
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "config.study.yaml", "config.paper.yaml", "config.worlds.yaml",
-                                  "config.scale.yaml", "tests/configs/tiny.yaml"])
+                                  "config.scale.yaml", "config.curves.yaml", "tests/configs/tiny.yaml"])
 def test_every_shipped_config_loads_clean(name, tmp_path):
     config = load(ROOT / name, tmp_path)
     assert config["experiments"] and config["split"]["folds"] >= 2
@@ -87,3 +87,14 @@ def test_a_media_free_simulation_accepts_only_the_latent_feature_set(tmp_path):
     for table in ("streams", "anchors", "items", "clips"):
         (tmp_path / "mine" / f"{table}.parquet").write_bytes(b"")
     load_config({"dataset": {"root": "mine", "simulate": False}, "simulator": {"media": False}}, SCHEMA, tmp_path)
+
+
+def test_the_fixed_protocol_is_checked_when_the_workflow_loads(tmp_path):
+    config = {"simulator": {"n_streams": 1000}, "split": {"mode": "fixed", "train_sizes": [300, 1000],
+                                                           "replicates": [3]}}
+    with pytest.raises(ConfigError) as error:
+        load_config(config, SCHEMA, tmp_path)
+    assert error.value.problems == [
+        "config key 'split.replicates': [3]; one count per entry of split.train_sizes (2 entries)",
+        "config key 'simulator.n_streams': 1000; the fixed protocol needs at least 3500 (largest split.train_sizes "
+        "+ split.validation + split.test)"]

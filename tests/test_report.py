@@ -15,7 +15,8 @@ from memf.core.metrics import METRICS, regression_metrics
 from memf.data.folds import split_of
 from memf.padding.store import write_padded
 from memf.report.bootstrap import Interval, paired_differences, resample_chunks, resampled_metrics, verdict
-from memf.report.figures import draw_figures, expected_max
+from memf.report.budget import expected_max
+from memf.report.figures import draw_figures
 from memf.report.tables import ORACLE_LABEL, build_tables, settings_summary
 from memf.training.fit import JobSpec, fit_experiment
 from memf.training.matrix import experiments_from_config, run_dir, tuning_dir

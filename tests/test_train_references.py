@@ -186,6 +186,9 @@ class CountingBlocks:
     def __init__(self, data):
         self.data, self.rows, self.read = data, data.rows, 0
 
+    def __len__(self):
+        return len(self.data)
+
     def target(self, split):
         return self.data.target(split)
 

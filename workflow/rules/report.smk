@@ -11,6 +11,7 @@ rule tables:
         runs=get_table_runs,
         tuning=get_tuning_records,
         ground_truth_json=[GROUND_TRUTH_JSON] if SIMULATED else [],
+        probe=get_probe_inputs,
     output:
         [report_table(path) for path in table_outputs()],
     log:
@@ -21,6 +22,9 @@ rule tables:
         ensemble=config["ensemble"],
         seeds=config["seeds"],
         folds=FOLDS,
+        split=config["split"],
+        epochs=config["train"]["epochs"],
+        padded={EXPERIMENTS[PROBED].feature_set: padded_path(EXPERIMENTS[PROBED].feature_set)} if PROBED else {},
         importance_table=IMPORTANCE_TABLE,
         target_offset=config["target"]["offset"],
         code=code_version("report"),

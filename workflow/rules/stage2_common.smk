@@ -1,6 +1,8 @@
 # Stage 2 helpers shared by train.smk and report.smk (included by both; Snakemake includes a file once): the
 # experiment matrix, its folds, the run and tuning folders, and the final tables and figures (docs/training.md).
+from memf.data.folds import FoldPlan
 from memf.padding.layout import padded_path
+from memf.report.curves import PROBES, probed
 from memf.training.matrix import (
     BEST_FILE,
     ENSEMBLE,
@@ -22,6 +24,8 @@ ENSEMBLE_EXPERIMENT = ensemble_experiment(config)
 ENSEMBLE_CANDIDATES = ensemble_candidates(config) if ENSEMBLE_EXPERIMENT else []
 ROWS = {**EXPERIMENTS, **ENSEMBLE_EXPERIMENT}
 FOLDS = list(config["split"]["run_folds"] or range(run_fold_count(config)))
+#: The fixed protocol (split.mode: fixed) writes learning curves (memf.report.curves) instead of pooled tables.
+FIXED = FoldPlan.from_config(config["split"]).fixed
 SPACES = {name: parse_space(name, spec) for name, spec in config["search_spaces"].items()}
 GROUND_TRUTH = str(RAW / "ground_truth.parquet")
 GROUND_TRUTH_JSON = str(RAW / "ground_truth.json")
@@ -30,7 +34,9 @@ from memf.report.layout import FIGURES_DIR, TABLES_DIR
 
 TABLES = list(EVALUATION["tables"])
 FIGURE_RUN = EVALUATION["figures"]
-IMPORTANCE_TABLE = EVALUATION["importance"]["table"] if SIMULATED else None
+IMPORTANCE_TABLE = EVALUATION["importance"]["table"] if SIMULATED and not FIXED else None
+#: The experiment whose entity vectors the curves probe (the fixed protocol on simulated data), or None.
+PROBED = probed(EVALUATION["tables"], EXPERIMENTS, EVALUATION["compare_to"]) if SIMULATED and FIXED else None
 #: Bar-chart figure -> the table whose CSV it draws (only tables that are written).
 BAR_FIGURES = {fig: table for fig, table in (("fig5_fusion_order", "fig5"), ("table9_methods", "table9")) if table in TABLES}
 RUN_FIGURES = ["fig3_training_curves", "fig4_scatter_density", "fig6_attention"] if FIGURE_RUN["experiment"] else []
@@ -99,6 +105,16 @@ def get_table_runs(wildcards=None):
     return files + [f for n in ENSEMBLE_EXPERIMENT for fold in FOLDS for f in run_files(n, fold, ("model.json",))]
 
 
+def get_probe_inputs(wildcards=None):
+    """The fixed protocol's probe of MEMF's entity vectors: its store and its runs at the largest size that runs."""
+    if not PROBED:
+        return []
+    plan = FoldPlan.from_config(config["split"])
+    largest = max(plan.runs[fold][0] for fold in FOLDS)
+    return [padded_path(EXPERIMENTS[PROBED].feature_set)] + [
+        f for fold in FOLDS if plan.runs[fold][0] == largest for f in run_files(PROBED, fold, ("weights.safetensors",))]
+
+
 def get_tuning_records(wildcards=None):
     """trials.parquet of every fold of every tuned experiment (the budget figure and table)."""
     return [str(tuning_dir(n, fold) / TRIALS_FILE) for n in TUNED for fold in FOLDS]
@@ -113,6 +129,7 @@ def get_figure_run(wildcards=None):
 
 def table_outputs():
     names = TABLES + (["tuning"] if TUNED else []) + (["entity_importance"] if IMPORTANCE_TABLE else [])
+    names += [PROBES] if PROBED else []
     names += [ENSEMBLE] if ENSEMBLE_EXPERIMENT else []
     out = [f"{TABLES_DIR}/{name}.{ext}" for name in names for ext in ("csv", "md", "html")]
     out += [f"{TABLES_DIR}/{ENSEMBLE}.json"] if ENSEMBLE_EXPERIMENT else []

@@ -40,7 +40,7 @@ STAGE_ENTRIES: dict[str, tuple[str, ...]] = {
     "fit_reference": ("memf.training.fit", "memf.training.reference_fit"),
     "reference_model": ("memf.training.references", "memf.training.prepare", "memf.padding.padded"),
     "ensemble": ("memf.training.ensemble",),
-    "report": ("memf.report.tables", "memf.report.figures"),
+    "report": ("memf.report.tables", "memf.report.figures", "memf.report.curves"),
     "model": ("memf.models", "memf.training.prepare", "memf.padding.padded"),
     "export": ("memf.predict.export",),
     "predict": ("memf.predict.predictor",),

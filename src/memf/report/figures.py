@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from memf.core.io import DataError, atomic_path, read_json  # noqa: E402
 from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics  # noqa: E402
+from memf.report.budget import expected_max, trial_scores  # noqa: E402
 from memf.training.matrix import ATTENTION_FILE, HISTORY_FILE, METRICS_FILE  # noqa: E402
 from memf.training.runs import read_predictions  # noqa: E402
 
@@ -127,15 +128,6 @@ def metric_bars(table_csv: str | Path, out: str | Path, title: str) -> None:
     _save(fig, out)
 
 
-def expected_max(scores: np.ndarray, n: int) -> float:
-    """Expected best of ``n`` trials drawn with replacement from ``scores`` (Dodge et al. 2019, eq. 1):
-    sum_i v_(i) [(i/N)^n - ((i-1)/N)^n] over the sorted scores v_(1) <= ... <= v_(N)."""
-    v = np.sort(np.asarray(scores, dtype=np.float64))
-    big_n = len(v)
-    i = np.arange(1, big_n + 1)
-    return float(np.sum(v * ((i / big_n) ** n - ((i - 1) / big_n) ** n)))
-
-
 def tuning_budget(records: list[str | Path], out: str | Path) -> None:
     """The expected best validation R² against the number of trials, per tuned experiment (mean over folds).
 
@@ -145,10 +137,7 @@ def tuning_budget(records: list[str | Path], out: str | Path) -> None:
     curves: dict[str, list[np.ndarray]] = {}
     for path in records:
         path = Path(path)
-        trials = pl.read_parquet(path)
-        if "val_r2" not in trials.columns:
-            continue
-        scores = trials.filter(pl.col("val_r2").is_not_null())["val_r2"].to_numpy()
+        scores = trial_scores(path)
         if len(scores):
             name = path.parent.parent.name
             curves.setdefault(name, []).append(np.array([expected_max(scores, n) for n in range(1, len(scores) + 1)]))

@@ -9,3 +9,5 @@ TABLES_DIR = f"{RESULTS}/tables"
 FIGURES_DIR = f"{RESULTS}/figures"
 #: ``python -m memf.report.worlds run``: one working folder per world under this folder.
 WORLDS_DIR = f"{RESULTS}/worlds"
+#: ``python -m memf.report.curves run``: one working folder per world under this folder (the learning curves).
+CURVES_DIR = f"{RESULTS}/curves"

@@ -18,6 +18,7 @@ import polars as pl
 
 from memf.core.io import DataError, write_text
 from memf.report.bootstrap import VERDICT_TOLERANCE
+from memf.report.budget import UNDER_TUNED
 from memf.training.matrix import REFERENCE_MODELS
 
 
@@ -102,7 +103,8 @@ def _sentences(rows: pl.DataFrame, memf: dict, oracle: dict) -> list[str]:
         if refs.height:
             ref = refs.row(0, named=True)
             against = {"better": "better than", "worse": "worse than", "borderline": "borderline against",
-                       "not separable": "not separable from"}[ref["verdict"]]
+                       "not separable": "not separable from",
+                       UNDER_TUNED: "under-tuned (the budget was not enough to tell) against"}[ref["verdict"]]
             out.append(f"- The best tuned reference, {ref['label']}, reaches {ref['r2']:.3f}: {against} MEMF "
                        f"({ref['r2_diff']:+.3f} [{ref['r2_lo']:+.3f}, {ref['r2_hi']:+.3f}]).")
         verdicts = others["verdict"].value_counts().sort("verdict")
@@ -113,7 +115,8 @@ def _sentences(rows: pl.DataFrame, memf: dict, oracle: dict) -> list[str]:
         o = order.row(0, named=True)
         way = {"better": "modality-first fusion is better", "worse": "entity-first MEMF is better",
                "borderline": "the two orders are borderline (the interval ends within the rerun tolerance of 0)",
-               "not separable": "the two orders are not separable"}[o["verdict"]]
+               "not separable": "the two orders are not separable",
+               UNDER_TUNED: "under-tuned: the budget was not enough to tell"}[o["verdict"]]
         out.append(f"- Fusion order (Fig. 5): modality-first R² {o['r2']:.3f} against MEMF's {memf['r2']:.3f}: {way} "
                    f"({o['r2_diff']:+.3f} [{o['r2_lo']:+.3f}, {o['r2_hi']:+.3f}]).")
     latent = rows.filter(pl.col("feature_set") == "latent").sort("r2", descending=True)

@@ -38,6 +38,7 @@ from memf.core.io import DataError, atomic_path, read_json, write_json, write_te
 from memf.core.metrics import METRIC_LABELS, METRICS, regression_metrics
 from memf.data.contract import ENTITIES
 from memf.report.bootstrap import VERDICT_TOLERANCE, Interval, paired_differences, verdict
+from memf.report.budget import BUDGET_TOLERANCE, budget_state, budget_verdict, doubling_gain, study_gain, trial_scores
 from memf.report.experiments import RunSet, load_runset
 from memf.training.matrix import ENSEMBLE, MODEL_JSON, RUNS_DIR, Experiment
 from memf.training.runs import expected_log_sales
@@ -119,8 +120,14 @@ class TableBuilder:
         ground_truth: str | Path | None = None,
         latent_ceiling: Sequence[str] = (),
         target_offset: float = 1.0,
+        tuning_records: Sequence[str | Path] = (),
     ) -> None:
         self.experiments, self.folds, self.compare_to = experiments, list(folds), compare_to
+        by_name: dict[str, list[Path]] = {}
+        for path in map(Path, tuning_records):  # results/tuning/{experiment}/fold{k}/trials.parquet
+            by_name.setdefault(path.parent.parent.name, []).append(path)
+        #: experiment -> the gain of its last doubling of trials (memf.report.budget; absent: untuned)
+        self.gains = {name: study_gain(paths) for name, paths in by_name.items()}
         self.target_offset = target_offset
         self.n_boot, self.boot_seed, self.level = n_boot, boot_seed, level
         self.runs_root = Path(runs_root)
@@ -192,6 +199,8 @@ class TableBuilder:
         row["frac_latent"] = row["r2"] / self.latent["r2"] if self.latent and self.latent["r2"] > 0 else None
         base_name = self.compare_to.get(exp.feature_set)
         row["compared_to"] = base_name
+        row["budget_gain"] = self.gains.get(name)
+        row["budget"] = budget_state(row["budget_gain"])
         row["verdict"] = "reference" if base_name == name else None
         if base_name is None or base_name == name:
             row.update({f"{m}_{k}": None for m in METRICS for k in ("diff", "lo", "hi")})
@@ -199,7 +208,8 @@ class TableBuilder:
         assert diffs is not None, name  # table() computes every row's comparison first
         for m, iv in diffs.items():
             row.update({f"{m}_diff": iv.diff, f"{m}_lo": iv.lo, f"{m}_hi": iv.hi})
-        row["verdict"] = verdict(diffs["r2"], higher_is_better=True)
+        row["verdict"] = budget_verdict(verdict(diffs["r2"], higher_is_better=True), row["budget_gain"],
+                                        self.gains.get(base_name))
         return row
 
     def oracle_row(self, runs: RunSet) -> dict[str, Any]:
@@ -242,7 +252,7 @@ def _schema() -> dict[str, pl.DataType]:
     schema.update({f"{m}_{k}": pl.Float64() for m in METRICS for k in ("runs_mean", "sd")})
     schema.update({"sales_mae": pl.Float64(), "sales_mape": pl.Float64()})
     schema.update({"frac_oracle": pl.Float64(), "frac_latent": pl.Float64(), "compared_to": pl.String(),
-                   "verdict": pl.String()})
+                   "verdict": pl.String(), "budget_gain": pl.Float64(), "budget": pl.String()})
     schema.update({f"{m}_{k}": pl.Float64() for m in METRICS for k in ("diff", "lo", "hi")})
     schema["settings"] = pl.String()
     return schema
@@ -271,7 +281,10 @@ def caption(level: float, n_boot: int, latent: dict[str, Any] | None) -> str:
         "of the prediction minus the target offset) against the sales, MAPE over streams with sales. Fractions: "
         "pooled R² over the oracle's (the simulator's noiseless "
         f"expected log sales on the same streams) and over the latent ceiling.{ceiling} Settings: the tuned choice "
-        "per fold (value (folds choosing it/folds)). Every number is recomputed from the runs' predictions.parquet."
+        "per fold (value (folds choosing it/folds)). Last doubling of trials: the expected best validation R² "
+        "(Dodge et al.) at the trials run minus at half of them, mean over folds; above "
+        f"{BUDGET_TOLERANCE:g} the row is under-tuned and so is every verdict resting on it (the row's or its "
+        "reference's). Every number is recomputed from the runs' predictions.parquet."
     )
 
 
@@ -282,7 +295,8 @@ def table_cells(frame: pl.DataFrame, level: float) -> tuple[list[str], list[list
     head = ["Method", "Features", "Runs", "Params"] + [METRIC_LABELS[m] for m in METRICS]
     several = len(refs) > 1  # e.g. Table 10: each feature set's rows against its own MEMF, named in a column
     head += ["Sales MAE", "Sales MAPE", "of oracle", "of latent", *(["Compared to"] if several else []),
-             f"ΔR² vs {'reference' if several else (refs or ['MEMF'])[0]} [{level:.0%} CI]", "Verdict", "Settings"]
+             f"ΔR² vs {'reference' if several else (refs or ['MEMF'])[0]} [{level:.0%} CI]", "Verdict",
+             "Last doubling of trials", "Settings"]
     rows = []
     for r in frame.iter_rows(named=True):
         runs = f"{r['n_folds']}×{r['n_seeds']}" if r["n_seeds"] else ""
@@ -297,7 +311,8 @@ def table_cells(frame: pl.DataFrame, level: float) -> tuple[list[str], list[list
             cells.append(r["compared_to"] or "")
         d = r["r2_diff"]
         cells.append("" if d is None else f"{d:+.3f} [{r['r2_lo']:+.3f}, {r['r2_hi']:+.3f}]")
-        cells += [r["verdict"] or "", r["settings"] or ""]
+        gain = r["budget_gain"]
+        cells += [r["verdict"] or "", "" if gain is None else f"{gain:+.3f} ({r['budget']})", r["settings"] or ""]
         rows.append(cells)
     return head, rows
 
@@ -332,9 +347,18 @@ def tuning_table(records: Sequence[str | Path], experiments: dict[str, Experimen
             "pruned": counted.filter(pl.col("state") == "PRUNED").height,
             "failed": counted.filter(pl.col("state") == "FAIL").height,
             "best_val_mse": best["best_trial"]["val_mse"], "best_val_r2": best["best_trial"]["val_r2"],
+            "doubling_gain": doubling_gain(trial_scores(trials)),
             "seconds": float(counted["seconds"].sum()), "chosen": json.dumps(best["params"], sort_keys=True),
         })
     return pl.DataFrame(rows).sort("experiment", "fold")
+
+
+def write_tuning(out_dir: Path, records: Sequence[str | Path], experiments: dict[str, Experiment]) -> list[Path]:
+    """``tuning.{csv,md,html}``: the tuning record of every tuned (experiment, fold)."""
+    frame = tuning_table(records, experiments)
+    head, rows, note = tuning_cells(frame)
+    return write_table(Path(out_dir), "tuning", frame, "Tuning: the same trial budget for every tuned experiment",
+                       head, rows, note)
 
 
 def tuning_cells(frame: pl.DataFrame) -> tuple[list[str], list[list[str]], str]:
@@ -342,16 +366,19 @@ def tuning_cells(frame: pl.DataFrame) -> tuple[list[str], list[list[str]], str]:
     per = frame.group_by("experiment", maintain_order=True).agg(
         pl.col("model").first(), pl.col("search").first(), pl.col("fold").count().alias("folds"),
         pl.col("trials").sum(), pl.col("complete").sum(), pl.col("pruned").sum(), pl.col("failed").sum(),
-        pl.col("best_val_r2").mean(), pl.col("seconds").sum())
+        pl.col("best_val_r2").mean(), pl.col("doubling_gain").mean(), pl.col("seconds").sum())
     head = ["Experiment", "Model", "Search space", "Folds", "Trials", "Complete", "Pruned", "Failed",
-            "Best val R² (mean over folds)", "Trial seconds"]
+            "Best val R² (mean over folds)", "Last doubling gain", "Budget", "Trial seconds"]
     rows = [[r["experiment"], r["model"], r["search"], str(r["folds"]), str(r["trials"]), str(r["complete"]),
-             str(r["pruned"]), str(r["failed"]), _fmt(r["best_val_r2"]), f"{r['seconds']:.0f}"]
-            for r in per.iter_rows(named=True)]
+             str(r["pruned"]), str(r["failed"]), _fmt(r["best_val_r2"]),
+             "" if r["doubling_gain"] is None else f"{r['doubling_gain']:+.4f}", budget_state(r["doubling_gain"]) or "",
+             f"{r['seconds']:.0f}"] for r in per.iter_rows(named=True)]
     per_fold = sorted(frame["trials"].unique().to_list())
     note = (f"Trials per (experiment, fold): {'equal' if len(per_fold) == 1 else 'NOT equal'} "
             f"({', '.join(map(str, per_fold))}). Each fold's study is scored on that fold's validation part only; the "
-            "test part never enters a choice. Per-fold choices: tuning.csv and "
+            "test part never enters a choice. Last doubling gain: the expected best validation R² (Dodge et al.) at "
+            f"all trials minus at half of them, mean over folds; above {BUDGET_TOLERANCE:g} the budget was not enough "
+            "(under-tuned). Per-fold choices: tuning.csv and "
             "results/tuning/{experiment}/fold{k}/trials.parquet.")
     return head, rows, note
 
@@ -491,7 +518,7 @@ def build_tables(
     """
     out_dir = Path(out_dir)
     builder = TableBuilder(experiments, folds, compare_to, n_boot, boot_seed, level, Path(runs_root), ground_truth,
-                           latent_ceiling, target_offset)
+                           latent_ceiling, target_offset, tuning_records)
     note = caption(level, n_boot, builder.latent)
     written: list[Path] = []
     for name, spec in tables.items():
@@ -501,10 +528,7 @@ def build_tables(
         written += write_table(out_dir, name, frame, spec.get("title", name), head, rows, f"{n} streams. {note}")
         log.info("table %s: %d rows", name, frame.height)
     if tuning_records:
-        frame = tuning_table(tuning_records, experiments)
-        head, rows, tuning_note = tuning_cells(frame)
-        written += write_table(out_dir, "tuning", frame, "Tuning: the same trial budget for every tuned experiment",
-                               head, rows, tuning_note)
+        written += write_tuning(out_dir, tuning_records, experiments)
     if ENSEMBLE in experiments:
         written += _write_ensemble(builder, out_dir)
     if importance_table is not None and ground_truth_json is not None:

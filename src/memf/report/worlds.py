@@ -84,7 +84,8 @@ def claim(world: str, frame: pl.DataFrame) -> str:
                             if "feature_set" in frame.columns else pl.col("experiment") != "oracle")
     best = features.sort("r2", descending=True).row(0, named=True)
     return (f"{world}: MEMF R² {memf['r2'][0]:.3f} vs modality-first {o['r2']:.3f} (Δ {-o['r2_diff']:+.3f} "
-            f"[{-o['r2_hi']:+.3f}, {-o['r2_lo']:+.3f}]): {verdict[o['verdict']]}; best on features {best['label']} "
+            f"[{-o['r2_hi']:+.3f}, {-o['r2_lo']:+.3f}]): {verdict.get(o['verdict'], o['verdict'])}; best on features "
+            f"{best['label']} "
             f"(R² {best['r2']:.3f}).")
 
 
