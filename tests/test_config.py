@@ -32,7 +32,8 @@ def test_schema_defaults_are_the_shipped_config():
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "config.study.yaml", "config.paper.yaml", "config.worlds.yaml",
-                                  "config.scale.yaml", "config.curves.yaml", "tests/configs/tiny.yaml"])
+                                  "config.scale.yaml", "config.curves.yaml", "config.curves.features.yaml",
+                                  "tests/configs/tiny.yaml"])
 def test_every_shipped_config_loads_clean(name, tmp_path):
     config = load(ROOT / name, tmp_path)
     assert config["experiments"] and config["split"]["folds"] >= 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from sklearn.metrics import r2_score
 
 from memf.core.io import write_json, write_parquet
@@ -167,3 +168,19 @@ def test_the_summary_writes_the_table_the_figure_and_the_readme_block(tmp_path):
     text = readme.read_text()
     assert "old" not in text and "![Learning curves](results/figures/curves.png)" in text
     assert json.dumps(sentences[0])[1:40] in json.dumps(text)
+
+
+def test_run_goes_phase_by_phase_over_every_world_with_the_worlds_overlay(tmp_path, monkeypatch):
+    from memf.report import curves as module
+
+    calls = []
+    monkeypatch.setattr(module.subprocess, "run", lambda cmd: calls.append(cmd) or type("Done", (), {"returncode": 0}))
+    config = tmp_path / "c.yaml"
+    config.write_text("simulator: {n_streams: 900, media: false}\nsplit: {mode: fixed, validation: 50, test: 100, "
+                      "train_sizes: [100, 700], replicates: [2, 1]}\n")
+    module.run_curves(config, tmp_path / "out", ["cross_modal", "fit"], "2", ["--quiet"])
+    worlds = [Path(c[c.index("--directory") + 1]).name for c in calls]
+    assert worlds == ["cross_modal", "fit"] * 3 and all(c[-1] == "--quiet" for c in calls)
+    overlay = yaml.safe_load((tmp_path / "out" / "fit" / "world.yaml").read_text())
+    assert overlay["simulator"] == {"n_streams": 900, "media": False, "world": "fit"}
+    assert overlay["split"]["run_folds"] == [0, 1, 2] and overlay["split"]["train_sizes"] == [100, 700]

@@ -260,7 +260,12 @@ def test_tables_pool_the_folds_and_recompute_every_number(runs):
     assert full["frac_latent"] == pytest.approx(full["r2"] / latent_r2)
     ridge = t9.filter(pl.col("experiment") == "ridge").row(0, named=True)
     assert ridge["compared_to"] == "full" and ridge["r2_lo"] <= ridge["r2_diff"] <= ridge["r2_hi"]
-    assert ridge["verdict"] in ("better", "worse", "not separable")
+    # The budget: the mean over folds of the last doubling's gain; the untuned ridge's verdict rests on 'full'.
+    gains = [expected_max(s, len(s)) - expected_max(s, len(s) // 2) for s in
+             (pl.read_parquet(p).filter(pl.col("val_r2").is_not_null())["val_r2"].to_numpy() for p in records)]
+    assert full["budget_gain"] == pytest.approx(np.mean(gains)) and ridge["budget_gain"] is None
+    interval = verdict(Interval(ridge["r2_diff"], ridge["r2_lo"], ridge["r2_hi"]), higher_is_better=True)
+    assert ridge["verdict"] == ("under-tuned" if np.mean(gains) > 0.005 else interval)
     html = (root / "tables" / "t9.html").read_text()
     assert "<table>" in html and "<td>Ridge</td>" in html and f"<td>{ridge['verdict']}</td>" in html
     tuning = pl.read_csv(root / "tables" / "tuning.csv")
