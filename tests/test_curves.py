@@ -157,8 +157,11 @@ def test_the_summary_writes_the_table_the_figure_and_the_readme_block(tmp_path):
     frame = curve_table(c, ROWS)
     (world / "results" / "tables").mkdir(parents=True)
     frame.write_csv(world / "results" / "tables" / "curves.csv")
+    pl.DataFrame({"train_size": [90, 90], "experiment": "memf", "entity": ["anchor", "commodity"],
+                  "probe_r2": [0.9, 0.6], "probe_r2_untrained": [0.8, 0.1], "runs": 1, "contribution_sd": 0.5}
+                 ).write_csv(world / "results" / "tables" / "curves_probes.csv")
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- curves:begin -->\nold\n<!-- curves:end -->\n")
+    readme.write_text("# x\n<!-- curves:begin -->\nOLD BLOCK\n<!-- curves:end -->\n")
     sentences = summarise(tmp_path / "study", tmp_path / "tables", tmp_path / "figures", readme)
     assert (tmp_path / "figures" / "curves.png").stat().st_size > 10_000
     table = pl.read_csv(tmp_path / "tables" / "curves.csv")
@@ -166,8 +169,10 @@ def test_the_summary_writes_the_table_the_figure_and_the_readme_block(tmp_path):
     assert sentences[0].startswith("cross_modal: at 90 training streams MEMF R²")
     assert "MEMF better from 30 streams" in sentences[0]
     text = readme.read_text()
-    assert "old" not in text and "![Learning curves](results/figures/curves.png)" in text
+    assert "OLD BLOCK" not in text and "![Learning curves](results/figures/curves.png)" in text
     assert json.dumps(sentences[0])[1:40] in json.dumps(text)
+    assert "| `cross_modal` | 90 | 0.90 (0.80) | 0.60 (0.10) |" in text
+    assert pl.read_csv(tmp_path / "tables" / "curves_probes.csv")["world"].to_list() == ["cross_modal"] * 2
 
 
 def test_run_goes_phase_by_phase_over_every_world_with_the_worlds_overlay(tmp_path, monkeypatch):

@@ -55,6 +55,7 @@ def test_the_tables_rule_writes_the_curves_and_the_probes(curves_run):
     probes = pl.read_csv(curves_run / "results/tables/curves_probes.csv")
     assert probes["entity"].to_list() == ["anchor", "commodity", "room", "video", "audio"]
     assert (probes["train_size"] == 120).all() and probes["probe_r2"].is_finite().all()
+    assert probes["probe_r2_untrained"].is_finite().all() and (probes["probe_r2"] != probes["probe_r2_untrained"]).any()
     assert (curves_run / "results/tables/tuning.md").is_file()
     assert not (curves_run / "results/tables/table7.csv").exists()
 

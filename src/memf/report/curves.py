@@ -52,7 +52,7 @@ from memf.report.budget import budget_state, budget_verdict, cap_bound, study_ga
 from memf.report.experiments import RunSet, load_runset
 from memf.report.layout import CURVES_DIR, FIGURES_DIR, TABLES_DIR
 from memf.report.readme import update_readme
-from memf.report.tables import write_table
+from memf.report.tables import write_csv, write_table
 from memf.simulate.worlds import WORLDS as SIMULATOR_WORLDS
 from memf.training.matrix import METRICS_FILE, RUNS_DIR, Experiment
 
@@ -277,22 +277,27 @@ def entity_truth(ground_truth: str | Path, ground_truth_json: str | Path,
 
 def probe_rows(c: Curves, name: str, padded: str | Path) -> pl.DataFrame:
     """Per entity: the test R² of ridge probes of ``name``'s entity vectors for the entity's true contribution, at
-    the largest training size that ran (mean over its replicates and seeds), and the contribution's sd."""
+    the largest training size that ran (mean over its replicates and seeds), of the same architecture untrained (the
+    baseline), and the contribution's sd."""
     from memf.training.probes import entity_vectors, probe_entities
 
     size, folds = list(c.sizes().items())[-1]
     exp = c.experiments[name]
-    scores: dict[str, list[float]] = {}
+    scores: dict[tuple[str, bool], list[float]] = {}
     sd: dict[str, float] = {}
     for fold in folds:
         for seed in exp.seeds:
-            entities, ids, vectors = entity_vectors(exp.run_dir(fold, c.runs_root), padded, fold, seed)
-            truth = {split: entity_truth(c.ground_truth, c.ground_truth_json, ids[split]) for split in ids}
-            for entity, r2 in probe_entities(entities, vectors, truth).items():
-                scores.setdefault(entity, []).append(r2)
-                sd[entity] = float(np.std(truth["test"][entity]))
-    return pl.DataFrame([{"train_size": size, "experiment": name, "entity": e, "probe_r2": float(np.mean(v)),
-                          "runs": len(v), "contribution_sd": sd[e]} for e, v in scores.items()])
+            for trained in (True, False):
+                entities, ids, vectors = entity_vectors(exp.run_dir(fold, c.runs_root), padded, fold, seed,
+                                                        trained=trained)
+                truth = {split: entity_truth(c.ground_truth, c.ground_truth_json, ids[split]) for split in ids}
+                for entity, r2 in probe_entities(entities, vectors, truth).items():
+                    scores.setdefault((entity, trained), []).append(r2)
+                    sd[entity] = float(np.std(truth["test"][entity]))
+    return pl.DataFrame([{"train_size": size, "experiment": name, "entity": e,
+                          "probe_r2": float(np.mean(scores[(e, True)])),
+                          "probe_r2_untrained": float(np.mean(scores[(e, False)])), "runs": len(scores[(e, True)]),
+                          "contribution_sd": sd[e]} for e in sd])
 
 
 def probed(tables: Mapping[str, Mapping[str, Any]], experiments: Mapping[str, Experiment],
@@ -318,12 +323,14 @@ def build_curves(tables: Mapping[str, Mapping[str, Any]], c: Curves, out_dir: st
     base = probed(tables, c.experiments, c.compare_to)
     if base is not None:
         frame = probe_rows(c, base, padded[c.experiments[base].feature_set])
-        head = ["Training streams", "Model", "Entity", "Probe R² (test)", "Runs", "Contribution sd"]
-        cells = [[f"{r['train_size']:,}", r["experiment"], r["entity"], _fmt(r["probe_r2"]), str(r["runs"]),
-                  _fmt(r["contribution_sd"])] for r in frame.iter_rows(named=True)]
+        head = ["Training streams", "Model", "Entity", "Probe R² (test)", "Untrained", "Runs", "Contribution sd"]
+        cells = [[f"{r['train_size']:,}", r["experiment"], r["entity"], _fmt(r["probe_r2"]),
+                  _fmt(r["probe_r2_untrained"]), str(r["runs"]), _fmt(r["contribution_sd"])]
+                 for r in frame.iter_rows(named=True)]
         note = ("Ridge probes (RidgeCV) of each entity's vector (the Multi-Entity Transformer's input) fitted on the "
                 "training streams for the entity's true contribution (its contrib_ column plus its credited share "
-                "of the world's signal), scored on the test streams.")
+                "of the world's signal), scored on the test streams; Untrained: the same probe of the same "
+                "architecture with its initial weights (what training added is the difference).")
         written += write_table(out_dir, PROBES, frame, "What MEMF's entity vectors hold", head, cells, note)
     return written
 
@@ -363,16 +370,19 @@ def run_curves(config: Path, out: Path, worlds: Sequence[str], cores: str, extra
                 raise SystemExit(f"world {world}: the workflow failed (exit {done.returncode}); see {folder}/logs")
 
 
-def load_worlds(folder: Path) -> pl.DataFrame:
-    """Every world's curves table under ``folder`` (``<world>/results/tables/curves.csv``), with a ``world`` column."""
+def load_worlds(folder: Path, name: str = TABLE) -> pl.DataFrame | None:
+    """Every world's table ``name`` under ``folder`` (``<world>/results/tables/<name>.csv``) with a ``world`` column,
+    or None when no world has it."""
     frames = []
     for world in WORLDS:
-        path = folder / world / TABLES_DIR / f"{TABLE}.csv"
+        path = folder / world / TABLES_DIR / f"{name}.csv"
         if path.is_file():
-            frames.append(pl.read_csv(path, schema_overrides=SCHEMA).with_columns(pl.lit(world).alias("world")))
+            frame = pl.read_csv(path, schema_overrides=SCHEMA if name == TABLE else None)
+            frames.append(frame.with_columns(pl.lit(world).alias("world")))
     if not frames:
-        raise DataError(f"{folder}: no world has a curves table ({', '.join(WORLDS)}; run the curves config)")
-    return pl.concat(frames, how="diagonal_relaxed").select("world", *SCHEMA)
+        return None
+    table = pl.concat(frames, how="diagonal_relaxed")
+    return table.select("world", *(c for c in table.columns if c != "world"))
 
 
 def smallest_winning_size(frame: pl.DataFrame, against: Sequence[str]) -> tuple[int | None, int]:
@@ -456,16 +466,34 @@ def summarise(folder: Path, out: Path, figures: Path, readme: Path | None = None
     """Write ``curves.{csv,md,html}`` under ``out`` and ``curves.png`` under ``figures`` from every world under
     ``folder`` (and the README block, given ``readme``); return the per-world sentences."""
     table = load_worlds(folder)
+    if table is None:
+        raise DataError(f"{folder}: no world has a curves table ({', '.join(WORLDS)}; run the curves config)")
     sentences = [world_sentence(w, table.filter(pl.col("world") == w)) for w in dict.fromkeys(table["world"])]
     write_curves(out, TABLE, table, "Learning curves in every world", 0.95, 0)
+    probes = load_worlds(folder, PROBES)
+    if probes is not None:
+        write_csv(out / f"{PROBES}.csv", probes)
     draw_curves(table, figures / "curves.png")
     if readme is not None:
-        update_readme(readme, readme_section(table, sentences), marker="curves")
+        update_readme(readme, readme_section(table, sentences, probes), marker="curves")
     return sentences
 
 
-def readme_section(table: pl.DataFrame, sentences: Sequence[str]) -> str:
-    """The figure, per world and size each model's R² with its difference from MEMF and verdict, the sentences."""
+def probe_lines(probes: pl.DataFrame) -> list[str]:
+    """World x entity: the probe R² of MEMF's trained entity vectors (of its untrained ones in brackets)."""
+    entities = list(dict.fromkeys(probes["entity"].to_list()))
+    lines = ["| world | streams | " + " | ".join(entities) + " |", "|---" * (len(entities) + 2) + "|"]
+    for world in dict.fromkeys(probes["world"].to_list()):
+        part = probes.filter(pl.col("world") == world)
+        cells = {r["entity"]: f"{r['probe_r2']:.2f} ({r['probe_r2_untrained']:.2f})" for r in part.iter_rows(named=True)}
+        lines.append(f"| `{world}` | {part['train_size'][0]:,} | " + " | ".join(cells.get(e, "") for e in entities)
+                     + " |")
+    return lines
+
+
+def readme_section(table: pl.DataFrame, sentences: Sequence[str], probes: pl.DataFrame | None = None) -> str:
+    """The figure, per world and size each model's R² with its difference from MEMF and verdict, the sentences, and
+    the probes of MEMF's entity vectors at the largest size."""
     worlds = list(dict.fromkeys(table["world"].to_list()))
     lines = ["![Learning curves](results/figures/curves.png)", "",
              "| world | training streams | " + " | ".join(dict.fromkeys(table["label"].to_list())) + " | oracle |",
@@ -496,7 +524,12 @@ def readme_section(table: pl.DataFrame, sentences: Sequence[str]) -> str:
             "more than 0.005 validation R² from its last doubling of trials). Generated by `python -m "
             "memf.report.curves summary ... --readme README.md` from results/tables/curves.csv (every column: signal "
             "coefficients, budgets, epoch caps).")
-    return "\n".join([note, "", *lines, "", *(f"- {s}" for s in sentences)])
+    out = [note, "", *lines, "", *(f"- {s}" for s in sentences)]
+    if probes is not None:
+        out += ["", "What MEMF's entity vectors hold at the largest size run: the test R² of a ridge probe of each "
+                "entity's vector for that entity's true contribution (its credited share of the world's signal "
+                "included); in brackets the same probe of the untrained architecture.", "", *probe_lines(probes)]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
