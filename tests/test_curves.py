@@ -177,9 +177,10 @@ def test_the_summary_writes_the_table_the_figure_and_the_readme_block(tmp_path):
 
 def test_run_goes_phase_by_phase_over_every_world_with_the_worlds_overlay(tmp_path, monkeypatch):
     from memf.report import curves as module
+    from memf.report import worlds
 
     calls = []
-    monkeypatch.setattr(module.subprocess, "run", lambda cmd: calls.append(cmd) or type("Done", (), {"returncode": 0}))
+    monkeypatch.setattr(worlds.subprocess, "run", lambda cmd: calls.append(cmd) or type("Done", (), {"returncode": 0}))
     config = tmp_path / "c.yaml"
     config.write_text("simulator: {n_streams: 900, media: false}\nsplit: {mode: fixed, validation: 50, test: 100, "
                       "train_sizes: [100, 700], replicates: [2, 1]}\n")

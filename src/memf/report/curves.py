@@ -33,8 +33,6 @@ is better than the best reference and than the modality-first order.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +42,7 @@ import numpy as np
 import polars as pl
 import yaml
 
-from memf.core.io import DataError, read_json, write_text
+from memf.core.io import DataError, read_json
 from memf.core.metrics import regression_metrics
 from memf.data.folds import FoldPlan
 from memf.report.bootstrap import ResampledTruth, paired_differences, resample_chunks, verdict
@@ -53,16 +51,14 @@ from memf.report.experiments import RunSet, load_runset
 from memf.report.layout import CURVES_DIR, FIGURES_DIR, TABLES_DIR
 from memf.report.readme import update_readme
 from memf.report.tables import write_csv, write_table
-from memf.simulate.worlds import WORLDS as SIMULATOR_WORLDS
+from memf.report.worlds import ROOT, WORLDS, add_run_arguments, run_world
 from memf.training.matrix import METRICS_FILE, RUNS_DIR, Experiment
 
-WORLDS: tuple[str, ...] = tuple(SIMULATOR_WORLDS)
 TABLE = "curves"
 PROBES = "curves_probes"
 REFERENCE = "memf"
 ORDER = "memf-modality-first"
 REFERENCE_MODELS = ("hgb-set", "ridge-set")
-ROOT = Path(__file__).resolve().parents[3]
 
 
 # --- one world: the curves table --------------------------------------------------------------------------------
@@ -357,17 +353,9 @@ def run_curves(config: Path, out: Path, worlds: Sequence[str], cores: str, extra
     plan = FoldPlan.from_config({"seed": 0, **settings["split"]})
     for step in phases(plan):
         for world in worlds:
-            folder = out / world
-            folder.mkdir(parents=True, exist_ok=True)
-            overlay = folder / "world.yaml"
-            write_text(overlay, yaml.safe_dump({"simulator": {**settings.get("simulator", {}), "world": world},
-                                                "split": {**settings["split"], "run_folds": step}}))
-            cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(folder),
-                   "--cores", cores, "--configfile", str(config.resolve()), str(overlay.resolve()), *extra]
-            print(f"world {world}, run folds {step}: {' '.join(cmd)}", flush=True)
-            done = subprocess.run(cmd)
-            if done.returncode != 0:
-                raise SystemExit(f"world {world}: the workflow failed (exit {done.returncode}); see {folder}/logs")
+            overlay = {"simulator": {**settings.get("simulator", {}), "world": world},
+                       "split": {**settings["split"], "run_folds": step}}
+            run_world(config, out / world, overlay, cores, extra, f"world {world}, run folds {step}")
 
 
 def load_worlds(folder: Path, name: str = TABLE) -> pl.DataFrame | None:
@@ -427,6 +415,10 @@ def world_sentence(world: str, frame: pl.DataFrame) -> str:
                          + (f"from {first:,} streams" if first is not None else f"not within {last:,} streams"))
     tuned = frame.filter(pl.col("budget") == "under-tuned")
     parts.append(f"{tuned.height} of {frame.height} rows under-tuned")
+    capped = frame.filter(pl.col("cap_bound").is_not_null())
+    if capped.height:
+        share = float((capped["cap_bound"] * capped["runs"]).sum() / capped["runs"].sum())
+        parts.append(f"the epoch cap bound {share:.0%} of the neural models' final runs")
     return "; ".join(parts) + "."
 
 
@@ -536,11 +528,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the workflow once per world and phase, then summarise")
-    run.add_argument("--config", type=Path, default=ROOT / "config.curves.yaml")
-    run.add_argument("--out", type=Path, default=Path(CURVES_DIR))
-    run.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=WORLDS)
-    run.add_argument("--cores", default="all")
-    run.add_argument("snakemake_args", nargs="*", help="passed to every workflow run (after --)")
+    add_run_arguments(run, ROOT / "config.curves.yaml", CURVES_DIR)
     summary = sub.add_parser("summary", help="summarise finished world runs")
     summary.add_argument("folder", type=Path)
     for command in (run, summary):

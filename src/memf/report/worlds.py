@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -42,20 +43,33 @@ ORDER = "memf-modality-first"
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def run_world(config: Path, folder: Path, overlay: dict, cores: str, extra: Sequence[str], what: str) -> None:
+    """Run the workflow in ``folder`` on ``config`` with ``overlay`` on top (written to ``folder/world.yaml``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "world.yaml"
+    write_text(path, yaml.safe_dump(overlay))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(folder),
+           "--cores", cores, "--configfile", str(config.resolve()), str(path.resolve()), *extra]
+    print(f"{what}: {' '.join(cmd)}", flush=True)
+    done = subprocess.run(cmd)
+    if done.returncode != 0:
+        raise SystemExit(f"{what}: the workflow failed (exit {done.returncode}); see {folder}/logs")
+
+
 def run_worlds(config: Path, out: Path, worlds: list[str], cores: str, extra: list[str]) -> None:
     """Run the workflow once per world into ``out/<world>`` (a finished world plans nothing and costs nothing)."""
+    simulator = yaml.safe_load(config.read_text()).get("simulator", {})
     for world in worlds:
-        folder = out / world
-        folder.mkdir(parents=True, exist_ok=True)
-        overlay = folder / "world.yaml"
-        write_text(overlay, yaml.safe_dump({"simulator": {**yaml.safe_load(config.read_text()).get("simulator", {}),
-                                                          "world": world}}))
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(folder),
-               "--cores", cores, "--configfile", str(config.resolve()), str(overlay.resolve()), *extra]
-        print(f"world {world}: {' '.join(cmd)}", flush=True)
-        done = subprocess.run(cmd)
-        if done.returncode != 0:
-            raise SystemExit(f"world {world}: the workflow failed (exit {done.returncode}); see {folder}/logs")
+        run_world(config, out / world, {"simulator": {**simulator, "world": world}}, cores, extra, f"world {world}")
+
+
+def add_run_arguments(run: argparse.ArgumentParser, config: Path, out: str) -> None:
+    """The arguments of a study's ``run`` command: its config, folder, worlds, cores and Snakemake's arguments."""
+    run.add_argument("--config", type=Path, default=config)
+    run.add_argument("--out", type=Path, default=Path(out))
+    run.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=WORLDS)
+    run.add_argument("--cores", default="all")
+    run.add_argument("snakemake_args", nargs="*", help="passed to every workflow run (after --)")
 
 
 def load(folder: Path) -> pl.DataFrame:
@@ -155,12 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the workflow once per world, then summarise")
-    run.add_argument("--config", type=Path, default=ROOT / "config.worlds.yaml")
-    run.add_argument("--out", type=Path, default=Path(WORLDS_DIR))
+    add_run_arguments(run, ROOT / "config.worlds.yaml", WORLDS_DIR)
     run.add_argument("--tables", type=Path, default=Path(TABLES_DIR))
-    run.add_argument("--worlds", nargs="+", default=list(WORLDS), choices=WORLDS)
-    run.add_argument("--cores", default="all")
-    run.add_argument("snakemake_args", nargs="*", help="passed to every workflow run (after --)")
     summary = sub.add_parser("summary", help="summarise finished world runs")
     summary.add_argument("folder", type=Path)
     summary.add_argument("--out", type=Path, default=Path(TABLES_DIR))
