@@ -169,7 +169,7 @@ def test_the_summary_writes_the_table_the_figure_and_the_readme_block(tmp_path):
     assert sentences[0].startswith("cross_modal: at 90 training streams MEMF R²")
     assert "MEMF better from 30 streams" in sentences[0]
     text = readme.read_text()
-    assert "OLD BLOCK" not in text and "![Learning curves](results/figures/curves.png)" in text
+    assert "OLD BLOCK" not in text and "![Learning curves](figures/curves.png)" in text  # relative to the README
     assert json.dumps(sentences[0])[1:40] in json.dumps(text)
     assert "| `cross_modal` | 90 | 0.90 (0.80) | 0.60 (0.10) |" in text
     assert pl.read_csv(tmp_path / "tables" / "curves_probes.csv")["world"].to_list() == ["cross_modal"] * 2

@@ -33,6 +33,7 @@ is better than the best reference and than the modality-first order.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,9 +466,11 @@ def summarise(folder: Path, out: Path, figures: Path, readme: Path | None = None
     probes = load_worlds(folder, PROBES)
     if probes is not None:
         write_csv(out / f"{PROBES}.csv", probes)
-    draw_curves(table, figures / "curves.png")
+    figure = figures / "curves.png"
+    draw_curves(table, figure)
     if readme is not None:
-        update_readme(readme, readme_section(table, sentences, probes), marker="curves")
+        link = Path(os.path.relpath(figure.resolve(), readme.resolve().parent)).as_posix()
+        update_readme(readme, readme_section(table, sentences, probes, link), marker="curves")
     return sentences
 
 
@@ -483,11 +486,12 @@ def probe_lines(probes: pl.DataFrame) -> list[str]:
     return lines
 
 
-def readme_section(table: pl.DataFrame, sentences: Sequence[str], probes: pl.DataFrame | None = None) -> str:
-    """The figure, per world and size each model's R² with its difference from MEMF and verdict, the sentences, and
-    the probes of MEMF's entity vectors at the largest size."""
+def readme_section(table: pl.DataFrame, sentences: Sequence[str], probes: pl.DataFrame | None = None,
+                   figure: str = f"{FIGURES_DIR}/curves.png") -> str:
+    """The figure (``figure``: its path from the README), per world and size each model's R² with its difference from
+    MEMF and verdict, the sentences, and the probes of MEMF's entity vectors at the largest size."""
     worlds = list(dict.fromkeys(table["world"].to_list()))
-    lines = ["![Learning curves](results/figures/curves.png)", "",
+    lines = [f"![Learning curves]({figure})", "",
              "| world | training streams | " + " | ".join(dict.fromkeys(table["label"].to_list())) + " | oracle |",
              "|---" * (len(dict.fromkeys(table["label"].to_list())) + 3) + "|"]
     for world in worlds:
