@@ -119,8 +119,12 @@ def test_the_last_doubling_gain_is_the_dodge_curve_at_all_trials_minus_at_half()
     scores = np.array(CLIMBING)
     assert doubling_gain(scores) == pytest.approx(expected_max(scores, 8) - expected_max(scores, 4))
     assert doubling_gain(np.array(FLAT)) == pytest.approx(0) and doubling_gain(np.array([0.3])) is None
-    assert budget_verdict("worse", BUDGET_TOLERANCE * 2, 0.0) == UNDER_TUNED
+    assert budget_verdict("worse", BUDGET_TOLERANCE * 2, 0.0) == UNDER_TUNED  # the loser still climbs
     assert budget_verdict("better", 0.0, BUDGET_TOLERANCE * 2) == UNDER_TUNED
+    assert budget_verdict("worse", 0.0, BUDGET_TOLERANCE * 2) == "worse"  # the winner climbing only widens the gap
+    assert budget_verdict("better", BUDGET_TOLERANCE * 2, None) == "better"
+    assert budget_verdict("not separable", 0.0, BUDGET_TOLERANCE * 2) == UNDER_TUNED
+    assert budget_verdict("borderline", BUDGET_TOLERANCE * 2, 0.0) == UNDER_TUNED
     assert budget_verdict("worse", BUDGET_TOLERANCE, None) == "worse"
     assert budget_verdict("reference", 1.0, 1.0) == "reference"
 

@@ -3,8 +3,9 @@
 A study of T trials is enough for a model when its expected best validation score no longer climbs with more trials.
 Dodge et al. (2019) estimate the expected best of n trials from the T observed ones (:func:`expected_max`); the
 **gain of the last doubling** is that estimate at T minus at T // 2 (:func:`doubling_gain`). A row whose gain exceeds
-:data:`BUDGET_TOLERANCE` (in validation R²) is **under-tuned**, and so is every verdict that rests on it: a comparison
-reads "under-tuned" when either side is (:func:`budget_verdict`).
+:data:`BUDGET_TOLERANCE` (in validation R²) is **under-tuned**, and so is every verdict that rests on it: more trials
+can only raise a model's expected best, so a comparison reads "under-tuned" when its losing side still climbs, or
+either side of an undecided one (:func:`budget_verdict`).
 
 The epoch cap must not bind either: a final run that trained up to ``train.epochs`` without early stopping firing was
 still improving within its patience window, so more epochs might have helped (:func:`cap_bound`). Whether a larger
@@ -69,12 +70,17 @@ def budget_state(gain: float | None) -> str | None:
 
 
 def budget_verdict(verdict: str | None, row_gain: float | None, reference_gain: float | None) -> str | None:
-    """The verdict, or "under-tuned" when the row or its reference still climbs (a verdict that rests on it)."""
+    """The verdict of a row against its reference, or "under-tuned" when it rests on a side that still climbs.
+
+    More trials can only raise a model's expected best score, so a verdict rests on the side that loses: "worse" (the
+    row loses) is under-tuned when the row still climbs, "better" (the reference loses) when the reference does, and
+    an undecided verdict ("borderline", "not separable") when either does.
+    """
     if verdict in (None, "reference"):
         return verdict
-    if UNDER_TUNED in (budget_state(row_gain), budget_state(reference_gain)):
-        return UNDER_TUNED
-    return verdict
+    row, reference = budget_state(row_gain) == UNDER_TUNED, budget_state(reference_gain) == UNDER_TUNED
+    resting = {"worse": row, "better": reference}.get(verdict, row or reference)
+    return UNDER_TUNED if resting else verdict
 
 
 def cap_bound(metrics_json: str | Path, cap: int) -> tuple[int, int, int]:

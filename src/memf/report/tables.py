@@ -283,8 +283,9 @@ def caption(level: float, n_boot: int, latent: dict[str, Any] | None) -> str:
         f"expected log sales on the same streams) and over the latent ceiling.{ceiling} Settings: the tuned choice "
         "per fold (value (folds choosing it/folds)). Last doubling of trials: the expected best validation R² "
         "(Dodge et al.) at the trials run minus at half of them, mean over folds; above "
-        f"{BUDGET_TOLERANCE:g} the row is under-tuned and so is every verdict resting on it (the row's or its "
-        "reference's). Every number is recomputed from the runs' predictions.parquet."
+        f"{BUDGET_TOLERANCE:g} the row is under-tuned, and a verdict reads under-tuned when its losing side still "
+        "climbs (either side, for an undecided verdict): more trials only raise a model's expected best. Every number "
+        "is recomputed from the runs' predictions.parquet."
     )
 
 
