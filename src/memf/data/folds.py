@@ -82,7 +82,6 @@ def split_of(fold_id: np.ndarray, fold: int, folds: int) -> np.ndarray:
 
 #: The ``fold`` column in the fixed protocol: a stream's role, the same in every run fold.
 FIXED_ROLE: dict[str, int] = {"pool": 0, "val": 1, "test": 2}
-MODES: tuple[str, ...] = ("kfold", "fixed")
 
 
 def _order_key(seed: int, salt: str, stream_id: str) -> bytes:
