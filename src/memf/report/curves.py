@@ -46,7 +46,7 @@ import yaml
 from memf.core.io import DataError, read_json
 from memf.core.metrics import regression_metrics
 from memf.data.folds import FoldPlan
-from memf.report.bootstrap import ResampledTruth, paired_differences, resample_chunks, verdict
+from memf.report.bootstrap import CHUNK_ELEMENTS, ResampledTruth, paired_differences, resample_chunks, verdict
 from memf.report.budget import budget_state, budget_verdict, cap_bound, study_gain
 from memf.report.experiments import RunSet, load_runset
 from memf.report.layout import CURVES_DIR, FIGURES_DIR, TABLES_DIR
@@ -104,7 +104,7 @@ def signal_coefficient(preds: np.ndarray, truth: Truth) -> float | None:
 def r2_interval(y_true: np.ndarray, preds: np.ndarray, n_boot: int, seed: int, level: float) -> tuple[float, float]:
     """Percentile interval of the mean R² of ``preds`` [K, N] over resamples of the (shared) test streams."""
     boot = np.concatenate([ResampledTruth(y_true, idx).seed_mean(preds)["r2"] for idx in
-                           resample_chunks(np.zeros(len(y_true)), n_boot, seed, max(1, (1 << 20) // len(y_true)))])
+                           resample_chunks(np.zeros(len(y_true)), n_boot, seed, max(1, CHUNK_ELEMENTS // len(y_true)))])
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(boot, [tail, 100 - tail])
     return float(lo), float(hi)
@@ -233,11 +233,13 @@ def curve_cells(frame: pl.DataFrame, level: float) -> tuple[list[str], list[list
     return (head if has_world else head[1:]), rows
 
 
-def caption(level: float, n_boot: int) -> str:
+def caption(level: float, n_boot: int | None) -> str:
+    """What a curves table shows (``n_boot``: the resamples, or None where the worlds' tables are gathered)."""
+    resamples = "resamples" if n_boot is None else f"{n_boot} resamples"
     return (
         "Fixed protocol: every training size is a nested subset of one pool, validated on the same streams and tested "
         "on the same streams; ×R: replicates (training subsets). R²: mean over replicates and seeds, ± their sd, and "
-        f"a {level:.0%} bootstrap interval of that mean ({n_boot} resamples of the test streams, the same for every "
+        f"a {level:.0%} bootstrap interval of that mean ({resamples} of the test streams, the same for every "
         "replicate). ΔR² = row - MEMF, paired bootstrap on the same resamples; verdict as in the other tables, "
         "'under-tuned' when the losing side (either side, for an undecided verdict) still gained more than 0.005 "
         "validation R² from its last doubling of trials. Signal coef.: the world "
@@ -246,7 +248,8 @@ def caption(level: float, n_boot: int) -> str:
     )
 
 
-def write_curves(out_dir: Path, name: str, frame: pl.DataFrame, title: str, level: float, n_boot: int) -> list[Path]:
+def write_curves(out_dir: Path, name: str, frame: pl.DataFrame, title: str, level: float,
+                 n_boot: int | None) -> list[Path]:
     """``{name}.csv``, ``.md`` and ``.html`` of a curves frame."""
     head, rows = curve_cells(frame, level)
     return write_table(out_dir, name, frame, title, head, rows, caption(level, n_boot))
@@ -466,7 +469,7 @@ def summarise(folder: Path, out: Path, figures: Path, readme: Path | None = None
     if table is None:
         raise DataError(f"{folder}: no world has a curves table ({', '.join(WORLDS)}; run the curves config)")
     sentences = [world_sentence(w, table.filter(pl.col("world") == w)) for w in dict.fromkeys(table["world"])]
-    write_curves(out, TABLE, table, "Learning curves in every world", 0.95, 0)
+    write_curves(out, TABLE, table, "Learning curves in every world", 0.95, None)
     probes = load_worlds(folder, PROBES)
     if probes is not None:
         write_csv(out / f"{PROBES}.csv", probes)
