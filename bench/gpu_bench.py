@@ -281,7 +281,9 @@ def step_gpu_tests(p: Plan, fig: Figures, work: Path) -> None:
     # On a GPU every test marked gpu; the smoke collects only tests/test_gpu.py (collecting every module costs it
     # 10-20 s), where they live: there they all skip, which proves the step, not the tests.
     where = "tests" if p.device == "cuda" else "tests/test_gpu.py"
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", where, "-q", "-p", "no:cacheprovider", f"--junitxml={report}"]
+    # -o addopts= drops the suite's own options (pytest-xdist's workers among them): one process, these arguments.
+    cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-m", "gpu", where, "-q", "-p", "no:cacheprovider",
+           f"--junitxml={report}"]
     done = subprocess.run(cmd, cwd=ROOT)
     if not report.is_file():
         raise CheckFailed(f"pytest -m gpu exited with {done.returncode} and wrote no report")
@@ -578,6 +580,7 @@ NOT_CARRIED: dict[str, str] = {
                                        "64 MiB one device call may carry)",
     **dict.fromkeys(("import-linter", "ruff"),
                     "structure checks (tests/test_structure.py) that gpu.sh does not run: they need no device"),
+    "pytest-xdist": "runs the default suite on several workers; gpu.sh runs `pytest -m gpu` in one process",
 }
 #: Distributions the device has (its documented stack and what that stack requires): a dependency of a carried
 #: distribution with one of these names is not carried.

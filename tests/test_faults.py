@@ -454,15 +454,20 @@ def test_a_second_snakemake_on_the_same_folder_is_refused_by_the_lock(tiny_env, 
     import test_features_workflow as fw
 
     work = fw.workflow_dir(tiny_env, tmp_path, fw.CONFIG)
-    # The first run also builds a rule that takes 12 s, so that it certainly holds the lock when the second starts.
+    # The first run also builds a rule that waits for a file the test writes once the second run has returned, so
+    # that it certainly holds the lock meanwhile, however slowly a loaded machine starts the second.
+    hold = "timeout 600 sh -c 'until [ -e release ]; do sleep 0.2; done' && touch {output}"
     (work / "Snakefile").write_text((work / "Snakefile").read_text()
-                                    + 'rule hold:\n    output: "hold.txt"\n    shell: "sleep 12 && touch {output}"\n')
+                                    + f'rule hold:\n    output: "hold.txt"\n    shell: "{hold}"\n')
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(work), "-s", str(work / "Snakefile"),
            NUMERIC_MANIFEST, "hold.txt"]
     first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     locks = work / ".snakemake" / "locks"
-    assert wait_until(lambda: locks.is_dir() and any(locks.iterdir()), 60), "the first run never locked the folder"
-    second = snakemake(work, NUMERIC_MANIFEST)
+    try:
+        assert wait_until(lambda: locks.is_dir() and any(locks.iterdir()), 60), "the first run never locked the folder"
+        second = snakemake(work, NUMERIC_MANIFEST)
+    finally:
+        (work / "release").touch()
     first_out, _ = first.communicate(timeout=300)
     assert second.returncode != 0
     # Refused by the lock, or (when it arrives while the first run is writing a file it needs) by Snakemake's marker
