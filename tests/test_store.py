@@ -4,12 +4,15 @@ and that a trained model predicts the same from the store as from the dense padd
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
 import torch
 
 from memf.core.io import DataError
+from memf.data.folds import FoldPlan
 from memf.models import build_model
 from memf.padding import batches as batches_module
 from memf.padding.batches import BatchReader, BlockCache
@@ -231,3 +234,15 @@ def test_a_ragged_block_takes_and_concatenates_streams():
         np.testing.assert_array_equal(joined.objects[key], picked.objects[key])
     for entity in SETS:
         np.testing.assert_array_equal(joined.offsets[entity], picked.offsets[entity])
+
+
+def test_a_fixed_protocol_store_with_one_run_fold_trains_and_a_one_fold_k_fold_store_is_refused(tmp_path):
+    """One training size and one replicate (the learning curves' point on extracted features) is one run fold."""
+    padded = tiny_padded(n=60, folds=1)
+    plan = FoldPlan(1, 0, "fixed", validation=10, test=20, runs=((25, 0),))
+    fixed = dataclasses.replace(padded, fold=plan.assign(padded.stream_id.tolist()).astype(np.int8),
+                                attrs={"split": plan.record()})
+    data = tiny_fold(fixed, tmp_path / "fixed.h5")
+    assert {split: len(rows) for split, rows in data.rows.items()} == {"train": 25, "val": 10, "test": 20}
+    with pytest.raises(DataError, match="1 folds; a dataset without folds cannot be trained on"):
+        tiny_fold(dataclasses.replace(padded, fold=np.zeros(60, dtype=np.int8)), tmp_path / "kfold.h5")

@@ -178,9 +178,10 @@ def fold_data(store: PaddedStore, fold: int, cache_mb: float = DEFAULT_CACHE_MB)
         cache_mb: megabytes of blocks kept in memory between reads (``train.cache_mb``; speed only).
 
     Raises:
-        DataError: the store has no folds, or a split has fewer than 2 streams.
+        DataError: a K-fold store has fewer than 2 folds (a dataset to predict has none), or a split has fewer than 2
+            streams. A fixed-protocol store may have a single run fold (one training size, one replicate).
     """
-    if store.folds < 2:
+    if not store.plan.fixed and store.folds < 2:
         raise DataError(f"padded store: {store.folds} folds; a dataset without folds cannot be trained on")
     rows = {split: store.index(split, fold) for split in SPLITS}
     for split, idx in rows.items():
