@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from memf.core.io import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 #: What the tiny run printed (Snakemake's console and memf's lines), in its work folder.
@@ -52,9 +54,7 @@ def start(workdir: Path) -> subprocess.Popen | None:
 
 def write_status(process: subprocess.Popen, workdir: Path) -> None:
     """Once the run has ended, its exit status, for whichever worker waits on it."""
-    code = process.wait()
-    (workdir / f"{STATUS}.part").write_text(str(code))
-    (workdir / f"{STATUS}.part").replace(workdir / STATUS)
+    write_text(workdir / STATUS, str(process.wait()))
 
 
 def wait(workdir: Path) -> None:
@@ -67,16 +67,20 @@ def wait(workdir: Path) -> None:
     assert status.read_text().strip() == "0", (workdir / CONSOLE).read_text()[-6000:]
 
 
+def reads_tiny_run(item: pytest.Item) -> bool:
+    return FIXTURE in getattr(item, "fixturenames", ())
+
+
 def tiny_files_last(items: list[pytest.Item]) -> None:
     """Reorder ``items`` in place: the files with a test that reads the tiny run after all others (order otherwise kept)."""
-    readers = {item.path for item in items if FIXTURE in getattr(item, "fixturenames", ())}
+    readers = {item.path for item in items if reads_tiny_run(item)}
     items.sort(key=lambda item: item.path in readers)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def tiny_run_in_background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """At the session's first test, start the tiny run if any collected test reads it; at its end, wait for it."""
-    needed = any(FIXTURE in getattr(item, "fixturenames", ()) for item in request.session.items)
+    needed = any(reads_tiny_run(item) for item in request.session.items)
     process = start(shared_folder(tmp_path_factory, "tiny")) if needed else None
     yield
     if process is None:
