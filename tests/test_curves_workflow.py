@@ -67,3 +67,22 @@ def test_adding_a_replicate_reruns_its_jobs_and_the_report_only(curves_run):
     planned = {line.split()[0]: int(line.split()[1]) for line in out.stdout.splitlines()
                if len(line.split()) == 2 and line.split()[1].isdigit()}
     assert planned == {"fit": 1, "fit_reference": 1, "tables": 1, "figures": 1, "all": 1, "total": 5}
+
+
+def test_on_extracted_features_the_fixed_protocol_fits_no_ensemble_and_exports_no_best(tmp_path):
+    """The curves compare models per training size: no ensemble job, no ensemble table declared (the curves writer
+    writes none), and `best`, which chooses between the ensemble and its candidates, is refused in one line."""
+    shipped = str(ROOT / "config.curves.features.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n", "--configfile", shipped]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "rule ensemble:" not in out.stdout
+    tables = [line for line in out.stdout.splitlines() if "results/tables/curves.csv" in line]
+    assert tables and not any("ensemble" in line for line in tables)
+    (tmp_path / "best.yaml").write_text("predict: {bundle: best}\n")
+    out = subprocess.run([*cmd, str(tmp_path / "best.yaml")], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("memf config error")]
+    assert out.returncode != 0 and errors == [
+        "memf config error: config key 'predict.bundle': 'best' chooses between the ensemble and its candidates, and "
+        "the fixed protocol (split.mode: fixed, learning curves) fits no ensemble; name an experiment"], errors

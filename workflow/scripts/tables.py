@@ -13,7 +13,8 @@ sm = snakemake  # noqa: F821 (injected by Snakemake)
 with job_log(sm.log[0]):
     evaluation = sm.params.evaluation
     experiments = {**experiments_from_config(sm.params.experiments, sm.params.seeds),
-                   **ensemble_experiment({"experiments": sm.params.experiments, "ensemble": sm.params.ensemble})}
+                   **ensemble_experiment({"experiments": sm.params.experiments, "ensemble": sm.params.ensemble,
+                                          "split": sm.params.split})}
     boot = evaluation["bootstrap"]
     plan = FoldPlan.from_config(sm.params.split)
     if plan.fixed:

@@ -112,6 +112,9 @@ def why_not_exportable(config: Mapping[str, Any], name: str) -> str | None:
         if feature_set == LATENT_FEATURE_SET:
             return (f"'{BEST}' chooses among experiments on the simulator's latent factors (ensemble.feature_set), "
                     "which new data does not have; set ensemble.feature_set to a feature set of extractors")
+        if config["split"]["mode"] == "fixed":
+            return (f"'{BEST}' chooses between the ensemble and its candidates, and the fixed protocol (split.mode: "
+                    "fixed, learning curves) fits no ensemble; name an experiment")
         if len(ensemble_candidates(config)) < 2:
             return (f"'{BEST}' chooses among the ensemble's candidates and the config has fewer than two (experiments "
                     f"on ensemble.feature_set '{feature_set}'); name an experiment")

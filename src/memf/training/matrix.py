@@ -178,9 +178,10 @@ def ensemble_candidates(config: Mapping[str, Any]) -> list[str]:
 
 
 def ensemble_experiment(config: Mapping[str, Any]) -> dict[str, Experiment]:
-    """``{"ensemble": Experiment}`` when the config's ensemble has at least two candidates, else ``{}`` (one 'seed':
-    its predictions are already seed means)."""
-    if len(ensemble_candidates(config)) < 2:
+    """``{"ensemble": Experiment}`` when the checked config's ensemble has at least two candidates and its split is
+    K-fold, else ``{}`` (one 'seed': its predictions are already seed means). The fixed protocol (learning curves)
+    fits no ensemble: its run folds are training sizes, and the curves compare models, not their blend."""
+    if config["split"]["mode"] == "fixed" or len(ensemble_candidates(config)) < 2:
         return {}
     return {ENSEMBLE: Experiment(ENSEMBLE, ENSEMBLE, config["ensemble"]["feature_set"], {}, (0,))}
 
