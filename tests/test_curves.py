@@ -179,6 +179,25 @@ def test_the_summary_writes_the_table_the_figure_and_the_readme_block(tmp_path):
     assert pl.read_csv(tmp_path / "tables" / "curves_probes.csv")["world"].to_list() == ["cross_modal"] * 2
 
 
+def test_a_one_size_study_gets_its_own_readme_block_and_no_figure(tmp_path):
+    """The point on extracted features (one size): its block between its own markers, the curves block untouched,
+    and no figure (a curve needs two sizes)."""
+    world = tmp_path / "features" / "cross_modal"
+    write_study(world, np.random.default_rng(3), {"memf": 0.2, "hgb-set": 0.6}, {"memf": FLAT, "hgb-set": FLAT}, 20)
+    frame = curve_table(curves(world), ROWS)
+    (world / "results" / "tables").mkdir(parents=True)
+    largest = frame["train_size"].max()
+    frame.filter(pl.col("train_size") == largest).write_csv(world / "results" / "tables" / "curves.csv")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- curves:begin -->\nCURVES\n<!-- curves:end -->\n"
+                      "<!-- curves-features:begin -->\nOLD\n<!-- curves-features:end -->\n")
+    summarise(tmp_path / "features", tmp_path / "tables", tmp_path / "figures", readme, "curves-features")
+    text = readme.read_text()
+    assert "CURVES" in text and "OLD" not in text and "![Learning curves]" not in text
+    assert f"| `cross_modal` | {largest:,} | " in text and "--marker curves-features" in text
+    assert not (tmp_path / "figures").exists()
+
+
 def test_run_goes_phase_by_phase_over_every_world_with_the_worlds_overlay(tmp_path, monkeypatch):
     from memf.report import curves as module
     from memf.report import worlds
